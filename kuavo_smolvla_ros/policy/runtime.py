@@ -1,0 +1,251 @@
+"""The ROS-free SmolVLA runtime: open a checkpoint, turn one observation into a 16-dim action chunk.
+
+The prediction path is lerobot's own: ``preprocessor`` (batch, tokenise, normalise) ->
+``SmolVLAPolicy.predict_action_chunk`` (flow matching, 32 -> 16 trim) -> ``postprocessor``
+(unnormalise). The runtime adds only what a robot needs around it: input checks, uint8 images,
+seeded noise, step-count overrides, relative actions and a warm-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from kuavo_smolvla_ros import robot  # noqa: E402
+from kuavo_smolvla_ros.policy.checkpoint import (  # noqa: E402
+    WEIGHTS_FILE,
+    CheckpointError,
+    CheckpointInfo,
+    inspect_checkpoint,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Observation:
+    """One policy input: camera name -> HxWx3 uint8 RGB image, 16-dim state, instruction text."""
+
+    images: Mapping[str, np.ndarray]
+    state: np.ndarray
+    instruction: str
+
+
+class PolicyRuntime:
+    """A loaded SmolVLA checkpoint that predicts (chunk_size, 16) float32 actions in robot units."""
+
+    def __init__(self, policy, preprocessor, postprocessor, info: CheckpointInfo, device: str):
+        self.policy = policy
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.info = info
+        self.device = device
+        self._tokenizer = None
+
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        checkpoint: str | Path,
+        *,
+        device: str = "cpu",
+        vlm_path: str | Path | None = None,
+        num_steps: int | None = None,
+        chunk_size: int | None = None,
+        n_action_steps: int | None = None,
+    ) -> PolicyRuntime:
+        """Load ``checkpoint`` on ``device``; ``vlm_path`` overrides the recorded VLM folder and the
+        step counts override the checkpoint's (``chunk_size`` may only shrink)."""
+        info = inspect_checkpoint(checkpoint, vlm_path)
+        import torch
+        from lerobot.configs.policies import PreTrainedConfig
+        from lerobot.policies.factory import make_pre_post_processors
+        from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+        from safetensors.torch import load_model
+
+        device = _check_device(device)
+        config = PreTrainedConfig.from_pretrained(str(info.path))
+        config.vlm_model_name = str(info.vlm_path)
+        config.load_vlm_weights = False  # every weight comes from model.safetensors
+        config.device = device
+        _apply_overrides(config, info, num_steps, chunk_size, n_action_steps)
+
+        policy = SmolVLAPolicy(config)
+        missing, unexpected = load_model(policy, str(info.path / WEIGHTS_FILE), strict=False, device=device)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{info.path / WEIGHTS_FILE} does not match the architecture in config.json: "
+                f"{len(missing)} missing tensors{_first(missing)}, {len(unexpected)} unexpected{_first(unexpected)}"
+            )
+        policy.to(device).eval()
+        preprocessor, postprocessor = make_pre_post_processors(
+            config,
+            pretrained_path=str(info.path),
+            preprocessor_overrides={
+                "tokenizer_processor": {"tokenizer_name": str(info.vlm_path)},
+                "device_processor": {"device": device},
+            },
+        )
+        runtime = cls(policy, preprocessor, postprocessor, info, device)
+        LOG.info("opened %s on %s (%d steps, chunk %d)", info.path, device, runtime.num_steps, runtime.chunk_size)
+        return runtime
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.policy.config
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.config.chunk_size)
+
+    @property
+    def n_action_steps(self) -> int:
+        return int(self.config.n_action_steps)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.config.num_steps)
+
+    @num_steps.setter
+    def num_steps(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {value}")
+        self.config.num_steps = int(value)
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self.info.cameras)
+
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        return self.chunk_size, int(self.config.max_action_dim)
+
+    def make_noise(self, seed: int) -> np.ndarray:
+        """The flow-matching start noise for ``seed`` (standard normal, ``noise_shape``)."""
+        return np.random.default_rng(seed).standard_normal(self.noise_shape).astype(np.float32)
+
+    def token_count(self, instruction: str) -> int:
+        """Number of tokens ``instruction`` has before SmolVLA truncates to ``tokenizer_max_length``."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.info.vlm_path))
+        return len(self._tokenizer(instruction + "\n")["input_ids"])
+
+    # ----------------------------------------------------------------------------------------------
+    def make_batch(self, observation: Observation) -> dict:
+        """The un-batched lerobot input dict for ``observation`` (float32 CHW images in [0, 1])."""
+        import torch
+
+        state = np.asarray(observation.state, dtype=np.float32)
+        if state.shape != (robot.STATE_DIM,):
+            raise ValueError(f"state must have shape ({robot.STATE_DIM},), got {state.shape}")
+        if not np.all(np.isfinite(state)):
+            raise ValueError("state contains non-finite values")
+        if not isinstance(observation.instruction, str) or not observation.instruction.strip():
+            raise ValueError("instruction must be a non-empty string")
+        batch = {robot.STATE_FEATURE: torch.from_numpy(state), "task": observation.instruction}
+        missing = [c for c in self.info.cameras if c not in observation.images]
+        if missing:
+            raise ValueError(f"missing camera images: {', '.join(missing)} (policy cameras: {self.info.cameras})")
+        for name in self.info.cameras:
+            image = np.asarray(observation.images[name])
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"camera {name}: expected HxWx3 uint8 RGB, got {image.dtype} {image.shape}")
+            tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            batch[f"observation.images.{name}"] = tensor.to(torch.float32).div_(255.0)
+        return batch
+
+    def predict_chunk(self, observation: Observation, *, noise: np.ndarray | None = None,
+                      seed: int | None = None) -> np.ndarray:
+        """(chunk_size, 16) float32 actions in robot units for ``observation``.
+
+        Deterministic for a given ``noise`` (shape ``noise_shape``) or ``seed``; otherwise fresh noise.
+        """
+        import torch
+
+        batch = self.make_batch(observation)
+        if noise is None and seed is not None:
+            noise = self.make_noise(seed)
+        noise_tensor = None
+        if noise is not None:
+            noise = np.asarray(noise, dtype=np.float32)
+            if noise.shape != self.noise_shape:
+                raise ValueError(f"noise must have shape {self.noise_shape}, got {noise.shape}")
+            noise_tensor = torch.from_numpy(noise).unsqueeze(0).to(self.device)
+        with torch.inference_mode():
+            processed = self.preprocessor(batch)
+            actions = self.policy.predict_action_chunk(processed, noise=noise_tensor)
+            actions = self.postprocessor(actions)
+        chunk = actions[0].to(torch.float32).cpu().numpy()
+        if self.info.action_mode == "relative":
+            chunk = chunk + np.asarray(observation.state, dtype=np.float32)[None, :]
+        return chunk
+
+    def warmup(self, iterations: int = 1) -> float:
+        """Run ``iterations`` predictions on a neutral observation; returns the last one's seconds."""
+        observation = self.dummy_observation()
+        elapsed = 0.0
+        for i in range(max(1, iterations)):
+            start = time.perf_counter()
+            self.predict_chunk(observation, seed=i)
+            elapsed = time.perf_counter() - start
+        return elapsed
+
+    def dummy_observation(self, instruction: str | None = None) -> Observation:
+        """Grey images of the checkpoint's input size, the layout's mid-range state, a task text."""
+        images = {}
+        for name in self.info.cameras:
+            _, height, width = self.info.image_shapes[name]
+            images[name] = np.full((height, width, 3), 128, dtype=np.uint8)
+        state = ((robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2).astype(np.float32)
+        texts = self.info.metadata.instructions if self.info.metadata else []
+        return Observation(images, state, instruction or (texts[0] if texts else "do the task"))
+
+
+def _first(names) -> str:
+    names = sorted(names)
+    return f" (e.g. {', '.join(names[:3])})" if names else ""
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    device = str(device).strip()
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise RuntimeError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def _apply_overrides(config, info: CheckpointInfo, num_steps: int | None, chunk_size: int | None,
+                     n_action_steps: int | None) -> None:
+    if num_steps is not None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        config.num_steps = int(num_steps)
+    if chunk_size is not None:
+        if not 1 <= chunk_size <= info.chunk_size:
+            raise ValueError(f"chunk_size must be in 1..{info.chunk_size} (the checkpoint's), got {chunk_size}")
+        config.chunk_size = int(chunk_size)
+    if n_action_steps is not None:
+        config.n_action_steps = int(n_action_steps)
+    if config.n_action_steps > config.chunk_size:
+        if n_action_steps is not None:
+            raise ValueError(f"n_action_steps ({n_action_steps}) must be <= chunk_size ({config.chunk_size})")
+        config.n_action_steps = config.chunk_size
