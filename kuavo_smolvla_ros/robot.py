@@ -249,7 +249,7 @@ def claw_command_positions(action16: Sequence[float] | np.ndarray,
 def hand_command_positions(action16: Sequence[float] | np.ndarray) -> tuple[list[int], list[int]]:
     """robotHandPosition finger targets (six uint8 0..100 per hand) for an action."""
     scaling = GRIPPERS["dex_hand"]
-    left, right = (int(round(min(max(scaling.unit_to_command(u), 0.0), 100.0))) for u in gripper_units(action16))
+    left, right = (round(min(max(scaling.unit_to_command(u), 0.0), 100.0)) for u in gripper_units(action16))
     return [left] * HAND_FINGERS, [right] * HAND_FINGERS
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from kuavo_smolvla_ros import robot  # noqa: E402
-from kuavo_smolvla_ros.policy.checkpoint import (  # noqa: E402
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.policy.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     CheckpointInfo,
@@ -65,7 +65,6 @@ class PolicyRuntime:
         """Load ``checkpoint`` on ``device``; ``vlm_path`` overrides the recorded VLM folder and the
         step counts override the checkpoint's (``chunk_size`` may only shrink)."""
         info = inspect_checkpoint(checkpoint, vlm_path)
-        import torch
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import make_pre_post_processors
         from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy

@@ -17,11 +17,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from kuavo_smolvla_ros import robot  # noqa: E402
-from kuavo_smolvla_ros.policy.checkpoint import METADATA_FILE, CheckpointMetadata  # noqa: E402
-from kuavo_smolvla_ros.tasks import default_catalog  # noqa: E402
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.policy.checkpoint import METADATA_FILE, CheckpointMetadata
+from kuavo_smolvla_ros.tasks import default_catalog
 
 VLM_FOLDER = "vlm"
 
