@@ -15,14 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from common import CACHE, interleaved, machine, median_ms, save  # noqa: E402
+import numpy as np
+import torch
+from common import CACHE, interleaved, machine, median_ms, save
 
-from kuavo_smolvla_ros import robot  # noqa: E402
-from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime  # noqa: E402
-from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint  # noqa: E402
-from kuavo_smolvla_ros.tasks import default_catalog  # noqa: E402
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime
+from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
+from kuavo_smolvla_ros.tasks import default_catalog
 
 IMAGE_SIDE = {"tiny": 64, "full": 512}
 DEFAULT_REPEATS = {"tiny": 30, "full": 5}

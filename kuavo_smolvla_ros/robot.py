@@ -215,6 +215,27 @@ def grippers_from_claw(positions: Sequence[float], names: Sequence[str] = CLAW_N
         raise ValueError(f"claw state lacks {err.args[0]!r} (names: {names})") from None
 
 
+def state_from_kuavo(sensors, claw_state=None, *, hand_state=None,
+                     scaling: GripperScaling = GRIPPERS["leju_claw"]) -> np.ndarray:
+    """16-dim state from Kuavo messages (ROS 2 classes or rosbags records with the same fields).
+
+    ``sensors`` is a ``SensorsData``; the grippers come from a ``LejuClawState``/gripper state with
+    ``data.name``/``data.position`` (``claw_state``) or a dexterous-hand ``JointState`` whose first
+    twelve positions are the left then right fingers (``hand_state``); with neither they are 0.
+    """
+    if claw_state is not None:
+        data = getattr(claw_state, "data", claw_state)
+        grippers = grippers_from_claw(data.position, data.name, scaling)
+    elif hand_state is not None:
+        fingers = list(hand_state.position)
+        if len(fingers) < 2 * HAND_FINGERS:
+            raise ValueError(f"hand state has {len(fingers)} positions, expected {2 * HAND_FINGERS}")
+        grippers = grippers_from_hands(fingers[:HAND_FINGERS], fingers[HAND_FINGERS:2 * HAND_FINGERS])
+    else:
+        grippers = (0.0, 0.0)
+    return state_from_sensors(sensors.joint_data.joint_q, grippers)
+
+
 def grippers_from_hands(left_fingers: Sequence[float], right_fingers: Sequence[float]) -> tuple[float, float]:
     """(left, right) gripper units from dexterous-hand finger positions (0 open..100 closed)."""
     scaling = GRIPPERS["dex_hand"]

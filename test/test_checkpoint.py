@@ -85,13 +85,16 @@ def test_metadata_with_another_layout_is_rejected(checkpoint_copy):
         inspect_checkpoint(checkpoint_copy)
 
 
-def test_moved_vlm_needs_an_override(tiny_checkpoint, tmp_path):
+def test_moved_checkpoint_finds_its_own_vlm_folder_or_needs_an_override(tiny_checkpoint, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(tiny_checkpoint, moved)
     _edit_config(moved, vlm_model_name=str(tmp_path / "old_place" / "vlm"))
-    with pytest.raises(CheckpointError, match=r"cannot be found locally.*pass vlm_path"):
+    # The VLM folder travelled inside the checkpoint: found without help.
+    assert inspect_checkpoint(moved).vlm_path == (moved / "vlm").resolve()
+    shutil.move(str(moved / "vlm"), str(tmp_path / "elsewhere"))
+    with pytest.raises(CheckpointError, match=r"'.*old_place/vlm' cannot be found locally.*pass vlm_path"):
         inspect_checkpoint(moved)
-    assert inspect_checkpoint(moved, vlm_path=moved / "vlm").vlm_path == (moved / "vlm").resolve()
+    assert inspect_checkpoint(moved, vlm_path=tmp_path / "elsewhere").vlm_path == (tmp_path / "elsewhere").resolve()
     with pytest.raises(CheckpointError, match="vlm_path override"):
         inspect_checkpoint(moved, vlm_path=tmp_path / "nope")
 

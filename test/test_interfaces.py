@@ -166,3 +166,12 @@ def test_roundtrip_over_dds(ros_node, name):
         executor.shutdown()
     assert arrived.is_set(), f"{name} never arrived over DDS"
     assert _as_plain(received[0]) == _as_plain(sent)
+
+
+def test_robot_mappings_accept_the_generated_messages():
+    from kuavo_smolvla_ros import robot
+
+    state = robot.state_from_kuavo(_sensors(), _claw_state())
+    np.testing.assert_allclose(state[robot.LEFT_ARM], [i / 10 for i in range(12, 19)])
+    np.testing.assert_allclose(state[robot.RIGHT_ARM], [i / 10 for i in range(19, 26)])
+    assert robot.gripper_units(state) == pytest.approx((0.1, 0.9))

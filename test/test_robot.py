@@ -107,3 +107,19 @@ def test_cameras_have_dataset_keys_and_kuavo_topics():
     assert robot.CAMERAS[0].feature_key == "observation.images.head_cam_h"
     assert robot.CAMERAS[1].topic == "/cam_l/color/image_raw/compressed"
     assert robot.TOPICS.sensors == "/sensors_data_raw" and robot.TOPICS.arm_command == "/kuavo_arm_traj"
+
+
+def test_state_from_kuavo_messages():
+    """The same mapping serves ROS 2 message classes and rosbags records (duck-typed fields)."""
+    from types import SimpleNamespace as NS
+
+    sensors = NS(joint_data=NS(joint_q=[0.01 * i for i in range(28)]))
+    claw = NS(data=NS(name=["left_claw", "right_claw"], position=[100.0, 0.0]))
+    state = robot.state_from_kuavo(sensors, claw)
+    np.testing.assert_allclose(state[robot.LEFT_ARM], np.arange(12, 19) * 0.01)
+    assert (state[7], state[15]) == (1.0, 0.0)
+    hands = NS(position=[50.0] * 6 + [100.0] * 6)
+    assert robot.gripper_units(robot.state_from_kuavo(sensors, hand_state=hands)) == pytest.approx((0.5, 1.0))
+    assert robot.gripper_units(robot.state_from_kuavo(sensors)) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="hand state has 6 positions, expected 12"):
+        robot.state_from_kuavo(sensors, hand_state=NS(position=[0.0] * 6))

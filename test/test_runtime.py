@@ -173,3 +173,15 @@ def test_relocated_checkpoint_opens_with_a_vlm_override(tiny_checkpoint, runtime
     relocated = PolicyRuntime.open(moved, vlm_path=tmp_path / "robot_disk" / "smolvlm")
     obs = _observation()
     np.testing.assert_array_equal(relocated.predict_chunk(obs, seed=4), runtime.predict_chunk(obs, seed=4))
+
+
+def test_builder_rejects_bad_stats_before_building(tmp_path):
+    with pytest.raises(ValueError, match=r"stats for 'action' must be 16 values"):
+        build_checkpoint(tmp_path / "ck", TinyCheckpointSpec(stats={
+            "observation.state": {"mean": [0.0] * 16, "std": [1.0] * 16},
+            "action": {"mean": [0.0] * 14, "std": [1.0] * 14}}))
+    with pytest.raises(ValueError, match="std > 0"):
+        build_checkpoint(tmp_path / "ck", TinyCheckpointSpec(stats={
+            "observation.state": {"mean": [0.0] * 16, "std": [0.0] * 16},
+            "action": {"mean": [0.0] * 16, "std": [1.0] * 16}}))
+    assert not (tmp_path / "ck").exists()

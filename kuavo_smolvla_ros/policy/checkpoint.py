@@ -26,6 +26,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PREPROCESSOR_FILE = "policy_preprocessor.json"
 POSTPROCESSOR_FILE = "policy_postprocessor.json"
+#: Where builders place the VLM folder inside a checkpoint (used when the recorded path is gone).
+VLM_FOLDER = "vlm"
 ACTION_MODES = ("absolute", "relative")
 
 
@@ -161,14 +163,22 @@ def weight_names(weights: Path) -> frozenset[str]:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({err})") from None
 
 
+def _is_vlm_folder(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
 def resolve_vlm_path(config: dict[str, Any], override: str | Path | None, where: Path) -> Path:
-    """The local VLM folder: ``override`` or the one recorded in ``config.json``; never a hub id."""
-    recorded = str(config.get("vlm_model_name", ""))
-    candidate = Path(override).expanduser() if override else Path(recorded).expanduser()
-    if candidate.is_dir() and (candidate / CONFIG_FILE).is_file():
-        return candidate.resolve()
+    """The local VLM folder: ``override``, else the one recorded in ``config.json``, else a ``vlm/``
+    folder shipped inside the checkpoint (checkpoints that moved with their VLM); never a hub id."""
     if override:
-        raise CheckpointError(f"VLM folder {candidate} (vlm_path override) does not exist or has no {CONFIG_FILE}")
+        candidate = Path(override).expanduser()
+        if not _is_vlm_folder(candidate):
+            raise CheckpointError(f"VLM folder {candidate} (vlm_path override) does not exist or has no {CONFIG_FILE}")
+        return candidate.resolve()
+    recorded = str(config.get("vlm_model_name", ""))
+    for candidate in (Path(recorded).expanduser(), where / VLM_FOLDER):
+        if _is_vlm_folder(candidate):
+            return candidate.resolve()
     raise CheckpointError(
         f"{where / CONFIG_FILE}: VLM folder {recorded!r} cannot be found locally (moved, or a hub id); "
         "pass vlm_path pointing at a local copy of the VLM (config, processor and tokenizer files)"

@@ -20,10 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.policy.checkpoint import METADATA_FILE, CheckpointMetadata
+from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES, METADATA_FILE, VLM_FOLDER, CheckpointMetadata
 from kuavo_smolvla_ros.tasks import default_catalog
-
-VLM_FOLDER = "vlm"
 
 # Special tokens SmolVLA and the SmolVLM processor look up on the tokenizer.
 _SPECIAL_TOKENS = {
@@ -190,6 +188,19 @@ def make_policy_config(vlm_path: str | Path, spec: TinyCheckpointSpec, device: s
     )
 
 
+def check_stats(stats: dict[str, dict[str, list[float]]]) -> None:
+    """Raise ``ValueError`` unless state and action each have finite 16-dim mean and positive std."""
+    for feature in (robot.STATE_FEATURE, robot.ACTION_FEATURE):
+        entry = stats.get(feature) if isinstance(stats, dict) else None
+        if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
+            raise ValueError(f"stats must give 'mean' and 'std' for {feature!r}")
+        mean, std = np.asarray(entry["mean"], dtype=float), np.asarray(entry["std"], dtype=float)
+        if mean.shape != (robot.STATE_DIM,) or std.shape != (robot.STATE_DIM,):
+            raise ValueError(f"stats for {feature!r} must be {robot.STATE_DIM} values, got {mean.shape} / {std.shape}")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise ValueError(f"stats for {feature!r} must be finite with std > 0")
+
+
 def stats_as_tensors(stats: dict[str, dict[str, list[float]]]):
     import torch
 
@@ -210,6 +221,10 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
     spec = spec or TinyCheckpointSpec()
     if spec.size not in SIZES:
         raise ValueError(f"unknown size {spec.size!r}; expected one of {sorted(SIZES)}")
+    if spec.action_mode not in ACTION_MODES:
+        raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {spec.action_mode!r}")
+    stats = spec.stats or default_stats()
+    check_stats(stats)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     vlm_dir = Path(vlm_dir) if vlm_dir is not None else output_dir / VLM_FOLDER
@@ -219,7 +234,6 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
     config = make_policy_config(vlm_dir, spec)
     torch.manual_seed(spec.seed)
     policy = SmolVLAPolicy(config)
-    stats = spec.stats or default_stats()
     preprocessor, postprocessor = make_smolvla_pre_post_processors(config, stats_as_tensors(stats))
     policy.save_pretrained(output_dir)
     preprocessor.save_pretrained(output_dir)
@@ -243,11 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cameras", nargs="+", default=list(robot.CAMERA_NAMES), help="camera names")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     parser.add_argument("--action-mode", choices=("absolute", "relative"), default="absolute")
+    parser.add_argument("--stats", type=Path, default=None,
+                        help='JSON {"observation.state": {"mean": [16], "std": [16]}, "action": {...}}')
     args = parser.parse_args(argv)
     image_shape = tuple(args.image_size) if args.image_size else (
         (64, 64) if args.size == "tiny" else (robot.CAMERA_HEIGHT, robot.CAMERA_WIDTH))
     spec = TinyCheckpointSpec(size=args.size, cameras=tuple(args.cameras), image_shape=image_shape,
-                              seed=args.seed, action_mode=args.action_mode)
+                              seed=args.seed, action_mode=args.action_mode,
+                              stats=json.loads(args.stats.read_text()) if args.stats else None)
     path = build_checkpoint(args.output_dir, spec)
     meta = json.loads((path / METADATA_FILE).read_text())
     print(f"wrote {args.size} SmolVLA checkpoint to {path} (cameras: {', '.join(meta['cameras'])})")
