@@ -1,6 +1,6 @@
 # kuavo_smolvla_ros developer commands. `make help` lists them.
 SHELL := /bin/bash
-.SHELLFLAGS := -eu -o pipefail -c
+.SHELLFLAGS := -e -o pipefail -c
 .DEFAULT_GOAL := help
 
 VENV := .venv
