@@ -20,4 +20,6 @@ COLCON_CURRENT_PREFIX="$_ksr_root/install" . "$_ksr_root/install/local_setup.sh"
 export PYTHONPATH="$_ksr_root${PYTHONPATH:+:$PYTHONPATH}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export HF_HUB_OFFLINE=1
+# Shared-memory segment large enough for raw camera frames (see the file's comment).
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_ksr_root/config/fastdds_profile.xml}"
 unset _ksr_root

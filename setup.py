@@ -50,6 +50,7 @@ setup(
         "console_scripts": [
             "kuavo-smolvla-tiny = kuavo_smolvla_ros.policy.tiny:main",
             "kuavo-smolvla-inspect = kuavo_smolvla_ros.policy.checkpoint:main",
+            "policy_node = kuavo_smolvla_ros.ros.policy_node:main",
         ],
     },
 )

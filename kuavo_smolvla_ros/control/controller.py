@@ -1,0 +1,370 @@
+"""The policy node's brain without ROS: inputs in, one safe command per control tick out.
+
+The ROS layer feeds decoded-on-demand camera frames, joint states and instructions into
+:class:`PolicyController` from its subscriptions and calls :meth:`PolicyController.tick` from its
+control timer. ``tick`` never waits for the model: inference runs on an :class:`InferenceWorker`
+thread, requested early enough (from the measured latency) that the next chunk is ready when the
+current one runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.control.safety import SafetyFilter
+from kuavo_smolvla_ros.control.scheduler import Chunk, ChunkScheduler, Takeover
+from kuavo_smolvla_ros.control.stats import LatencyWindow
+from kuavo_smolvla_ros.control.worker import InferenceRequest, InferenceResult, InferenceWorker
+from kuavo_smolvla_ros.policy.runtime import Observation
+from kuavo_smolvla_ros.sync import StreamBuffer, align
+from kuavo_smolvla_ros.tasks import Task, TaskCatalog
+
+STATE_STREAM = "joint_state"
+MAX_INSTRUCTION_CHARS = 2000
+
+
+class ControlState(IntEnum):
+    """Same values as the ``PolicyStatus.STATE_*`` constants."""
+
+    WAITING = 0
+    RUNNING = 1
+    STALE = 2
+    HOLDING = 3
+    ERROR = 4
+    DISABLED = 5
+
+
+class InputRejected(Exception):
+    """An input could not be used (e.g. a camera frame that fails to decode); not a model error."""
+
+
+@dataclass
+class ControllerConfig:
+    rate_hz: float = robot.CONTROL_RATE_HZ
+    n_action_steps: int = 8
+    blend_steps: int = 2
+    max_input_age_s: float = 0.5
+    #: On stale inputs: "finish" the queued actions then hold, or "hold" at once.
+    stale_behaviour: str = "finish"
+    #: Seconds to wait after a model error before trying again.
+    error_retry_s: float = 1.0
+    #: Tolerated amount by which input stamps may lie in the future of the local clock.
+    clock_skew_s: float = 0.05
+    margin_ticks: int = 1
+    #: Inference latency assumed before the first measurement (e.g. from the warm-up).
+    initial_latency_s: float = 0.0
+
+    def __post_init__(self):
+        if not 0 < self.rate_hz <= 1000:
+            raise ValueError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+        if self.stale_behaviour not in ("finish", "hold"):
+            raise ValueError(f"stale_behaviour must be 'finish' or 'hold', got {self.stale_behaviour!r}")
+        if self.max_input_age_s <= 0:
+            raise ValueError(f"max_input_age_s must be > 0, got {self.max_input_age_s}")
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+
+@dataclass
+class Counters:
+    inferences: int = 0
+    inference_errors: int = 0
+    actions_published: int = 0
+    actions_held: int = 0
+    actions_clamped: int = 0
+    non_finite_replaced: int = 0
+    inputs_rejected: int = 0
+    chunks_discarded: int = 0
+
+
+@dataclass
+class TickOutput:
+    """What one control tick produced."""
+
+    command: np.ndarray | None  # the safe 16-dim command to publish; None: publish nothing
+    state: ControlState
+    held: bool = False
+    new_chunk: Chunk | None = None  # a chunk that arrived this tick (publish it)
+    new_chunk_start: int = 0  # index of new_chunk's first executed action
+    takeover: Takeover | None = None  # a chunk whose first action is this tick's command
+    error: InferenceResult | None = None  # a model failure reported this tick (log it)
+    state_changed: bool = False
+
+
+@dataclass
+class Snapshot:
+    """A consistent copy of the controller's status, for status and diagnostics messages."""
+
+    state: ControlState
+    message: str
+    instruction: str
+    task: Task | None
+    stale_streams: list[str]
+    enabled: bool
+    queue_depth: int
+    counters: Counters
+    inference: Any
+    sensor_to_action: Any
+    jitter: Any
+    latency_estimate_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def decode_image(value: Any) -> np.ndarray:
+    """A camera frame as stored: an HxWx3 uint8 array, or a zero-argument loader returning one."""
+    return value() if callable(value) else value
+
+
+class PolicyController:
+    """Input buffers, chunk scheduling, safety and bookkeeping for one policy."""
+
+    def __init__(self, config: ControllerConfig, cameras: list[str],
+                 predict: Callable[[Observation], np.ndarray], safety: SafetyFilter, catalog: TaskCatalog,
+                 instruction: str = ""):
+        self.config = config
+        self.cameras = list(cameras)
+        self.catalog = catalog
+        self.safety = safety
+        self._predict = predict
+        self._lock = threading.RLock()
+        self.buffers = {name: StreamBuffer(name, config.max_input_age_s, capacity=4) for name in self.cameras}
+        self.buffers[STATE_STREAM] = StreamBuffer(STATE_STREAM, config.max_input_age_s, capacity=4)
+        self.scheduler = ChunkScheduler(config.n_action_steps, config.blend_steps, config.margin_ticks)
+        self.worker = InferenceWorker(self._run_inference)
+        self.counters = Counters()
+        self.inference_latency = LatencyWindow()
+        self.sensor_to_action = LatencyWindow()
+        self.jitter = LatencyWindow(1000)
+        self._tick = 0
+        self._seq = 0
+        self._generation = 0
+        self._instruction = ""
+        self._task: Task | None = None
+        self._switch_pending = False
+        self._enabled = True
+        self._needs_reset = True
+        self._state = ControlState.WAITING
+        self._message = "waiting for inputs"
+        self._stale: list[str] = []
+        self._error_time: float | None = None
+        self._ever_complete = False
+        if instruction:
+            self.set_instruction(instruction)
+
+    # ------------------------------------------------------------------------------------- inputs
+    def add_image(self, camera: str, image: Any, header_stamp: float | None, now: float) -> None:
+        """File a camera frame (an array or a loader that decodes it when an inference needs it)."""
+        with self._lock:
+            self.buffers[camera].add(image, header_stamp, now)
+
+    def add_state(self, state: np.ndarray, header_stamp: float | None, now: float) -> None:
+        """File a measured 16-dim joint state; raises ``ValueError`` (nothing filed) if malformed."""
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (robot.STATE_DIM,):
+            raise ValueError(f"joint state must have {robot.STATE_DIM} values, got {state.shape[0]}")
+        if not np.all(np.isfinite(state)):
+            raise ValueError("joint state contains non-finite values")
+        with self._lock:
+            self.buffers[STATE_STREAM].add(state, header_stamp, now)
+
+    def reject_input(self) -> None:
+        """Count an input message the ROS layer could not use."""
+        with self._lock:
+            self.counters.inputs_rejected += 1
+
+    def set_instruction(self, text: str) -> tuple[str, Task | None, bool]:
+        """Switch to ``text`` (an alias from tasks.yaml, a full instruction or free text).
+
+        Returns (instruction, task, changed). Raises ``ValueError`` for empty or oversized text.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("empty instruction")
+        if len(text) > MAX_INSTRUCTION_CHARS:
+            raise ValueError(f"instruction of {len(text)} characters exceeds {MAX_INSTRUCTION_CHARS}")
+        instruction, task = self.catalog.resolve_instruction(text)
+        with self._lock:
+            if instruction == self._instruction:
+                return instruction, task, False
+            had_one = bool(self._instruction)
+            self._instruction, self._task = instruction, task
+            self._generation += 1  # an inference in flight for the old text is discarded
+            self._switch_pending = had_one
+            self._error_time = None
+            return instruction, task, True
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Disabled: no commands and no inferences; enabling again ramps in from the measured state."""
+        with self._lock:
+            if enabled == self._enabled:
+                return
+            self._enabled = enabled
+            self._generation += 1
+            self.scheduler.clear()
+            self._needs_reset = True
+            self._switch_pending = False
+
+    @property
+    def instruction(self) -> str:
+        return self._instruction
+
+    def record_period(self, period_s: float) -> None:
+        """Record one measured control period (the timer's jitter is |period - 1/rate|)."""
+        with self._lock:
+            self.jitter.add(abs(period_s - self.config.period_s))
+
+    def latency_estimate(self) -> float:
+        """Inference latency the scheduler plans with: the recent p95, or the initial estimate."""
+        if len(self.inference_latency) == 0:
+            return self.config.initial_latency_s
+        return self.inference_latency.percentile(95)
+
+    # --------------------------------------------------------------------------------------- tick
+    def tick(self, now: float) -> TickOutput:
+        """One control period at time ``now`` (seconds, the clock the input stamps use)."""
+        with self._lock:
+            tick = self._tick
+            self._tick += 1
+            previous_state = self._state
+            out = TickOutput(command=None, state=previous_state)
+            self._collect(tick, now, out)
+            self._stale = self._stale_streams(now)
+            if self._stale and self._ever_complete and self.config.stale_behaviour == "hold":
+                self.scheduler.clear()
+            self._command(tick, now, out)
+            if self._enabled:
+                self._maybe_request(tick, now)
+            out.state = self._state = self._decide_state(out)
+            out.state_changed = out.state != previous_state
+            return out
+
+    def _collect(self, tick: int, now: float, out: TickOutput) -> None:
+        result = self.worker.poll()
+        if result is None or result.request.generation != self._generation:
+            return
+        if result.error:
+            if result.error.startswith(InputRejected.__name__):
+                self.counters.inputs_rejected += 1
+                return
+            self.counters.inference_errors += 1
+            self._error_time = now
+            self._message = f"model error: {result.error}"
+            out.error = result
+            return
+        actions = np.asarray(result.actions, dtype=np.float64)
+        self.counters.inferences += 1
+        self.inference_latency.add(result.seconds)
+        if actions.ndim != 2 or actions.shape[1] != robot.ACTION_DIM:
+            self.counters.inference_errors += 1
+            self._error_time = now
+            self._message = f"model returned actions of shape {actions.shape}, expected (N, {robot.ACTION_DIM})"
+            return
+        self._error_time = None
+        self._seq += 1
+        chunk = Chunk(actions, result.request.tick, result.request.instruction, self._seq,
+                      result.request.oldest_stamp, result.seconds)
+        out.new_chunk = chunk
+        immediate, self._switch_pending = self._switch_pending, False
+        out.takeover = self.scheduler.accept(chunk, tick, immediate=immediate)
+        out.new_chunk_start = self.scheduler.planned_start_index(chunk)
+        self.counters.chunks_discarded = self.scheduler.discarded
+
+    def _command(self, tick: int, now: float, out: TickOutput) -> None:
+        if not self._enabled:
+            return
+        proposed, takeover = self.scheduler.action(tick)
+        out.takeover = out.takeover or takeover
+        if self._needs_reset:
+            if proposed is None:
+                return  # nothing commanded yet: publish nothing until the first chunk takes over
+            measured = self.buffers[STATE_STREAM].latest()
+            self.safety.reset(measured.value if measured is not None else proposed)
+            self._needs_reset = False
+        result = self.safety.apply(proposed)
+        out.command = result.command
+        out.held = proposed is None
+        self.counters.actions_published += 1
+        self.counters.actions_held += int(out.held)
+        self.counters.actions_clamped += int(result.clamped)
+        self.counters.non_finite_replaced += int(result.non_finite)
+        if out.takeover is not None and out.takeover.tick == tick:
+            self.sensor_to_action.add(now - out.takeover.chunk.oldest_stamp)
+
+    def _stale_streams(self, now: float) -> list[str]:
+        horizon = now + self.config.clock_skew_s
+        return [name for name, buffer in self.buffers.items() if buffer.as_of(horizon) is None]
+
+    def _maybe_request(self, tick: int, now: float) -> None:
+        if not self._instruction or self.worker.busy:
+            return
+        if self._error_time is not None and now - self._error_time < self.config.error_retry_s:
+            return
+        if not (self._switch_pending or self.scheduler.request_due(tick, self.latency_estimate(),
+                                                                   self.config.period_s)):
+            return
+        if self._stale:
+            return
+        aligned = align(self.buffers.values(), now + self.config.clock_skew_s)
+        if not aligned.complete:
+            return
+        self._ever_complete = True
+        images = {name: aligned.samples[name].value for name in self.cameras}
+        state = aligned.samples[STATE_STREAM].value
+        inputs = (images, state.astype(np.float32), self._instruction)
+        self.worker.submit(InferenceRequest(inputs, tick, self._instruction, aligned.oldest_stamp or now,
+                                            self._generation))
+
+    def _run_inference(self, inputs: tuple[Mapping[str, Any], np.ndarray, str]) -> np.ndarray:
+        """Runs on the worker thread: decode the frames, then predict."""
+        images, state, instruction = inputs
+        decoded = {}
+        for name, value in images.items():
+            try:
+                decoded[name] = decode_image(value)
+            except Exception as err:
+                raise InputRejected(f"camera {name}: {err}") from err
+        return self._predict(Observation(decoded, state, instruction))
+
+    def _decide_state(self, out: TickOutput) -> ControlState:
+        if not self._enabled:
+            self._message = "disabled by ~/enable"
+            return ControlState.DISABLED
+        if self._error_time is not None:
+            return ControlState.ERROR
+        if self._stale and (self._ever_complete or self.scheduler.current is not None):
+            self._message = f"stale inputs: {', '.join(self._stale)}"
+            return ControlState.STALE
+        if not self._instruction:
+            self._message = "waiting for an instruction on the instruction topic"
+            return ControlState.WAITING
+        if out.command is None:
+            self._message = ("waiting for inputs: " + ", ".join(self._stale)) if self._stale else \
+                "waiting for the first chunk"
+            return ControlState.WAITING
+        if out.held:
+            self._message = "model behind the control rate: holding the last command"
+            return ControlState.HOLDING
+        self._message = "running"
+        return ControlState.RUNNING
+
+    # ------------------------------------------------------------------------------------ status
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                state=self._state, message=self._message, instruction=self._instruction, task=self._task,
+                stale_streams=list(self._stale), enabled=self._enabled,
+                queue_depth=self.scheduler.queue_depth(self._tick), counters=Counters(**vars(self.counters)),
+                inference=self.inference_latency.summary(), sensor_to_action=self.sensor_to_action.summary(),
+                jitter=self.jitter.summary(), latency_estimate_s=self.latency_estimate(),
+            )
+
+    def close(self) -> None:
+        self.worker.stop()

@@ -1,0 +1,72 @@
+"""The last filter before the robot: joint limits, a maximum change per tick, no non-finite values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kuavo_smolvla_ros import robot
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """A safe command and what the filter had to do to get it."""
+
+    command: np.ndarray
+    clamped: bool = False
+    non_finite: bool = False
+
+
+class SafetyFilter:
+    """Makes every outgoing command finite, inside ``[lower, upper]`` and within ``max_step`` of the
+    previous one. After :meth:`reset` (start, re-enable) the allowed step ramps up from zero over
+    ``ramp_ticks`` ticks, so the robot eases from its measured pose into the policy's commands."""
+
+    def __init__(self, lower: np.ndarray = robot.LOWER_LIMITS, upper: np.ndarray = robot.UPPER_LIMITS,
+                 max_step: np.ndarray | float = robot.DEFAULT_MAX_VELOCITY / robot.CONTROL_RATE_HZ,
+                 ramp_ticks: int = 10):
+        self.lower = np.asarray(lower, dtype=np.float64)
+        self.upper = np.asarray(upper, dtype=np.float64)
+        self.max_step = np.broadcast_to(np.asarray(max_step, dtype=np.float64), self.lower.shape).copy()
+        if not (np.all(self.lower < self.upper) and np.all(self.max_step > 0)):
+            raise ValueError("safety limits need lower < upper and max_step > 0 for every joint")
+        self.ramp_ticks = max(0, int(ramp_ticks))
+        self._last: np.ndarray | None = None
+        self._ticks_since_reset = 0
+
+    @property
+    def last(self) -> np.ndarray | None:
+        """The last command let through (the hold command), or None before :meth:`reset`."""
+        return None if self._last is None else self._last.copy()
+
+    def reset(self, measured: np.ndarray) -> np.ndarray:
+        """Start from the measured joint state (clipped into the limits); restarts the ramp-in."""
+        measured = np.asarray(measured, dtype=np.float64).reshape(-1)
+        if measured.shape != self.lower.shape or not np.all(np.isfinite(measured)):
+            raise ValueError("the measured state used to reset the safety filter must be finite and 16-dim")
+        self._last = np.clip(measured, self.lower, self.upper)
+        self._ticks_since_reset = 0
+        return self._last.copy()
+
+    def _step_limit(self) -> np.ndarray:
+        if self.ramp_ticks and self._ticks_since_reset < self.ramp_ticks:
+            return self.max_step * (self._ticks_since_reset + 1) / (self.ramp_ticks + 1)
+        return self.max_step
+
+    def apply(self, proposed: np.ndarray | None) -> FilterResult:
+        """The safe command for ``proposed`` (None, or any non-finite value: hold the last command)."""
+        if self._last is None:
+            raise RuntimeError("SafetyFilter.apply before reset(measured_state)")
+        step = self._step_limit()
+        self._ticks_since_reset += 1
+        if proposed is None:
+            return FilterResult(self._last.copy())
+        proposed = np.asarray(proposed, dtype=np.float64).reshape(-1)
+        if proposed.shape != self.lower.shape or not np.all(np.isfinite(proposed)):
+            return FilterResult(self._last.copy(), non_finite=True)
+        limited = np.clip(proposed, self.lower, self.upper)
+        limited = np.clip(limited, self._last - step, self._last + step)
+        clamped = bool(np.any(np.abs(limited - proposed) > 1e-9))
+        self._last = limited
+        return FilterResult(limited.copy(), clamped=clamped)

@@ -1,0 +1,92 @@
+"""Camera frames from ROS image messages (raw ``Image`` or ``CompressedImage``) to HxWx3 uint8 RGB.
+
+Messages are checked when they arrive (encoding, size, a JPEG/PNG header) and decoded only when an
+inference needs them (:class:`Frame` is a zero-argument loader), so frames the policy never uses cost
+no decoding. Works on rclpy messages and rosbags records alike (same field names); no ROS imports.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+#: Raw encodings accepted: channels and whether the colour order is BGR.
+RAW_ENCODINGS = {"rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True)}
+_MAGIC = {"jpeg": b"\xff\xd8", "png": b"\x89PNG"}
+
+
+class ImageError(ValueError):
+    """A camera message that cannot be used; the message says why."""
+
+
+def _check_size(height: int, width: int, expected: tuple[int, int] | None) -> None:
+    if height <= 0 or width <= 0:
+        raise ImageError(f"empty image {height}x{width}")
+    if expected and tuple(expected) != (height, width):
+        raise ImageError(f"image is {height}x{width}, expected {expected[0]}x{expected[1]}")
+
+
+class Frame:
+    """A validated camera frame; calling it decodes to an HxWx3 uint8 RGB array (cached)."""
+
+    __slots__ = ("_array", "_decode", "height", "width")
+
+    def __init__(self, height: int, width: int, decode):
+        self.height, self.width = height, width
+        self._decode = decode
+        self._array: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self._array is None:
+            self._array = self._decode()
+        return self._array
+
+
+def raw_frame(encoding: str, height: int, width: int, step: int, data, expected: tuple[int, int] | None = None
+              ) -> Frame:
+    """A frame from a ``sensor_msgs/Image`` (rgb8, bgr8, rgba8 or bgra8)."""
+    if encoding not in RAW_ENCODINGS:
+        raise ImageError(f"unsupported encoding {encoding!r} (supported: {', '.join(RAW_ENCODINGS)})")
+    channels, bgr = RAW_ENCODINGS[encoding]
+    _check_size(height, width, expected)
+    if step < width * channels:
+        raise ImageError(f"step {step} is smaller than width {width} x {channels} channels")
+    buffer = memoryview(data).cast("B") if not isinstance(data, bytes | bytearray) else data
+    if len(buffer) != height * step:
+        raise ImageError(f"{encoding} image data has {len(buffer)} bytes, expected {height} x {step}")
+
+    def decode() -> np.ndarray:
+        pixels = np.frombuffer(buffer, dtype=np.uint8).reshape(height, step)[:, : width * channels]
+        pixels = pixels.reshape(height, width, channels)[:, :, :3]
+        return np.ascontiguousarray(pixels[:, :, ::-1] if bgr else pixels)
+
+    return Frame(height, width, decode)
+
+
+def compressed_frame(fmt: str, data, expected: tuple[int, int] | None = None) -> Frame:
+    """A frame from a ``sensor_msgs/CompressedImage`` holding a JPEG or PNG (colour)."""
+    payload = bytes(data)
+    kind = next((k for k, magic in _MAGIC.items() if payload.startswith(magic)), None)
+    if kind is None:
+        raise ImageError(f"compressed image (format {fmt!r}) is neither JPEG nor PNG")
+    if kind == "jpeg" and not payload.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageError("truncated JPEG (no end-of-image marker)")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(payload)) as header:  # reads the header only
+            width, height = header.size
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ImageError(f"corrupt {kind.upper()} header: {err}") from None
+    _check_size(height, width, expected)
+
+    def decode() -> np.ndarray:
+        import cv2
+
+        image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None or image.shape[:2] != (height, width):
+            raise ImageError(f"corrupt {kind.upper()} data")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    return Frame(height, width, decode)

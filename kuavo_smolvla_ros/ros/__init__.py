@@ -1,0 +1,1 @@
+"""The thin rclpy layer: parameters, message conversions, the policy node."""

@@ -1,0 +1,273 @@
+"""``policy_node``: SmolVLA on the Kuavo under ROS 2 (thin rclpy layer around PolicyController).
+
+Subscribes to the cameras, the joint state and ``/task_instruction``; publishes one safe action per
+control tick on ``/kuavo_smolvla/action`` (and the Kuavo adapters), every chunk on
+``/kuavo_smolvla/action_chunk``, status and diagnostics. Run: ``ros2 run kuavo_smolvla_ros policy_node
+--ros-args -p checkpoint:=/path`` or ``ros2 launch kuavo_smolvla_ros policy.launch.py checkpoint:=/path``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+
+from kuavo_smolvla_ros import images, robot
+from kuavo_smolvla_ros.control.controller import ControllerConfig, ControlState, PolicyController, TickOutput
+from kuavo_smolvla_ros.control.safety import SafetyFilter
+from kuavo_smolvla_ros.msg import ActionChunk, LejuClawState, PolicyStatus, SensorsData
+from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
+from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
+from kuavo_smolvla_ros.ros import messages, params
+from kuavo_smolvla_ros.tasks import default_catalog
+
+NODE_NAME = "kuavo_smolvla_policy"
+OUTPUT_NAMESPACE = "/kuavo_smolvla"
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class PolicyNode(Node):
+    """Parameters, subscriptions, publishers and timers; the decisions live in PolicyController."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.settings = s = params.declare(self)
+        import torch
+
+        torch.set_num_threads(s.torch_threads or max(1, (os.cpu_count() or 2) - 1))
+        self.runtime = PolicyRuntime.open(s.checkpoint, device=s.device, vlm_path=s.vlm_path or None,
+                                          num_steps=s.num_steps, chunk_size=s.chunk_size,
+                                          n_action_steps=s.n_action_steps)
+        missing = [c for c in self.runtime.cameras if c not in s.camera_names]
+        if missing:
+            raise ValueError(f"the checkpoint needs cameras {missing} that camera_names does not provide")
+        latency = self.runtime.warmup(s.warmup_iterations) if s.warmup_iterations else 0.0
+        self.get_logger().info(
+            f"loaded {self.runtime.info.path} on {s.device}: {self.runtime.num_steps} steps, chunk "
+            f"{self.runtime.chunk_size}, {s.n_action_steps} executed per chunk, warm-up {latency * 1e3:.0f} ms")
+        self.catalog = default_catalog()
+        self.gripper = robot.gripper(s.gripper_type, s.claw_inverted)
+        self.controller = PolicyController(
+            ControllerConfig(rate_hz=s.control_rate_hz, n_action_steps=s.n_action_steps, blend_steps=s.blend_steps,
+                             max_input_age_s=s.max_input_age_s, stale_behaviour=s.stale_behaviour,
+                             error_retry_s=s.error_retry_s, initial_latency_s=latency),
+            cameras=self.runtime.cameras, predict=self._predict,
+            safety=SafetyFilter(max_step=self._max_step(), ramp_ticks=round(s.ramp_in_s * s.control_rate_hz)),
+            catalog=self.catalog,
+        )
+        self._gripper_units = (0.0, 0.0)
+        self._last_period_start: float | None = None
+        self._make_publishers()
+        self._make_subscriptions()
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        # The control timer has a callback group of its own: image decoding or status never delay it.
+        self.create_timer(1.0 / s.control_rate_hz, self._on_control_tick,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0 / s.status_rate_hz, self._publish_status,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        if s.default_instruction:
+            self._switch_instruction(s.default_instruction)
+        self._publish_status()
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _max_step(self) -> np.ndarray:
+        s = self.settings
+        velocity = np.full(robot.ACTION_DIM, s.max_joint_velocity)
+        velocity[robot.GRIPPER_INDICES] = s.max_gripper_velocity
+        return velocity / s.control_rate_hz
+
+    def _predict(self, observation) -> np.ndarray:
+        seed = self.settings.seed if self.settings.seed >= 0 else None
+        return self.runtime.predict_chunk(observation, seed=seed)
+
+    def _make_publishers(self) -> None:
+        s = self.settings
+        self.action_pub = self.create_publisher(JointState, f"{OUTPUT_NAMESPACE}/action", COMMAND_QOS)
+        self.chunk_pub = self.create_publisher(ActionChunk, f"{OUTPUT_NAMESPACE}/action_chunk", COMMAND_QOS)
+        self.status_pub = self.create_publisher(PolicyStatus, f"{OUTPUT_NAMESPACE}/status", STATUS_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.arm_pub = self.claw_pub = None
+        if s.publish_arm_command:
+            self.arm_pub = self.create_publisher(JointState, s.arm_command_topic, COMMAND_QOS)
+        if s.publish_claw_command and s.gripper_type == "leju_claw":
+            from kuavo_smolvla_ros.msg import LejuClawCommand
+
+            self.claw_pub = self.create_publisher(LejuClawCommand, s.claw_command_topic, COMMAND_QOS)
+
+    def _make_subscriptions(self) -> None:
+        s = self.settings
+        group = ReentrantCallbackGroup()
+        for name, topic, kind in zip(s.camera_names, s.camera_topics, s.camera_types, strict=True):
+            if name not in self.runtime.cameras:
+                self.get_logger().warning(f"camera {name} is not an input of the checkpoint: not subscribed")
+                continue
+            msg_type = CompressedImage if kind == "compressed" else Image
+            self.create_subscription(msg_type, topic, lambda m, n=name, k=kind: self._on_image(n, k, m),
+                                     qos_profile_sensor_data, callback_group=group)
+        if s.state_source == "kuavo":
+            self.create_subscription(SensorsData, s.sensors_topic, self._on_sensors, qos_profile_sensor_data,
+                                     callback_group=group)
+            state_type = LejuClawState if s.gripper_type == "leju_claw" else JointState
+            self.create_subscription(state_type, s.gripper_state_topic, self._on_gripper_state,
+                                     qos_profile_sensor_data, callback_group=group)
+        else:
+            self.create_subscription(JointState, s.joint_state_topic, self._on_joint_state, qos_profile_sensor_data,
+                                     callback_group=group)
+        self.create_subscription(String, s.instruction_topic, self._on_instruction, 10, callback_group=group)
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _reject(self, what: str, err: Exception) -> None:
+        self.controller.reject_input()
+        self.get_logger().warning(f"rejected {what}: {err}", throttle_duration_sec=2.0)
+
+    # -------------------------------------------------------------------------------- callbacks
+    def _on_image(self, name: str, kind: str, msg) -> None:
+        expected = self.settings.expected_image_size
+        try:
+            if kind == "compressed":
+                frame = images.compressed_frame(msg.format, msg.data, expected)
+            else:
+                frame = images.raw_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data, expected)
+        except images.ImageError as err:
+            self._reject(f"camera {name} frame", err)
+            return
+        self.controller.add_image(name, frame, messages.seconds(msg.header.stamp), self._now())
+
+    def _on_sensors(self, msg: SensorsData) -> None:
+        try:
+            state = robot.state_from_sensors(msg.joint_data.joint_q, self._gripper_units)
+            self.controller.add_state(state, messages.seconds(msg.header.stamp), self._now())
+        except ValueError as err:
+            self._reject("sensors data", err)
+
+    def _on_gripper_state(self, msg) -> None:
+        try:
+            if isinstance(msg, LejuClawState) or self.settings.gripper_type == "sim_gripper":
+                data = getattr(msg, "data", msg)
+                units = robot.grippers_from_claw(data.position, data.name, self.gripper)
+            else:
+                positions = list(msg.position)
+                units = robot.grippers_from_hands(positions[:robot.HAND_FINGERS],
+                                                  positions[robot.HAND_FINGERS:2 * robot.HAND_FINGERS])
+            if not np.all(np.isfinite(units)):
+                raise ValueError("non-finite gripper state")
+        except ValueError as err:
+            self._reject("gripper state", err)
+            return
+        self._gripper_units = units
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            state = messages.state_from_joint_state(msg)
+            self.controller.add_state(state, messages.seconds(msg.header.stamp), self._now())
+        except ValueError as err:
+            self._reject("joint state", err)
+
+    def _on_instruction(self, msg: String) -> None:
+        try:
+            self._switch_instruction(msg.data)
+        except ValueError as err:
+            self._reject("instruction", err)
+
+    def _switch_instruction(self, text: str) -> None:
+        instruction, task, changed = self.controller.set_instruction(text)
+        if not changed:
+            return
+        if task is not None:
+            self.get_logger().info(f"task {task.id} ({task.name}) active")
+        else:
+            self.get_logger().info(f"free-text instruction active: {instruction!r}")
+        tokens, limit = self.runtime.token_count(instruction), int(self.runtime.config.tokenizer_max_length)
+        if tokens > limit:
+            self.get_logger().warning(f"instruction has {tokens} tokens; the policy reads only the first {limit}")
+        self._publish_status()
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.controller.set_enabled(bool(request.data))
+        response.success = True
+        response.message = "enabled: ramping in from the measured state" if request.data else "disabled"
+        self.get_logger().info(response.message)
+        self._publish_status()
+        return response
+
+    # ----------------------------------------------------------------------------------- control
+    def _on_control_tick(self) -> None:
+        start = time.perf_counter()
+        if self._last_period_start is not None:
+            self.controller.record_period(start - self._last_period_start)
+        self._last_period_start = start
+        out = self.controller.tick(self._now())
+        self._publish_tick(out)
+
+    def _publish_tick(self, out: TickOutput) -> None:
+        stamp = self.get_clock().now().to_msg()
+        if out.command is not None:
+            self.action_pub.publish(messages.action_joint_state(out.command, stamp))
+            if not self.settings.dry_run:
+                if self.arm_pub is not None:
+                    self.arm_pub.publish(messages.arm_command(out.command, stamp))
+                if self.claw_pub is not None:
+                    self.claw_pub.publish(messages.claw_command(out.command, stamp, self.gripper))
+        if out.new_chunk is not None:
+            self.chunk_pub.publish(messages.chunk_message(
+                out.new_chunk, out.new_chunk_start, self.settings.n_action_steps,
+                1.0 / self.settings.control_rate_hz, self.runtime.num_steps))
+        if out.error is not None:
+            self.get_logger().error(f"inference failed: {out.error.error}\n{out.error.detail}",
+                                    throttle_duration_sec=5.0)
+        if out.state_changed:
+            level = self.get_logger().warning if out.state in (ControlState.STALE, ControlState.HOLDING) else \
+                self.get_logger().info
+            level(f"state {out.state.name}: {self.controller.snapshot().message}")
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        snap = self.controller.snapshot()
+        stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(messages.status_message(snap, stamp, self.settings.dry_run, self.runtime.num_steps))
+        self.diagnostics_pub.publish(messages.diagnostics_message(snap, stamp, self.get_fully_qualified_name(),
+                                                                  str(self.runtime.info.path)))
+
+    def destroy_node(self) -> None:
+        self.controller.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    sys.setswitchinterval(0.0005)  # let the control timer's thread get the GIL promptly
+    rclpy.init(args=args)
+    try:
+        node = PolicyNode()
+    except (CheckpointError, ValueError, RuntimeError) as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Start the Kuavo SmolVLA policy node: ``kuavo_smolvla_ros/policy_node``, named ``kuavo_smolvla_policy``.
+
+Examples::
+
+    ros2 launch kuavo_smolvla_ros policy.launch.py checkpoint:=/path dry_run:=true
+    ros2 launch kuavo_smolvla_ros policy.launch.py params_file:=/my/policy.yaml device:=cuda:1 namespace:=robot1
+
+Parameters come from ``params_file`` (default: the installed ``config/policy.yaml``), then from the
+launch arguments ``checkpoint``, ``device``, ``dry_run`` and ``use_sim_time``. An argument left empty
+does not override the file. Overrides are plain Python values: launch_ros keeps strings as strings
+(it YAML-quotes them) and passes ``dry_run`` / ``use_sim_time`` as booleans.
+Run ``ros2 launch kuavo_smolvla_ros policy.launch.py --show-args`` for the list.
+"""
+
+import os
+import re
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "kuavo_smolvla_ros"
+EXECUTABLE = "policy_node"
+NODE_NAME = "kuavo_smolvla_policy"
+
+# name -> (default, description); the params_file default is resolved in generate_launch_description().
+ARGUMENTS: dict[str, tuple[str | None, str]] = {
+    "checkpoint": ("", "SmolVLA checkpoint folder; empty keeps the params file's value"),
+    "params_file": (None, "node parameters YAML (default: share/kuavo_smolvla_ros/config/policy.yaml)"),
+    "device": ("", "torch device: cpu, cuda or cuda:N; empty keeps the params file's value"),
+    "dry_run": ("", "true: compute and publish chunks but send no robot commands; empty keeps the params file's"),
+    "use_sim_time": ("false", "use /clock (simulator or rosbag) instead of the wall clock: true or false"),
+    "namespace": ("", "ROS namespace of the node (empty: the root namespace)"),
+}
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false"):
+        raise ValueError(f"launch argument {name}:={value!r} is invalid: use true or false (or leave it empty)")
+    return lowered == "true"
+
+
+def node_overrides(values: dict[str, str]) -> dict[str, str | bool]:
+    """Parameters overriding the params file: only the arguments given a non-empty value, typed."""
+    overrides: dict[str, str | bool] = {}
+    values = {name: values.get(name, "").strip() for name in ("checkpoint", "device", "dry_run", "use_sim_time")}
+    if values["checkpoint"]:
+        overrides["checkpoint"] = values["checkpoint"]
+    if values["device"]:
+        if not _DEVICE.fullmatch(values["device"]):
+            raise ValueError(f"launch argument device:={values['device']!r} is invalid: use cpu, cuda or cuda:N")
+        overrides["device"] = values["device"]
+    for name in ("dry_run", "use_sim_time"):
+        if values[name]:
+            overrides[name] = _parse_bool(name, values[name])
+    return overrides
+
+
+def _launch_setup(context, *args, **kwargs):
+    values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    params_file = values["params_file"]
+    # launch_ros only warns and skips a parameter file that does not exist; refuse to start without it.
+    if not os.path.isfile(params_file):
+        raise FileNotFoundError(f"launch argument params_file:={params_file!r} is not a file")
+    # Large shared-memory segments for raw camera frames, unless the user chose a profile already.
+    profile = os.path.join(get_package_share_directory(PACKAGE), "config", "fastdds_profile.xml")
+    env = {} if "FASTDDS_DEFAULT_PROFILES_FILE" in os.environ else {"FASTDDS_DEFAULT_PROFILES_FILE": profile}
+    return [
+        Node(
+            package=PACKAGE,
+            executable=EXECUTABLE,
+            name=NODE_NAME,
+            namespace=values["namespace"],
+            parameters=[params_file, node_overrides(values)],
+            output="screen",
+            emulate_tty=True,
+            additional_env=env,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "policy.yaml")
+    declared = [
+        DeclareLaunchArgument(name, default_value=default_params if default is None else default,
+                              description=description)
+        for name, (default, description) in ARGUMENTS.items()
+    ]
+    return LaunchDescription([*declared, OpaqueFunction(function=_launch_setup)])
