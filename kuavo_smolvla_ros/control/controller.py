@@ -139,7 +139,7 @@ class PolicyController:
         self.buffers = {name: StreamBuffer(name, config.max_input_age_s, capacity=4) for name in self.cameras}
         self.buffers[STATE_STREAM] = StreamBuffer(STATE_STREAM, config.max_input_age_s, capacity=4)
         self.scheduler = ChunkScheduler(config.n_action_steps, config.blend_steps, config.margin_ticks)
-        self.worker = InferenceWorker(self._run_inference)
+        self.worker = InferenceWorker(self._run_inference, on_done=self._on_inference_done)
         self.counters = Counters()
         self.inference_latency = LatencyWindow()
         self.sensor_to_action = LatencyWindow()
@@ -157,6 +157,8 @@ class PolicyController:
         self._stale: list[str] = []
         self._error_time: float | None = None
         self._ever_complete = False
+        self._now = 0.0  # time of the last tick or instruction
+        self._late_result: InferenceResult | None = None
         if instruction:
             self.set_instruction(instruction)
 
@@ -181,10 +183,12 @@ class PolicyController:
         with self._lock:
             self.counters.inputs_rejected += 1
 
-    def set_instruction(self, text: str) -> tuple[str, Task | None, bool]:
+    def set_instruction(self, text: str, now: float | None = None) -> tuple[str, Task | None, bool]:
         """Switch to ``text`` (an alias from tasks.yaml, a full instruction or free text).
 
-        Returns (instruction, task, changed). Raises ``ValueError`` for empty or oversized text.
+        With ``now`` given, the new instruction's inference starts at once (if the inputs allow) rather
+        than at the next tick. Returns (instruction, task, changed). Raises ``ValueError`` for empty or
+        oversized text.
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("empty instruction")
@@ -199,6 +203,9 @@ class PolicyController:
             self._generation += 1  # an inference in flight for the old text is discarded
             self._switch_pending = had_one
             self._error_time = None
+            self._now = now if now is not None else self._now
+            if now is not None and self._enabled:
+                self._maybe_request(self._tick, now)
             return instruction, task, True
 
     def set_enabled(self, enabled: bool) -> None:
@@ -233,6 +240,7 @@ class PolicyController:
         with self._lock:
             tick = self._tick
             self._tick += 1
+            self._now = now
             previous_state = self._state
             out = TickOutput(command=None, state=previous_state)
             self._collect(tick, now, out)
@@ -247,7 +255,7 @@ class PolicyController:
             return out
 
     def _collect(self, tick: int, now: float, out: TickOutput) -> None:
-        result = self.worker.poll()
+        result, self._late_result = self._late_result or self.worker.poll(), None
         if result is None or result.request.generation != self._generation:
             return
         if result.error:
@@ -321,6 +329,20 @@ class PolicyController:
         inputs = (images, state.astype(np.float32), self._instruction)
         self.worker.submit(InferenceRequest(inputs, tick, self._instruction, aligned.oldest_stamp or now,
                                             self._generation))
+
+    def _on_inference_done(self) -> None:
+        """Worker thread: a result for an abandoned instruction is dropped and the new instruction's
+        inference starts at once, instead of waiting for the next tick."""
+        with self._lock:
+            if not (self._switch_pending and self._enabled):
+                return
+            result = self.worker.poll()
+            if result is None:
+                return
+            if result.request.generation == self._generation:
+                self._late_result = result  # current: handled by the next tick
+                return
+            self._maybe_request(self._tick, self._now)
 
     def _run_inference(self, inputs: tuple[Mapping[str, Any], np.ndarray, str]) -> np.ndarray:
         """Runs on the worker thread: decode the frames, then predict."""

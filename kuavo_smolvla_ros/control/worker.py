@@ -36,8 +36,10 @@ class InferenceWorker:
     One request is computed at a time; results are collected with :meth:`poll`.
     """
 
-    def __init__(self, predictor: Callable[[Any], Any], name: str = "inference"):
+    def __init__(self, predictor: Callable[[Any], Any], name: str = "inference",
+                 on_done: Callable[[], None] | None = None):
         self._predictor = predictor
+        self._on_done = on_done
         self._lock = threading.Condition()
         self._request: InferenceRequest | None = None
         self._result: InferenceResult | None = None
@@ -98,3 +100,5 @@ class InferenceWorker:
             with self._lock:
                 self._result = result
                 self._lock.notify_all()
+            if self._on_done is not None:
+                self._on_done()

@@ -15,8 +15,7 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -72,11 +71,10 @@ class PolicyNode(Node):
         self._make_publishers()
         self._make_subscriptions()
         self.create_service(SetBool, "~/enable", self._on_enable)
-        # The control timer has a callback group of its own: image decoding or status never delay it.
-        self.create_timer(1.0 / s.control_rate_hz, self._on_control_tick,
-                          callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0 / s.status_rate_hz, self._publish_status,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        # Every callback is short (frames are decoded on the inference thread), so one executor thread
+        # serves them all; rclpy's multi-threaded executor costs more than it gains under the GIL.
+        self.create_timer(1.0 / s.control_rate_hz, self._on_control_tick)
+        self.create_timer(1.0 / s.status_rate_hz, self._publish_status)
         if s.default_instruction:
             self._switch_instruction(s.default_instruction)
         self._publish_status()
@@ -108,24 +106,21 @@ class PolicyNode(Node):
 
     def _make_subscriptions(self) -> None:
         s = self.settings
-        group = ReentrantCallbackGroup()
         for name, topic, kind in zip(s.camera_names, s.camera_topics, s.camera_types, strict=True):
             if name not in self.runtime.cameras:
                 self.get_logger().warning(f"camera {name} is not an input of the checkpoint: not subscribed")
                 continue
             msg_type = CompressedImage if kind == "compressed" else Image
             self.create_subscription(msg_type, topic, lambda m, n=name, k=kind: self._on_image(n, k, m),
-                                     qos_profile_sensor_data, callback_group=group)
+                                     qos_profile_sensor_data)
         if s.state_source == "kuavo":
-            self.create_subscription(SensorsData, s.sensors_topic, self._on_sensors, qos_profile_sensor_data,
-                                     callback_group=group)
+            self.create_subscription(SensorsData, s.sensors_topic, self._on_sensors, qos_profile_sensor_data)
             state_type = LejuClawState if s.gripper_type == "leju_claw" else JointState
             self.create_subscription(state_type, s.gripper_state_topic, self._on_gripper_state,
-                                     qos_profile_sensor_data, callback_group=group)
+                                     qos_profile_sensor_data)
         else:
-            self.create_subscription(JointState, s.joint_state_topic, self._on_joint_state, qos_profile_sensor_data,
-                                     callback_group=group)
-        self.create_subscription(String, s.instruction_topic, self._on_instruction, 10, callback_group=group)
+            self.create_subscription(JointState, s.joint_state_topic, self._on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(String, s.instruction_topic, self._on_instruction, 10)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -184,7 +179,7 @@ class PolicyNode(Node):
             self._reject("instruction", err)
 
     def _switch_instruction(self, text: str) -> None:
-        instruction, task, changed = self.controller.set_instruction(text)
+        instruction, task, changed = self.controller.set_instruction(text, self._now())
         if not changed:
             return
         if task is not None:
@@ -210,8 +205,10 @@ class PolicyNode(Node):
         if self._last_period_start is not None:
             self.controller.record_period(start - self._last_period_start)
         self._last_period_start = start
-        out = self.controller.tick(self._now())
-        self._publish_tick(out)
+        try:
+            self._publish_tick(self.controller.tick(self._now()))
+        except Exception as err:  # a bug here must not stop the control loop of a robot
+            self.get_logger().error(f"control tick failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
 
     def _publish_tick(self, out: TickOutput) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -230,9 +227,11 @@ class PolicyNode(Node):
             self.get_logger().error(f"inference failed: {out.error.error}\n{out.error.detail}",
                                     throttle_duration_sec=5.0)
         if out.state_changed:
-            level = self.get_logger().warning if out.state in (ControlState.STALE, ControlState.HOLDING) else \
-                self.get_logger().info
-            level(f"state {out.state.name}: {self.controller.snapshot().message}")
+            text = f"state {out.state.name}: {self.controller.snapshot().message}"
+            if out.state in (ControlState.STALE, ControlState.HOLDING, ControlState.ERROR):
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().info(text)
             self._publish_status()
 
     def _publish_status(self) -> None:
@@ -256,7 +255,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()

@@ -1,0 +1,204 @@
+"""A test robot for the policy node: publishes cameras, joint state and instructions over real DDS and
+records everything the node publishes, with bounded waits on what arrives."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from kuavo_smolvla_ros.msg import (
+    ActionChunk,
+    EndEffectorData,
+    LejuClawCommand,
+    LejuClawState,
+    PolicyStatus,
+    SensorsData,
+)
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+
+from kuavo_smolvla_ros import robot
+
+IMAGE_SIDE = 64
+# Lower than the robot's (30 Hz cameras, 500 Hz state): the test robot shares the node's process.
+CAMERA_HZ = 15
+STATE_HZ = 50
+MID_STATE = (robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2
+
+
+def jpeg(seed: int, side: int = IMAGE_SIDE) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return data.tobytes()
+
+
+class FakeRobot(Node):
+    """Publishes the robot's sensors at fixed rates (a timer); records the node's outputs."""
+
+    def __init__(self, context, state_source: str = "kuavo", camera_type: str = "compressed"):
+        super().__init__("test_robot", context=context)
+        self.state_source, self.camera_type = state_source, camera_type
+        self.cond = threading.Condition()
+        self.received: dict[str, list] = defaultdict(list)
+        self.arrival: dict[str, list[float]] = defaultdict(list)
+        self.cameras_on = {name: True for name in robot.CAMERA_NAMES}
+        self.state = MID_STATE.copy()
+        self.frames = {name: jpeg(i) for i, name in enumerate(robot.CAMERA_NAMES)}
+        image_type = CompressedImage if camera_type == "compressed" else Image
+        self.camera_pubs = {c.name: self.create_publisher(image_type, c.topic, qos_profile_sensor_data)
+                            for c in robot.CAMERAS}
+        self.sensors_pub = self.create_publisher(SensorsData, robot.TOPICS.sensors, qos_profile_sensor_data)
+        self.claw_pub = self.create_publisher(LejuClawState, robot.TOPICS.claw_state, qos_profile_sensor_data)
+        self.joint_pub = self.create_publisher(JointState, robot.TOPICS.joint_states, qos_profile_sensor_data)
+        self.instruction_pub = self.create_publisher(String, robot.TOPICS.task_instruction, 10)  # default QoS
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for name, msg_type, topic, qos in (
+            ("action", JointState, "/kuavo_smolvla/action", 10),
+            ("chunk", ActionChunk, "/kuavo_smolvla/action_chunk", 10),
+            ("status", PolicyStatus, "/kuavo_smolvla/status", latched),
+            ("diagnostics", DiagnosticArray, "/diagnostics", 10),
+            ("arm", JointState, robot.TOPICS.arm_command, 10),
+            ("claw", LejuClawCommand, robot.TOPICS.claw_command, 10),
+        ):
+            self.create_subscription(msg_type, topic, lambda m, n=name: self._record(n, m), qos)
+        self.create_timer(1 / CAMERA_HZ, self._publish_cameras)
+        self.create_timer(1 / STATE_HZ, self._publish_state)
+
+    # ------------------------------------------------------------------------------ publishing
+    def _stamp(self, msg):
+        msg.header.stamp = self.get_clock().now().to_msg()
+        return msg
+
+    def camera_message(self, name: str, data: bytes | None = None):
+        if self.camera_type == "compressed":
+            msg = self._stamp(CompressedImage())
+            msg.format = "jpeg"
+            msg.data = data if data is not None else self.frames[name]
+            return msg
+        image = cv2.cvtColor(cv2.imdecode(np.frombuffer(self.frames[name], np.uint8), cv2.IMREAD_COLOR),
+                             cv2.COLOR_BGR2RGB)
+        msg = self._stamp(Image())
+        msg.height, msg.width, msg.encoding, msg.step = IMAGE_SIDE, IMAGE_SIDE, "rgb8", IMAGE_SIDE * 3
+        msg.data = image.tobytes()
+        return msg
+
+    def _publish_cameras(self):
+        for name, on in self.cameras_on.items():
+            if on:
+                self.camera_pubs[name].publish(self.camera_message(name))
+
+    def sensors_message(self, state: np.ndarray) -> SensorsData:
+        msg = self._stamp(SensorsData())
+        q = np.zeros(robot.SENSORS_JOINT_COUNT)
+        q[robot.SENSORS_LEFT_ARM], q[robot.SENSORS_RIGHT_ARM] = state[robot.LEFT_ARM], state[robot.RIGHT_ARM]
+        msg.joint_data.joint_q = q.tolist()
+        return msg
+
+    def joint_state_message(self, state: np.ndarray, names=robot.JOINT_NAMES) -> JointState:
+        msg = self._stamp(JointState())
+        msg.name, msg.position = list(names), [float(v) for v in state]
+        return msg
+
+    def _publish_state(self):
+        if self.state_source == "kuavo":
+            self.sensors_pub.publish(self.sensors_message(self.state))
+            claw = self._stamp(LejuClawState())
+            claw.state = [2, 2]
+            claw.data = EndEffectorData(name=list(robot.CLAW_NAMES),
+                                        position=[self.state[7] * 100, self.state[15] * 100])
+            self.claw_pub.publish(claw)
+        else:
+            self.joint_pub.publish(self.joint_state_message(self.state))
+
+    def instruct(self, text: str) -> None:
+        self.instruction_pub.publish(String(data=text))
+
+    # ------------------------------------------------------------------------------- recording
+    def _record(self, name: str, msg) -> None:
+        with self.cond:
+            self.received[name].append(msg)
+            self.arrival[name].append(time.monotonic())
+            self.cond.notify_all()
+
+    def count(self, name: str) -> int:
+        with self.cond:
+            return len(self.received[name])
+
+    def latest(self, name: str):
+        with self.cond:
+            return self.received[name][-1] if self.received[name] else None
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float, what: str = "condition"):
+        """Wait (bounded) until ``predicate()`` is truthy; returns its value, fails the test otherwise."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                self.cond.wait(min(remaining, 0.1))
+
+    def wait_count(self, name: str, count: int, timeout: float) -> list:
+        self.wait_for(lambda: len(self.received[name]) >= count, timeout, f"{count} {name} messages")
+        with self.cond:
+            return list(self.received[name])
+
+    def wait_status(self, predicate: Callable[[PolicyStatus], bool], timeout: float, what: str) -> PolicyStatus:
+        return self.wait_for(lambda: next((s for s in reversed(self.received["status"]) if predicate(s)), None),
+                             timeout, what)
+
+
+def node_parameters(checkpoint, **overrides) -> list[Parameter]:
+    values = {
+        "checkpoint": str(checkpoint), "camera_height": IMAGE_SIDE, "camera_width": IMAGE_SIDE, "seed": 0,
+        "warmup_iterations": 1, "torch_threads": 1, "max_input_age_s": 0.5, "status_rate_hz": 5.0,
+        "max_joint_velocity": 3.0,
+    }
+    values.update(overrides)
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+@contextmanager
+def running(checkpoint, state_source: str = "kuavo", camera_type: str = "compressed", **overrides):
+    """A PolicyNode and a FakeRobot, each spinning in a background thread."""
+    from kuavo_smolvla_ros.ros.policy_node import PolicyNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    fake = FakeRobot(context, state_source, camera_type)
+    types = [camera_type] * len(robot.CAMERAS)
+    node = PolicyNode(context=context, parameter_overrides=node_parameters(
+        checkpoint, state_source=state_source, camera_types=types, **overrides))
+    # Each node on its own single-threaded executor and thread, as in two processes (minus the GIL).
+    executors = []
+    for member in (fake, node):
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(member)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        executors.append((executor, thread))
+    try:
+        yield node, fake
+    finally:
+        for executor, thread in executors:
+            executor.shutdown(timeout_sec=5)
+            thread.join(5)
+        node.destroy_node()
+        fake.destroy_node()
+        rclpy.shutdown(context=context)

@@ -1,0 +1,219 @@
+"""The policy node over real Fast DDS with the tiny checkpoint: rates, chunks, task switching, staleness,
+bad inputs, model failures, dry run and ~/enable."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import numpy as np
+import pytest
+from kuavo_smolvla_ros.msg import PolicyStatus
+from ros_harness import MID_STATE, jpeg, running
+from std_srvs.srv import SetBool
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.tasks import default_catalog
+
+pytestmark = pytest.mark.ros
+TASKS = default_catalog()
+
+
+def _actions(messages) -> np.ndarray:
+    return np.array([m.position for m in messages])
+
+
+def test_actions_flow_at_the_control_rate_finite_and_within_limits(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task1", control_rate_hz=10.0) as (_node, fake):
+        fake.wait_count("action", 2, timeout=30)
+        first = fake.count("action")
+        fake.wait_count("action", first + 30, timeout=10)
+        times = fake.arrival["action"][first:first + 30]
+        messages = fake.received["action"][first:first + 30]
+    periods = np.diff(times)
+    assert statistics.median(periods) == pytest.approx(0.1, rel=0.1)
+    assert abs(len(periods) / (times[-1] - times[0]) - 10.0) < 1.0
+    for msg in messages:
+        assert list(msg.name) == list(robot.JOINT_NAMES)
+        assert len(msg.position) == 16 and robot.within_limits(msg.position)
+
+
+def test_every_chunk_is_published_once_in_order_and_counted(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task2") as (_node, fake):
+        chunks = fake.wait_count("chunk", 4, timeout=30)
+        status = fake.wait_status(lambda s: s.inferences >= len(chunks), 10, "status counting the chunks")
+    seqs = [c.seq for c in chunks]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    for chunk in chunks:
+        assert (chunk.chunk_size, chunk.action_dim, chunk.n_execute, chunk.num_inference_steps) == (50, 16, 8, 10)
+        assert len(chunk.actions) == 800 and np.all(np.isfinite(chunk.actions))
+        assert chunk.instruction == TASKS.get(2).instruction and chunk.dt == pytest.approx(0.1)
+        assert chunk.header.stamp.sec > 0 and chunk.inference_time > 0
+    assert status.state == PolicyStatus.STATE_RUNNING and status.active_task == "weighing"
+    assert status.inference_latency.count >= 1 and status.sensor_to_action_latency.p50 > 0
+
+
+def test_task_switch_changes_the_actions_and_the_status(tiny_checkpoint):
+    with running(tiny_checkpoint) as (_node, fake):
+        fake.wait_status(lambda s: s.state == PolicyStatus.STATE_WAITING and "instruction" in s.message, 30,
+                         "waiting for an instruction")
+        fake.instruct("task1")
+        first = fake.wait_for(lambda: next((c for c in fake.received["chunk"]
+                                            if c.instruction == TASKS.get(1).instruction), None), 20, "task1 chunk")
+        fake.wait_count("chunk", 3, timeout=10)
+        switch_time = time.monotonic()
+        fake.instruct("sorting")
+        index = fake.wait_for(lambda: next((i for i, c in enumerate(fake.received["chunk"])
+                                            if c.instruction == TASKS.get(4).instruction), None), 20, "task4 chunk")
+        second, chunk_arrival = fake.received["chunk"][index], fake.arrival["chunk"][index]
+        status = fake.wait_status(lambda s: s.active_task == "sorting", 10, "status with the new task")
+        # The first chunk of the new task takes over at once: an action goes out in the same tick.
+        fake.wait_for(lambda: any(t >= chunk_arrival - 0.01 for t in fake.arrival["action"]), 1.0, "new action")
+    assert status.active_instruction == TASKS.get(4).instruction
+    # Within one inference latency plus one tick (plus DDS delivery slack).
+    assert chunk_arrival - switch_time <= status.inference_latency.max + 0.1 + 0.05
+    # Same seed and inputs: only the instruction differs, so do the chunks.
+    assert np.abs(np.asarray(first.actions) - np.asarray(second.actions)).max() > 1e-4
+
+
+def test_free_text_is_accepted_and_bad_text_rejected(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task3") as (_node, fake):
+        fake.wait_count("chunk", 1, timeout=30)
+        rejected = fake.wait_status(lambda s: s.inferences >= 1, 10, "running").inputs_rejected
+        fake.instruct("   ")
+        fake.instruct("x" * 5000)
+        fake.wait_status(lambda s: s.inputs_rejected == rejected + 2, 10, "two rejected instructions")
+        fake.instruct("wave at the camera")
+        status = fake.wait_status(lambda s: s.active_instruction == "wave at the camera", 10, "free text active")
+    assert status.active_task == ""
+
+
+def test_stale_camera_stops_inferences_and_is_reported(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task1", max_input_age_s=0.3) as (_node, fake):
+        fake.wait_count("chunk", 2, timeout=30)
+        fake.cameras_on["wrist_cam_l"] = False
+        status = fake.wait_status(lambda s: s.state == PolicyStatus.STATE_STALE, 10, "STALE status")
+        fake.wait_count("action", fake.count("action") + 3, timeout=5)  # an inference in flight may land
+        chunks_when_stale = fake.count("chunk")
+        fake.wait_count("action", fake.count("action") + 15, timeout=5)  # 1.5 s of further commands
+        assert fake.count("chunk") == chunks_when_stale
+        fake.cameras_on["wrist_cam_l"] = True
+        fake.wait_status(lambda s: s.state == PolicyStatus.STATE_RUNNING, 10, "RUNNING again")
+        fake.wait_count("chunk", chunks_when_stale + 1, timeout=10)
+    assert list(status.stale_streams) == ["wrist_cam_l"] and "wrist_cam_l" in status.message
+
+
+def test_bad_inputs_are_rejected_counted_and_never_reach_the_robot(tiny_checkpoint):
+    with running(tiny_checkpoint, state_source="joint_state", default_instruction="task1") as (_node, fake):
+        fake.wait_count("chunk", 1, timeout=30)
+        before = fake.wait_status(lambda s: s.inferences >= 1, 10, "running").inputs_rejected
+        bad_names = list(robot.JOINT_NAMES)
+        bad_names[3] = "elbow"
+        nan_state = MID_STATE.copy()
+        nan_state[2] = np.nan
+        camera = fake.camera_pubs["head_cam_h"]
+        bad_inputs = [
+            (fake.joint_pub, fake.joint_state_message(MID_STATE[:14], robot.JOINT_NAMES[:14])),  # wrong length
+            (fake.joint_pub, fake.joint_state_message(MID_STATE, bad_names)),  # unknown joint name
+            (fake.joint_pub, fake.joint_state_message(nan_state)),  # NaN
+            (camera, fake.camera_message("head_cam_h", b"\xff\xd8not a jpeg at all\xff\xd9")),  # corrupt JPEG
+            (camera, fake.camera_message("head_cam_h", b"GIF89a")),  # neither JPEG nor PNG
+            (camera, fake.camera_message("head_cam_h", jpeg(0, side=32))),  # wrong size
+        ]
+        # One at a time: the subscriptions keep the last few messages, a burst could be squeezed out.
+        for i, (publisher, message) in enumerate(bad_inputs, start=1):
+            publisher.publish(message)
+            status = fake.wait_status(lambda s, n=before + i: s.inputs_rejected >= n, 10, f"rejected input {i}")
+        actions_now = fake.count("action")
+        fake.wait_count("action", actions_now + 10, timeout=5)  # the node is alive
+        actions = _actions(fake.received["action"])
+    assert status.inputs_rejected == before + 6
+    assert np.all(np.isfinite(actions)) and all(robot.within_limits(a) for a in actions)
+
+
+def test_raw_images_with_unsupported_encoding_are_rejected(tiny_checkpoint):
+    with running(tiny_checkpoint, camera_type="raw", default_instruction="task1") as (_node, fake):
+        fake.wait_count("chunk", 1, timeout=30)
+        before = fake.wait_status(lambda s: s.inferences >= 1, 10, "running").inputs_rejected
+        msg = fake.camera_message("head_cam_h")
+        msg.encoding = "mono16"
+        fake.camera_pubs["head_cam_h"].publish(msg)
+        fake.wait_status(lambda s: s.inputs_rejected == before + 1, 10, "mono16 frame rejected")
+        short = fake.camera_message("head_cam_h")
+        short.data = bytes(short.data)[:100]
+        fake.camera_pubs["head_cam_h"].publish(short)
+        fake.wait_status(lambda s: s.inputs_rejected == before + 2, 10, "short frame rejected")
+        fake.wait_count("chunk", fake.count("chunk") + 1, timeout=10)
+
+
+def test_a_model_exception_is_survived_reported_and_recovered(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task1", error_retry_s=0.2) as (node, fake):
+        fake.wait_count("chunk", 1, timeout=30)
+        real_predict = node.runtime.predict_chunk
+        failing = threading.Event()
+        failing.set()
+
+        def predict(observation, **kwargs):
+            if failing.is_set():
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return real_predict(observation, **kwargs)
+
+        node.runtime.predict_chunk = predict
+        status = fake.wait_status(lambda s: s.state == PolicyStatus.STATE_ERROR, 10, "ERROR status")
+        held_before = status.actions_held
+        fake.wait_status(lambda s: s.actions_held > held_before + 3, 10, "held commands while in error")
+        failing.clear()
+        fake.wait_status(lambda s: s.state == PolicyStatus.STATE_RUNNING, 10, "RUNNING after recovery")
+        actions = _actions(fake.received["action"])
+    assert "illegal memory access" in status.message
+    assert np.all(np.isfinite(actions))
+
+
+def test_dry_run_publishes_nothing_to_the_robot(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task1", dry_run=True) as (_node, fake):
+        fake.wait_count("chunk", 2, timeout=30)
+        fake.wait_count("action", fake.count("action") + 10, timeout=5)
+        status = fake.latest("status")
+    assert status.dry_run and fake.count("arm") == 0 and fake.count("claw") == 0
+
+
+def test_robot_adapters_carry_the_action_in_kuavo_units(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task1") as (_node, fake):
+        fake.wait_count("arm", 5, timeout=30)
+        fake.wait_count("claw", 5, timeout=5)
+        # Pair messages by stamp: the node stamps the three outputs of a tick alike.
+        actions = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in fake.received["action"]}
+        arm = next(m for m in fake.received["arm"] if (m.header.stamp.sec, m.header.stamp.nanosec) in actions)
+        claw = next(m for m in fake.received["claw"] if (m.header.stamp.sec, m.header.stamp.nanosec) == (
+            arm.header.stamp.sec, arm.header.stamp.nanosec))
+    action = np.array(actions[(arm.header.stamp.sec, arm.header.stamp.nanosec)].position)
+    assert list(arm.name) == list(robot.ARM_COMMAND_NAMES)
+    np.testing.assert_allclose(arm.position, np.degrees(action[robot.ARM_INDICES]), atol=1e-9)
+    assert list(claw.data.name) == ["left_claw", "right_claw"]
+    np.testing.assert_allclose(claw.data.position, action[[7, 15]] * 100, atol=1e-9)
+
+
+def test_enable_service_stops_and_ramps_back_in(tiny_checkpoint):
+    with running(tiny_checkpoint, default_instruction="task1") as (_node, fake):
+        fake.wait_count("chunk", 1, timeout=30)
+        client = fake.create_client(SetBool, "/kuavo_smolvla_policy/enable")
+        assert client.wait_for_service(timeout_sec=10)
+
+        def call(value: bool):
+            future = client.call_async(SetBool.Request(data=value))
+            fake.wait_for(future.done, 10, "enable service reply")
+            return future.result()
+
+        assert call(False).success
+        fake.wait_status(lambda s: s.state == PolicyStatus.STATE_DISABLED and not s.enabled, 10, "DISABLED")
+        statuses = fake.count("status")
+        fake.wait_count("status", statuses + 2, timeout=5)  # let commands sent before the switch arrive
+        disabled_at = fake.count("action")
+        fake.wait_count("status", statuses + 5, timeout=5)  # 0.6 s at 5 Hz
+        assert fake.count("action") == disabled_at
+        assert call(True).success
+        fake.wait_count("action", disabled_at + 5, timeout=20)
+        first_after = np.array(fake.received["action"][disabled_at].position)
+    # Ramp-in: the first command after enabling is within one ramp step of the measured state.
+    assert np.max(np.abs(first_after - MID_STATE)) <= 3.0 / 10 / 11 + 1e-6
