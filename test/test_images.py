@@ -41,7 +41,7 @@ def test_raw_errors():
 def test_compressed_frames_decode_lazily_to_rgb(ext):
     rows, cols = np.mgrid[0:16, 0:24]
     rgb = np.stack([rows * 15, cols * 10, np.full_like(rows, 128)], axis=2).astype(np.uint8)  # smooth: JPEG-friendly
-    ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    _ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     frame = compressed_frame("jpeg" if ext == ".jpg" else "png", data.tobytes(), expected=(16, 24))
     assert (frame.height, frame.width) == (16, 24)
     decoded = frame()
@@ -51,7 +51,7 @@ def test_compressed_frames_decode_lazily_to_rgb(ext):
 
 
 def test_compressed_errors_are_named():
-    ok, data = cv2.imencode(".jpg", _rgb(16, 24))
+    _ok, data = cv2.imencode(".jpg", _rgb(16, 24))
     data = data.tobytes()
     with pytest.raises(ImageError, match="neither JPEG nor PNG"):
         compressed_frame("jpeg", b"GIF89a....")
