@@ -52,6 +52,7 @@ def test_every_chunk_is_published_once_in_order_and_counted(tiny_checkpoint):
         assert chunk.header.stamp.sec > 0 and chunk.inference_time > 0
     assert status.state == PolicyStatus.STATE_RUNNING and status.active_task == "weighing"
     assert status.inference_latency.count >= 1 and status.sensor_to_action_latency.p50 > 0
+    assert status.node_overhead.count >= 1 and 0 <= status.node_overhead.p50 < 0.5
 
 
 def test_task_switch_changes_the_actions_and_the_status(tiny_checkpoint):

@@ -10,6 +10,7 @@ current one runs out.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -115,6 +116,7 @@ class Snapshot:
     inference: Any
     sensor_to_action: Any
     jitter: Any
+    node_overhead: Any
     latency_estimate_s: float
     extra: dict = field(default_factory=dict)
 
@@ -144,6 +146,7 @@ class PolicyController:
         self.inference_latency = LatencyWindow()
         self.sensor_to_action = LatencyWindow()
         self.jitter = LatencyWindow(1000)
+        self.node_overhead = LatencyWindow()
         self._tick = 0
         self._seq = 0
         self._generation = 0
@@ -267,9 +270,11 @@ class PolicyController:
             self._message = f"model error: {result.error}"
             out.error = result
             return
-        actions = np.asarray(result.actions, dtype=np.float64)
+        actions, prepare_s = result.actions
+        actions = np.asarray(actions, dtype=np.float64)
         self.counters.inferences += 1
-        self.inference_latency.add(result.seconds)
+        self.inference_latency.add(result.seconds - prepare_s)
+        self.node_overhead.add(result.request.transport_lag + prepare_s)
         if actions.ndim != 2 or actions.shape[1] != robot.ACTION_DIM:
             self.counters.inference_errors += 1
             self._error_time = now
@@ -278,7 +283,7 @@ class PolicyController:
         self._error_time = None
         self._seq += 1
         chunk = Chunk(actions, result.request.tick, result.request.instruction, self._seq,
-                      result.request.oldest_stamp, result.seconds)
+                      result.request.oldest_stamp, result.seconds - prepare_s)
         out.new_chunk = chunk
         immediate, self._switch_pending = self._switch_pending, False
         out.takeover = self.scheduler.accept(chunk, tick, immediate=immediate)
@@ -327,8 +332,9 @@ class PolicyController:
         images = {name: aligned.samples[name].value for name in self.cameras}
         state = aligned.samples[STATE_STREAM].value
         inputs = (images, state.astype(np.float32), self._instruction)
+        lag = max(max(s.received - s.stamp, 0.0) for s in aligned.samples.values())
         self.worker.submit(InferenceRequest(inputs, tick, self._instruction, aligned.oldest_stamp or now,
-                                            self._generation))
+                                            self._generation, transport_lag=lag))
 
     def _on_inference_done(self) -> None:
         """Worker thread: a result for an abandoned instruction is dropped and the new instruction's
@@ -344,16 +350,18 @@ class PolicyController:
                 return
             self._maybe_request(self._tick, self._now)
 
-    def _run_inference(self, inputs: tuple[Mapping[str, Any], np.ndarray, str]) -> np.ndarray:
-        """Runs on the worker thread: decode the frames, then predict."""
+    def _run_inference(self, inputs: tuple[Mapping[str, Any], np.ndarray, str]) -> tuple[np.ndarray, float]:
+        """Runs on the worker thread: decode the frames, then predict. Returns (actions, decode seconds)."""
         images, state, instruction = inputs
+        start = time.perf_counter()
         decoded = {}
         for name, value in images.items():
             try:
                 decoded[name] = decode_image(value)
             except Exception as err:
                 raise InputRejected(f"camera {name}: {err}") from err
-        return self._predict(Observation(decoded, state, instruction))
+        prepare_s = time.perf_counter() - start
+        return self._predict(Observation(decoded, state, instruction)), prepare_s
 
     def _decide_state(self, out: TickOutput) -> ControlState:
         if not self._enabled:
@@ -385,7 +393,8 @@ class PolicyController:
                 stale_streams=list(self._stale), enabled=self._enabled,
                 queue_depth=self.scheduler.queue_depth(self._tick), counters=Counters(**vars(self.counters)),
                 inference=self.inference_latency.summary(), sensor_to_action=self.sensor_to_action.summary(),
-                jitter=self.jitter.summary(), latency_estimate_s=self.latency_estimate(),
+                jitter=self.jitter.summary(), node_overhead=self.node_overhead.summary(),
+                latency_estimate_s=self.latency_estimate(),
             )
 
     def close(self) -> None:

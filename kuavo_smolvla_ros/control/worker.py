@@ -19,6 +19,7 @@ class InferenceRequest:
     instruction: str
     oldest_stamp: float
     generation: int  # task-switch generation: results of an older generation are discarded
+    transport_lag: float = 0.0  # largest (receive time - stamp) among the inputs used, seconds
 
 
 @dataclass

@@ -104,6 +104,7 @@ def status_message(snap: Snapshot, stamp: Time, dry_run: bool, num_steps: int) -
     msg.inference_latency = _latency(snap.inference)
     msg.sensor_to_action_latency = _latency(snap.sensor_to_action)
     msg.control_jitter = _latency(snap.jitter)
+    msg.node_overhead = _latency(snap.node_overhead)
     msg.queue_depth = snap.queue_depth
     c = snap.counters
     msg.inferences, msg.actions_published, msg.actions_held = c.inferences, c.actions_published, c.actions_held
@@ -132,6 +133,7 @@ def diagnostics_message(snap: Snapshot, stamp: Time, node_name: str, checkpoint:
         "sensor_to_action_p95_ms": f"{snap.sensor_to_action.p95 * 1e3:.1f}",
         "sensor_to_action_p99_ms": f"{snap.sensor_to_action.p99 * 1e3:.1f}",
         "control_jitter_p99_ms": f"{snap.jitter.p99 * 1e3:.2f}",
+        "node_overhead_p95_ms": f"{snap.node_overhead.p95 * 1e3:.2f}",
         **{name: str(value) for name, value in vars(c).items()},
     }
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
