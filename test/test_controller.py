@@ -190,7 +190,7 @@ def test_task_switch_discards_the_old_inference_and_takes_over_at_once():
         feed(controller, 0.2)
         out = controller.tick(0.2)
         assert out.new_chunk.instruction == default_catalog().get(4).instruction
-        assert out.takeover is not None and out.takeover.tick == 2  # immediately, not after chunk 1's window
+        assert out.takeover is not None and out.takeover.progress == 1  # immediately, not after chunk 1's window
         assert controller.counters.inferences == 2  # the abandoned task1 chunk was never used
     finally:
         model.release.release()

@@ -147,7 +147,6 @@ class PolicyController:
         self.sensor_to_action = LatencyWindow()
         self.jitter = LatencyWindow(1000)
         self.node_overhead = LatencyWindow()
-        self._tick = 0
         self._seq = 0
         self._generation = 0
         self._instruction = ""
@@ -208,7 +207,7 @@ class PolicyController:
             self._error_time = None
             self._now = now if now is not None else self._now
             if now is not None and self._enabled:
-                self._maybe_request(self._tick, now)
+                self._maybe_request(now)
             return instruction, task, True
 
     def set_enabled(self, enabled: bool) -> None:
@@ -241,23 +240,21 @@ class PolicyController:
     def tick(self, now: float) -> TickOutput:
         """One control period at time ``now`` (seconds, the clock the input stamps use)."""
         with self._lock:
-            tick = self._tick
-            self._tick += 1
             self._now = now
             previous_state = self._state
             out = TickOutput(command=None, state=previous_state)
-            self._collect(tick, now, out)
+            self._collect(now, out)
             self._stale = self._stale_streams(now)
             if self._stale and self._ever_complete and self.config.stale_behaviour == "hold":
                 self.scheduler.clear()
-            self._command(tick, now, out)
+            self._command(now, out)
             if self._enabled:
-                self._maybe_request(tick, now)
+                self._maybe_request(now)
             out.state = self._state = self._decide_state(out)
             out.state_changed = out.state != previous_state
             return out
 
-    def _collect(self, tick: int, now: float, out: TickOutput) -> None:
+    def _collect(self, now: float, out: TickOutput) -> None:
         result, self._late_result = self._late_result or self.worker.poll(), None
         if result is None or result.request.generation != self._generation:
             return
@@ -286,14 +283,14 @@ class PolicyController:
                       result.request.oldest_stamp, result.seconds - prepare_s)
         out.new_chunk = chunk
         immediate, self._switch_pending = self._switch_pending, False
-        out.takeover = self.scheduler.accept(chunk, tick, immediate=immediate)
+        out.takeover = self.scheduler.accept(chunk, immediate=immediate)
         out.new_chunk_start = self.scheduler.planned_start_index(chunk)
         self.counters.chunks_discarded = self.scheduler.discarded
 
-    def _command(self, tick: int, now: float, out: TickOutput) -> None:
+    def _command(self, now: float, out: TickOutput) -> None:
         if not self._enabled:
             return
-        proposed, takeover = self.scheduler.action(tick)
+        proposed, takeover = self.scheduler.next_action()
         out.takeover = out.takeover or takeover
         if self._needs_reset:
             if proposed is None:
@@ -308,20 +305,19 @@ class PolicyController:
         self.counters.actions_held += int(out.held)
         self.counters.actions_clamped += int(result.clamped)
         self.counters.non_finite_replaced += int(result.non_finite)
-        if out.takeover is not None and out.takeover.tick == tick:
+        if out.takeover is not None and proposed is not None:  # the chunk's first action goes out now
             self.sensor_to_action.add(now - out.takeover.chunk.oldest_stamp)
 
     def _stale_streams(self, now: float) -> list[str]:
         horizon = now + self.config.clock_skew_s
         return [name for name, buffer in self.buffers.items() if buffer.as_of(horizon) is None]
 
-    def _maybe_request(self, tick: int, now: float) -> None:
+    def _maybe_request(self, now: float) -> None:
         if not self._instruction or self.worker.busy:
             return
         if self._error_time is not None and now - self._error_time < self.config.error_retry_s:
             return
-        if not (self._switch_pending or self.scheduler.request_due(tick, self.latency_estimate(),
-                                                                   self.config.period_s)):
+        if not (self._switch_pending or self.scheduler.request_due(self.latency_estimate(), self.config.period_s)):
             return
         if self._stale:
             return
@@ -333,8 +329,8 @@ class PolicyController:
         state = aligned.samples[STATE_STREAM].value
         inputs = (images, state.astype(np.float32), self._instruction)
         lag = max(max(s.received - s.stamp, 0.0) for s in aligned.samples.values())
-        self.worker.submit(InferenceRequest(inputs, tick, self._instruction, aligned.oldest_stamp or now,
-                                            self._generation, transport_lag=lag))
+        self.worker.submit(InferenceRequest(inputs, self.scheduler.progress, self._instruction,
+                                            aligned.oldest_stamp or now, self._generation, transport_lag=lag))
 
     def _on_inference_done(self) -> None:
         """Worker thread: a result for an abandoned instruction is dropped and the new instruction's
@@ -348,7 +344,7 @@ class PolicyController:
             if result.request.generation == self._generation:
                 self._late_result = result  # current: handled by the next tick
                 return
-            self._maybe_request(self._tick, self._now)
+            self._maybe_request(self._now)
 
     def _run_inference(self, inputs: tuple[Mapping[str, Any], np.ndarray, str]) -> tuple[np.ndarray, float]:
         """Runs on the worker thread: decode the frames, then predict. Returns (actions, decode seconds)."""
@@ -391,7 +387,7 @@ class PolicyController:
             return Snapshot(
                 state=self._state, message=self._message, instruction=self._instruction, task=self._task,
                 stale_streams=list(self._stale), enabled=self._enabled,
-                queue_depth=self.scheduler.queue_depth(self._tick), counters=Counters(**vars(self.counters)),
+                queue_depth=self.scheduler.queue_depth(), counters=Counters(**vars(self.counters)),
                 inference=self.inference_latency.summary(), sensor_to_action=self.sensor_to_action.summary(),
                 jitter=self.jitter.summary(), node_overhead=self.node_overhead.summary(),
                 latency_estimate_s=self.latency_estimate(),

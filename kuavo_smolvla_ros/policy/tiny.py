@@ -1,8 +1,9 @@
 """Build SmolVLA checkpoints offline: a local VLM folder plus random weights, in lerobot's format.
 
 Used by tests, benchmarks and the demo, where no hub (and no pretrained weights) can be reached.
-Two architectures are provided: ``tiny`` (~0.4 M parameters, trains and predicts in milliseconds on a
-CPU) and ``full`` (the SmolVLM2-500M dimensions SmolVLA uses, ~450 M parameters, random weights).
+Three architectures are provided: ``tiny`` (~0.5 M parameters, trains and predicts in milliseconds on a
+CPU), ``small`` (a chunk takes about a control period on a CPU, for timing benchmarks) and ``full``
+(the SmolVLM2-500M dimensions SmolVLA uses, 450 M parameters), all with random weights.
 
 Command line: ``kuavo-smolvla-tiny OUTPUT_DIR [--size tiny|full] [--image-size N] [--seed N]``.
 """
@@ -61,13 +62,19 @@ TINY = VLMSpec(
     vocab_size=1024, vision_hidden=32, vision_layers=2, vision_heads=2, vision_intermediate=64,
     image_size=64, patch_size=16, scale_factor=2, vlm_layers=4,
 )
+#: Between the two: ~0.1-0.2 s per chunk on a 2-core CPU, comparable to a control period (benchmarks).
+SMALL = VLMSpec(
+    text_hidden=256, text_layers=8, text_heads=4, text_kv_heads=2, text_head_dim=64, text_intermediate=1024,
+    vocab_size=1024, vision_hidden=192, vision_layers=4, vision_heads=3, vision_intermediate=768,
+    image_size=256, patch_size=16, scale_factor=2, vlm_layers=8,
+)
 #: SmolVLM2-500M-Video-Instruct's dimensions, truncated to 16 text layers as SmolVLA does.
 FULL = VLMSpec(
     text_hidden=960, text_layers=32, text_heads=15, text_kv_heads=5, text_head_dim=64, text_intermediate=2560,
     vocab_size=49280, vision_hidden=768, vision_layers=12, vision_heads=12, vision_intermediate=3072,
     image_size=512, patch_size=16, scale_factor=4, vlm_layers=16,
 )
-SIZES = {"tiny": TINY, "full": FULL}
+SIZES = {"tiny": TINY, "small": SMALL, "full": FULL}
 
 
 @dataclass
