@@ -44,7 +44,8 @@ def measure(command: list[str], rate_hz: float, ticks: int, log: Path) -> dict:
     stats = period_stats(times, rate_hz)
     if status is not None and "policy_node" in " ".join(command):
         stats |= {"held": int(status.actions_held), "published": int(status.actions_published),
-                  "inference_p50_ms": status.inference_latency.p50 * 1e3}
+                  "inference_p50_ms": status.inference_latency.p50 * 1e3,
+                  "node_timer_jitter_p99_ms": status.control_jitter.p99 * 1e3}
     return stats
 
 
@@ -66,7 +67,8 @@ def main() -> int:
             stats = measure(command, rate, args.ticks, RESULTS / f"control_loop_{name}_{rate:g}hz.log")
             row = {"loop": name, "rate_hz": rate} | stats
             rows.append(row)
-            extra = f"  held {row['held']}/{row['published']}" if "held" in row else ""
+            extra = (f"  held {row['held']}/{row['published']}  (node's own timer jitter p99 "
+                     f"{row['node_timer_jitter_p99_ms']:.2f} ms)") if "held" in row else ""
             print(f"{rate:4.0f} Hz {name:12s} jitter p50 {row['jitter_p50_ms']:6.2f} ms"
                   f"  p99 {row['jitter_p99_ms']:7.2f} ms  max period {row['max_period_ms']:7.1f} ms"
                   f"  stalls {row['stalls_per_1000']:6.1f}/1000 ticks{extra}", flush=True)

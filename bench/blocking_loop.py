@@ -12,9 +12,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
 import torch
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -22,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from kuavo_smolvla_ros import images, robot
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
 from kuavo_smolvla_ros.ros import messages
+from kuavo_smolvla_ros.ros.spin import spin_node
 from kuavo_smolvla_ros.tasks import default_catalog
 
 
@@ -65,18 +64,7 @@ class BlockingLoop(Node):
 def main() -> int:
     checkpoint, rate, camera_type = sys.argv[1], float(sys.argv[2]), sys.argv[3]
     torch.set_num_threads(1)
-    rclpy.init()
-    node = BlockingLoop(checkpoint, rate, camera_type)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(lambda: BlockingLoop(checkpoint, rate, camera_type))
 
 
 if __name__ == "__main__":

@@ -218,3 +218,20 @@ def test_enable_service_stops_and_ramps_back_in(tiny_checkpoint):
         first_after = np.array(fake.received["action"][disabled_at].position)
     # Ramp-in: the first command after enabling is within one ramp step of the measured state.
     assert np.max(np.abs(first_after - MID_STATE)) <= 3.0 / 10 / 11 + 1e-6
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    (["-p", "checkpoint:=/nonexistent/ck"], "cannot start: checkpoint /nonexistent/ck does not exist"),
+    (["-p", "checkpoint:=CK", "-p", "camera_names:=[head_cam_h]", "-p", "camera_topics:=[/a]",
+      "-p", "camera_types:=[raw]"], "needs cameras ['wrist_cam_l', 'wrist_cam_r']"),
+    (["-p", "checkpoint:=CK", "-p", "n_action_steps:=60"], "n_action_steps (60) must be <= chunk_size (50)"),
+])
+def test_startup_errors_exit_with_a_clear_message(tiny_checkpoint, params, message):
+    import subprocess
+    import sys
+
+    params = [p.replace("CK", str(tiny_checkpoint)) for p in params]
+    result = subprocess.run([sys.executable, "-m", "kuavo_smolvla_ros.ros.policy_node", "--ros-args", *params],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr

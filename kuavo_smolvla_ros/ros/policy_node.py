@@ -13,9 +13,7 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -29,6 +27,7 @@ from kuavo_smolvla_ros.msg import ActionChunk, LejuClawState, PolicyStatus, Sens
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
 from kuavo_smolvla_ros.ros import messages, params
+from kuavo_smolvla_ros.ros.spin import spin_node
 from kuavo_smolvla_ros.tasks import default_catalog
 
 NODE_NAME = "kuavo_smolvla_policy"
@@ -242,30 +241,15 @@ class PolicyNode(Node):
                                                                   str(self.runtime.info.path)))
 
     def destroy_node(self) -> None:
-        self.controller.close()
+        controller = getattr(self, "controller", None)  # absent if the constructor failed
+        if controller is not None:
+            controller.close()
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
+def main() -> int:
     sys.setswitchinterval(0.0005)  # let the control timer's thread get the GIL promptly
-    rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except (CheckpointError, ValueError, RuntimeError) as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(PolicyNode, startup_errors=(CheckpointError, ValueError, RuntimeError))
 
 
 if __name__ == "__main__":
