@@ -11,7 +11,14 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.control.controller import ControlState, Snapshot
 from kuavo_smolvla_ros.control.scheduler import Chunk
 from kuavo_smolvla_ros.control.stats import Summary
-from kuavo_smolvla_ros.msg import ActionChunk, EndEffectorData, LatencyStats, LejuClawCommand, PolicyStatus
+from kuavo_smolvla_ros.msg import (
+    ActionChunk,
+    EndEffectorData,
+    LatencyStats,
+    LejuClawCommand,
+    PolicyStatus,
+    RobotHandPosition,
+)
 
 _NAME_INDEX = {name: i for i, name in enumerate(robot.JOINT_NAMES)}
 
@@ -60,14 +67,45 @@ def arm_command(command: np.ndarray, stamp: Time) -> JointState:
     return msg
 
 
+def _gripper_positions(command: np.ndarray, scaling: robot.GripperScaling) -> list[float]:
+    return [float(np.clip(v, 0.0, scaling.command_scale)) for v in robot.claw_command_positions(command, scaling)]
+
+
 def claw_command(command: np.ndarray, stamp: Time, scaling: robot.GripperScaling) -> LejuClawCommand:
     msg = LejuClawCommand()
     msg.header.stamp = stamp
-    msg.data = EndEffectorData(name=list(robot.CLAW_NAMES),
-                               position=[float(np.clip(v, 0.0, scaling.command_scale))
-                                         for v in robot.claw_command_positions(command, scaling)],
+    msg.data = EndEffectorData(name=list(robot.CLAW_NAMES), position=_gripper_positions(command, scaling),
                                velocity=[50.0, 50.0], effort=[1.0, 1.0])
     return msg
+
+
+def hand_command(command: np.ndarray, stamp: Time) -> RobotHandPosition:
+    """Dexterous hands: six fingers per hand, 0 open .. 100 closed."""
+    left, right = robot.hand_command_positions(command)
+    msg = RobotHandPosition(left_hand_position=left, right_hand_position=right)
+    msg.header.stamp = stamp
+    return msg
+
+
+def sim_gripper_command(command: np.ndarray, stamp: Time, scaling: robot.GripperScaling) -> JointState:
+    """Simulator grippers (/gripper/command): left, right in the simulator's command units."""
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.name = list(robot.CLAW_NAMES)
+    msg.position = _gripper_positions(command, scaling)
+    return msg
+
+
+def gripper_command(command: np.ndarray, stamp: Time, scaling: robot.GripperScaling):
+    """The gripper command message for the end-effector type ``scaling.name``."""
+    if scaling.name == "dex_hand":
+        return hand_command(command, stamp)
+    if scaling.name == "sim_gripper":
+        return sim_gripper_command(command, stamp, scaling)
+    return claw_command(command, stamp, scaling)
+
+
+GRIPPER_COMMAND_TYPES = {"leju_claw": LejuClawCommand, "dex_hand": RobotHandPosition, "sim_gripper": JointState}
 
 
 def chunk_message(chunk: Chunk, start_index: int, n_execute: int, dt: float, num_steps: int) -> ActionChunk:

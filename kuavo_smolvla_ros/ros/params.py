@@ -43,8 +43,8 @@ class NodeSettings:
     dry_run: bool = False
     publish_arm_command: bool = True
     arm_command_topic: str = robot.TOPICS.arm_command
-    publish_claw_command: bool = True
-    claw_command_topic: str = robot.TOPICS.claw_command
+    publish_gripper_command: bool = True
+    gripper_command_topic: str = robot.TOPICS.claw_command
     max_joint_velocity: float = 1.0
     max_gripper_velocity: float = 2.0
     ramp_in_s: float = 1.0
@@ -105,8 +105,9 @@ _DESCRIPTIONS = {
     "dry_run": "compute and publish on /kuavo_smolvla/* but send nothing to the robot adapters",
     "publish_arm_command": "publish the 14 arm joints in degrees on arm_command_topic",
     "arm_command_topic": "Kuavo arm command topic (sensor_msgs/JointState, degrees)",
-    "publish_claw_command": "publish the grippers on claw_command_topic (LejuClawCommand 0..100)",
-    "claw_command_topic": "Leju claw command topic",
+    "publish_gripper_command": "publish the grippers on gripper_command_topic, in the gripper_type's message",
+    "gripper_command_topic": "gripper command topic: LejuClawCommand 0..100 (leju_claw), RobotHandPosition "
+                             "(dex_hand, e.g. /control_robot_hand_position), JointState 0..140 (sim_gripper)",
     "max_joint_velocity": "safety: largest arm joint change per second (rad/s)",
     "max_gripper_velocity": "safety: largest gripper change per second (units of 0..1 per second)",
     "ramp_in_s": "after start and re-enable, the allowed change ramps up from zero over this time",
@@ -127,7 +128,7 @@ _RANGES = {
 }
 _READ_ONLY = {"checkpoint", "vlm_path", "device", "camera_names", "camera_topics", "camera_types",
               "state_source", "sensors_topic", "gripper_type", "gripper_state_topic", "joint_state_topic",
-              "instruction_topic", "arm_command_topic", "claw_command_topic", "torch_threads", "chunk_size",
+              "instruction_topic", "arm_command_topic", "gripper_command_topic", "torch_threads", "chunk_size",
               "control_rate_hz", "status_rate_hz"}
 
 

@@ -95,13 +95,12 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(ActionChunk, f"{OUTPUT_NAMESPACE}/action_chunk", COMMAND_QOS)
         self.status_pub = self.create_publisher(PolicyStatus, f"{OUTPUT_NAMESPACE}/status", STATUS_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.arm_pub = self.claw_pub = None
+        self.arm_pub = self.gripper_pub = None
         if s.publish_arm_command:
             self.arm_pub = self.create_publisher(JointState, s.arm_command_topic, COMMAND_QOS)
-        if s.publish_claw_command and s.gripper_type == "leju_claw":
-            from kuavo_smolvla_ros.msg import LejuClawCommand
-
-            self.claw_pub = self.create_publisher(LejuClawCommand, s.claw_command_topic, COMMAND_QOS)
+        if s.publish_gripper_command:
+            self.gripper_pub = self.create_publisher(messages.GRIPPER_COMMAND_TYPES[s.gripper_type],
+                                                     s.gripper_command_topic, COMMAND_QOS)
 
     def _make_subscriptions(self) -> None:
         s = self.settings
@@ -216,8 +215,8 @@ class PolicyNode(Node):
             if not self.settings.dry_run:
                 if self.arm_pub is not None:
                     self.arm_pub.publish(messages.arm_command(out.command, stamp))
-                if self.claw_pub is not None:
-                    self.claw_pub.publish(messages.claw_command(out.command, stamp, self.gripper))
+                if self.gripper_pub is not None:
+                    self.gripper_pub.publish(messages.gripper_command(out.command, stamp, self.gripper))
         if out.new_chunk is not None:
             self.chunk_pub.publish(messages.chunk_message(
                 out.new_chunk, out.new_chunk_start, self.settings.n_action_steps,
