@@ -32,6 +32,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         share("config", "*.yaml"),
         share("launch", "*.py"),
+        share("msg", "*.msg"),
     ],
     install_requires=["numpy>=2.0", "pyyaml>=6"],
     extras_require={

@@ -1,0 +1,1 @@
+"""Recorded data: rosbags reading/writing (conversion to LeRobot datasets arrives with issue 4)."""
