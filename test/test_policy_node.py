@@ -235,3 +235,21 @@ def test_startup_errors_exit_with_a_clear_message(tiny_checkpoint, params, messa
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_and_num_steps_can_be_changed_at_run_time(tiny_checkpoint):
+    from rclpy.parameter import Parameter
+
+    with running(tiny_checkpoint, default_instruction="task1") as (node, fake):
+        fake.wait_count("arm", 3, timeout=30)
+        results = node.set_parameters([Parameter("dry_run", value=True), Parameter("num_steps", value=3)])
+        assert all(r.successful for r in results)
+        status = fake.wait_status(lambda s: s.dry_run and s.num_inference_steps == 3, 10, "dry_run status")
+        arm_count = fake.count("arm")
+        fake.wait_count("action", fake.count("action") + 5, timeout=5)
+        chunk = fake.wait_for(lambda: next((c for c in reversed(fake.received["chunk"])
+                                            if c.num_inference_steps == 3), None), 10, "a 3-step chunk")
+        assert fake.count("arm") <= arm_count + 1  # at most one already on its way
+        rejected = node.set_parameters([Parameter("max_input_age_s", value=2.0)])
+        assert not rejected[0].successful and "read-only" in rejected[0].reason
+    assert status.dry_run and chunk.num_inference_steps == 3

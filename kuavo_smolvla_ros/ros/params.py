@@ -126,14 +126,12 @@ _RANGES = {
     "max_gripper_velocity": (0.01, 20.0), "ramp_in_s": (0.0, 30.0), "error_retry_s": (0.0, 600.0),
     "status_rate_hz": (0.1, 50.0),
 }
-_READ_ONLY = {"checkpoint", "vlm_path", "device", "camera_names", "camera_topics", "camera_types",
-              "state_source", "sensors_topic", "gripper_type", "gripper_state_topic", "joint_state_topic",
-              "instruction_topic", "arm_command_topic", "gripper_command_topic", "torch_threads", "chunk_size",
-              "control_rate_hz", "status_rate_hz"}
+#: Parameters the running node applies when they are set (``ros2 param set``); all others are read-only.
+DYNAMIC = {"dry_run", "num_steps"}
 
 
 def _descriptor(name: str, default) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=_DESCRIPTIONS[name], read_only=name in _READ_ONLY)
+    descriptor = ParameterDescriptor(description=_DESCRIPTIONS[name], read_only=name not in DYNAMIC)
     if isinstance(default, tuple):
         descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
     if name in _RANGES:

@@ -70,6 +70,7 @@ class PolicyNode(Node):
         self._make_publishers()
         self._make_subscriptions()
         self.create_service(SetBool, "~/enable", self._on_enable)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         # Every callback is short (frames are decoded on the inference thread), so one executor thread
         # serves them all; rclpy's multi-threaded executor costs more than it gains under the GIL.
         self.create_timer(1.0 / s.control_rate_hz, self._on_control_tick)
@@ -187,6 +188,16 @@ class PolicyNode(Node):
         tokens, limit = self.runtime.token_count(instruction), int(self.runtime.config.tokenizer_max_length)
         if tokens > limit:
             self.get_logger().warning(f"instruction has {tokens} tokens; the policy reads only the first {limit}")
+        self._publish_status()
+
+    def _on_parameters_set(self, parameters) -> None:
+        """Apply the dynamic parameters (params.DYNAMIC); rclpy has already checked types and ranges."""
+        for parameter in parameters:
+            if parameter.name == "dry_run":
+                self.settings.dry_run = bool(parameter.value)
+            elif parameter.name == "num_steps":
+                self.runtime.num_steps = int(parameter.value)  # read at the start of each inference
+            self.get_logger().info(f"parameter {parameter.name} set to {parameter.value}")
         self._publish_status()
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
