@@ -38,6 +38,9 @@ class Feeder(Node):
         msg_type = CompressedImage if camera_type == "compressed" else Image
         self.camera_pubs = {c.name: self.create_publisher(msg_type, self._topic(c), qos_profile_sensor_data)
                             for c in robot.CAMERAS}
+        # Built once, only the stamp changes: the feeder's own cost stays out of the transport latency
+        # the node measures (receive time - stamp).
+        self.camera_messages = {name: self._camera_message(name) for name in self.camera_pubs}
         self.state_pub = self.create_publisher(JointState, robot.TOPICS.joint_states, qos_profile_sensor_data)
         self.action_times: list[float] = []
         self.status: PolicyStatus | None = None
@@ -60,12 +63,8 @@ class Feeder(Node):
                      data=image.tobytes())
 
     def _publish_cameras(self) -> None:
-        # Messages are built once: only the stamp changes, so the feeder's own cost stays out of the
-        # transport latency the node measures (receive time - stamp).
-        if not hasattr(self, "_camera_messages"):
-            self._camera_messages = {name: self._camera_message(name) for name in self.camera_pubs}
         for name, publisher in self.camera_pubs.items():
-            msg = self._camera_messages[name]
+            msg = self.camera_messages[name]
             msg.header.stamp = self.get_clock().now().to_msg()
             publisher.publish(msg)
 

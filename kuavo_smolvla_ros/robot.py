@@ -70,8 +70,11 @@ LOWER_LIMITS = np.array([*_LEFT_ARM_LOWER, 0.0, *_RIGHT_ARM_LOWER, 0.0], dtype=n
 UPPER_LIMITS = np.array([*_LEFT_ARM_UPPER, 1.0, *_RIGHT_ARM_UPPER, 1.0], dtype=np.float64)
 #: Units of the 16 entries.
 UNITS: tuple[str, ...] = tuple("rad" if i in ARM_INDICES else "unit" for i in range(ACTION_DIM))
-#: A conservative default maximum change per second used by the safety filter (rad/s, unit/s).
-DEFAULT_MAX_VELOCITY = np.array([1.0] * 7 + [2.0] + [1.0] * 7 + [2.0], dtype=np.float64)
+#: Conservative default maximum changes per second used by the safety filter.
+MAX_ARM_VELOCITY = 1.0  # rad/s
+MAX_GRIPPER_VELOCITY = 2.0  # gripper units (0..1) per second
+DEFAULT_MAX_VELOCITY = np.array([MAX_ARM_VELOCITY] * 7 + [MAX_GRIPPER_VELOCITY] + [MAX_ARM_VELOCITY] * 7
+                                + [MAX_GRIPPER_VELOCITY], dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -118,7 +118,6 @@ class Snapshot:
     jitter: Any
     node_overhead: Any
     latency_estimate_s: float
-    extra: dict = field(default_factory=dict)
 
 
 def decode_image(value: Any) -> np.ndarray:

@@ -14,7 +14,7 @@ chunk still starts where the robot stopped instead of being thrown away.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,7 +29,6 @@ class Chunk:
     seq: int = 0
     oldest_stamp: float = 0.0  # oldest input stamp used (seconds)
     inference_time: float = 0.0  # seconds
-    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])

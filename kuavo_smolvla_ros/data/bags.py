@@ -118,10 +118,8 @@ def bag_topics(path: str | Path) -> dict[str, str]:
     try:
         with AnyReader([path], default_typestore=kuavo_typestore(path.is_file())) as reader:
             return {c.topic: c.msgtype for c in reader.connections}
-    except Exception as err:  # rosbags raises several unrelated types for corrupt files
-        if isinstance(err, AnyReaderError | OSError | ValueError | KeyError | EOFError):
-            raise BagError(f"{path}: {err}") from None
-        raise
+    except (AnyReaderError, OSError, ValueError, KeyError, EOFError) as err:
+        raise BagError(f"{path}: {err}") from None
 
 
 class BagWriter:

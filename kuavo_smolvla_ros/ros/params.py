@@ -45,8 +45,8 @@ class NodeSettings:
     arm_command_topic: str = robot.TOPICS.arm_command
     publish_gripper_command: bool = True
     gripper_command_topic: str = robot.TOPICS.claw_command
-    max_joint_velocity: float = 1.0
-    max_gripper_velocity: float = 2.0
+    max_joint_velocity: float = robot.MAX_ARM_VELOCITY
+    max_gripper_velocity: float = robot.MAX_GRIPPER_VELOCITY
     ramp_in_s: float = 1.0
     error_retry_s: float = 1.0
     seed: int = -1
