@@ -53,7 +53,7 @@ class BlockingLoop(Node):
             return
         batch = {f"observation.images.{c.name}": torch.from_numpy(self._image(self.latest[c.name]))
                  .permute(2, 0, 1).float().div(255.0) for c in robot.CAMERAS}
-        batch[robot.STATE_FEATURE] = torch.from_numpy(messages.state_from_joint_state(self.latest["state"])).float()
+        batch[robot.STATE_FEATURE] = torch.from_numpy(_state(self.latest["state"])).float()
         batch["task"] = self.instruction
         with torch.inference_mode():
             action = self.post(self.policy.select_action(self.pre(batch)))[0].numpy()
@@ -69,3 +69,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _state(msg: JointState) -> np.ndarray:
+    return robot.layout_from_named(msg.name, msg.position)

@@ -285,6 +285,25 @@ def action_from_commands(arm_degrees: Sequence[float], gripper_commands: Sequenc
     return compose(arm[:ARM_DOF], left, arm[ARM_DOF:], right)
 
 
+def layout_from_named(names: Sequence[str], positions: Sequence[float],
+                      layout_names: Sequence[str] = JOINT_NAMES, allow_extra: bool = False) -> np.ndarray:
+    """A 16-dim vector from a JointState-like ``name``/``position`` pair; ``layout_names[i]`` is the
+    source name of layout entry ``i`` (default: the layout's own names). Extra joints are an error
+    unless ``allow_extra``."""
+    names, positions = list(names), list(positions)
+    if len(names) != len(positions):
+        raise ValueError(f"joint state has {len(names)} names and {len(positions)} positions")
+    index = {name: i for i, name in enumerate(names)}
+    if not allow_extra:
+        unknown = [n for n in names if n not in set(layout_names)]
+        if unknown:
+            raise ValueError(f"joint state has unknown joint names {unknown[:3]}")
+    missing = [n for n in layout_names if n not in index]
+    if missing:
+        raise ValueError(f"joint state lacks {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+    return np.array([float(positions[index[n]]) for n in layout_names], dtype=np.float64)
+
+
 def within_limits(vector16: Sequence[float] | np.ndarray, tolerance: float = 1e-6) -> bool:
     """Whether a layout vector is finite and inside ``LOWER_LIMITS``..``UPPER_LIMITS``."""
     vector = _as_vector(vector16, ACTION_DIM, "layout vector")

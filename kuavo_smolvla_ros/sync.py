@@ -36,18 +36,23 @@ class Sample:
 class StreamBuffer:
     """Recent samples of one stream, ordered by stamp, queried "as of" a time with a maximum age.
 
-    ``max_age`` is in seconds (``None``: no limit); ``capacity`` bounds memory (``None``: keep all,
-    for offline use).
+    ``max_age`` is in seconds (``None``: no limit). With ``tolerance`` set, :meth:`sample` picks the
+    nearest sample on either side within that many seconds instead (offline use only: it may look into
+    the future). ``capacity`` bounds memory (``None``: keep all, for offline use).
     """
 
     def __init__(self, name: str, max_age: float | None = None,
-                 stamp_source: StampSource | str = StampSource.HEADER, capacity: int | None = 64):
+                 stamp_source: StampSource | str = StampSource.HEADER, capacity: int | None = 64,
+                 tolerance: float | None = None):
         if max_age is not None and max_age <= 0:
             raise ValueError(f"stream {name}: max_age must be > 0 (or None), got {max_age}")
+        if tolerance is not None and tolerance < 0:
+            raise ValueError(f"stream {name}: tolerance must be >= 0 (or None), got {tolerance}")
         if capacity is not None and capacity < 1:
             raise ValueError(f"stream {name}: capacity must be >= 1 (or None), got {capacity}")
         self.name = name
         self.max_age = max_age
+        self.tolerance = tolerance
         self.stamp_source = StampSource(stamp_source)
         self.capacity = capacity
         self._stamps: list[float] = []
@@ -102,6 +107,13 @@ class StreamBuffer:
                     best = sample
         return best
 
+    def sample(self, time: float) -> Sample | None:
+        """This stream's sample for ``time``: nearest within ``tolerance`` if set, else :meth:`as_of`."""
+        return self.as_of(time) if self.tolerance is None else self.nearest(time, self.tolerance)
+
+    def first(self) -> Sample | None:
+        return self._samples[0] if self._samples else None
+
     def age(self, now: float) -> float | None:
         """Seconds since the latest sample's stamp, or None before the first sample."""
         latest = self.latest()
@@ -126,11 +138,11 @@ class Aligned:
 
 
 def align(buffers: Iterable[StreamBuffer], time: float) -> Aligned:
-    """Each buffer's sample as of ``time`` (within its max age); streams without one are ``missing``."""
+    """Each buffer's :meth:`~StreamBuffer.sample` for ``time``; streams without one are ``missing``."""
     samples: dict[str, Sample] = {}
     missing: list[str] = []
     for buffer in buffers:
-        sample = buffer.as_of(time)
+        sample = buffer.sample(time)
         if sample is None:
             missing.append(buffer.name)
         else:

@@ -43,10 +43,10 @@ def test_arm_command_and_action_message():
 
 def test_joint_state_input_in_any_order():
     msg = messages.JointState(name=list(reversed(robot.JOINT_NAMES)), position=list(reversed(ACTION.tolist())))
-    np.testing.assert_array_equal(messages.state_from_joint_state(msg), ACTION)
+    np.testing.assert_array_equal(robot.layout_from_named(msg.name, msg.position), ACTION)
     msg.position = msg.position[:-1]
     with pytest.raises(ValueError, match="16 names and 15 positions"):
-        messages.state_from_joint_state(msg)
+        robot.layout_from_named(msg.name, msg.position)
 
 
 def test_chunk_message_is_row_major_and_stamped_with_the_observation():

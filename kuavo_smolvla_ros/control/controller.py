@@ -24,7 +24,7 @@ from kuavo_smolvla_ros.control.scheduler import Chunk, ChunkScheduler, Takeover
 from kuavo_smolvla_ros.control.stats import LatencyWindow
 from kuavo_smolvla_ros.control.worker import InferenceRequest, InferenceResult, InferenceWorker
 from kuavo_smolvla_ros.policy.runtime import Observation
-from kuavo_smolvla_ros.sync import StreamBuffer, align
+from kuavo_smolvla_ros.sync import StampSource, StreamBuffer, align
 from kuavo_smolvla_ros.tasks import Task, TaskCatalog
 
 STATE_STREAM = "joint_state"
@@ -61,6 +61,8 @@ class ControllerConfig:
     margin_ticks: int = 1
     #: Inference latency assumed before the first measurement (e.g. from the warm-up).
     initial_latency_s: float = 0.0
+    #: Which time inputs are filed under ("receive" or "header"), as in the bag converter.
+    stamp_source: str = StampSource.RECEIVE
 
     def __post_init__(self):
         if not 0 < self.rate_hz <= 1000:
@@ -137,8 +139,8 @@ class PolicyController:
         self.safety = safety
         self._predict = predict
         self._lock = threading.RLock()
-        self.buffers = {name: StreamBuffer(name, config.max_input_age_s, capacity=4) for name in self.cameras}
-        self.buffers[STATE_STREAM] = StreamBuffer(STATE_STREAM, config.max_input_age_s, capacity=4)
+        self.buffers = {name: StreamBuffer(name, config.max_input_age_s, config.stamp_source, capacity=4)
+                        for name in [*self.cameras, STATE_STREAM]}
         self.scheduler = ChunkScheduler(config.n_action_steps, config.blend_steps, config.margin_ticks)
         self.worker = InferenceWorker(self._run_inference, on_done=self._on_inference_done)
         self.counters = Counters()

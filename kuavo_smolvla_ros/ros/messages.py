@@ -20,8 +20,6 @@ from kuavo_smolvla_ros.msg import (
     RobotHandPosition,
 )
 
-_NAME_INDEX = {name: i for i, name in enumerate(robot.JOINT_NAMES)}
-
 
 def seconds(stamp) -> float:
     """A ``builtin_interfaces/Time`` in seconds."""
@@ -31,23 +29,6 @@ def seconds(stamp) -> float:
 def to_time(value: float) -> Time:
     sec = int(np.floor(value))
     return Time(sec=sec, nanosec=min(round((value - sec) * 1e9), 999_999_999))
-
-
-def state_from_joint_state(msg) -> np.ndarray:
-    """The 16-dim state from a JointState naming the layout's joints (any order, extra joints not allowed)."""
-    names, positions = list(msg.name), list(msg.position)
-    if len(names) != len(positions):
-        raise ValueError(f"joint state has {len(names)} names and {len(positions)} positions")
-    unknown = [n for n in names if n not in _NAME_INDEX]
-    if unknown:
-        raise ValueError(f"joint state has unknown joint names {unknown[:3]}")
-    missing = [n for n in robot.JOINT_NAMES if n not in names]
-    if missing:
-        raise ValueError(f"joint state lacks {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-    state = np.empty(robot.STATE_DIM)
-    for name, value in zip(names, positions, strict=True):
-        state[_NAME_INDEX[name]] = value
-    return state
 
 
 def action_joint_state(command: np.ndarray, stamp: Time) -> JointState:

@@ -8,9 +8,11 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.sync import StampSource
 
 CAMERA_TYPES = ("compressed", "raw")
 STATE_SOURCES = ("kuavo", "joint_state")
+STAMP_SOURCES = tuple(StampSource)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class NodeSettings:
     instruction_topic: str = robot.TOPICS.task_instruction
     default_instruction: str = ""
     max_input_age_s: float = 0.5
+    stamp_source: str = "receive"
     stale_behaviour: str = "finish"
     dry_run: bool = False
     publish_arm_command: bool = True
@@ -70,6 +73,8 @@ class NodeSettings:
             raise ValueError(f"gripper_type {self.gripper_type!r} not in {sorted(robot.GRIPPERS)}")
         if self.stale_behaviour not in ("finish", "hold"):
             raise ValueError("stale_behaviour must be 'finish' or 'hold'")
+        if self.stamp_source not in STAMP_SOURCES:
+            raise ValueError(f"stamp_source {self.stamp_source!r} not in {STAMP_SOURCES}")
         if self.n_action_steps > self.chunk_size:
             raise ValueError(f"n_action_steps ({self.n_action_steps}) must be <= chunk_size ({self.chunk_size})")
 
@@ -101,6 +106,8 @@ _DESCRIPTIONS = {
     "instruction_topic": "std_msgs/String topic selecting the task (alias from tasks.yaml or free text)",
     "default_instruction": "instruction used at start (empty: wait for one on instruction_topic)",
     "max_input_age_s": "inputs older than this are stale: no inference starts from them",
+    "stamp_source": "time inputs are filed under: 'receive' (arrival; Kuavo's header stamps are unreliable, and the "
+                    "bag converter's default) or 'header' (the message stamp, arrival if unset)",
     "stale_behaviour": "on stale inputs: 'finish' the queued actions then hold, or 'hold' at once",
     "dry_run": "compute and publish on /kuavo_smolvla/* but send nothing to the robot adapters",
     "publish_arm_command": "publish the 14 arm joints in degrees on arm_command_topic",

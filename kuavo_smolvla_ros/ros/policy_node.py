@@ -23,6 +23,7 @@ from std_srvs.srv import SetBool
 from kuavo_smolvla_ros import images, robot
 from kuavo_smolvla_ros.control.controller import ControllerConfig, ControlState, PolicyController, TickOutput
 from kuavo_smolvla_ros.control.safety import SafetyFilter
+from kuavo_smolvla_ros.inputs import StateAssembler
 from kuavo_smolvla_ros.msg import ActionChunk, LejuClawState, PolicyStatus, SensorsData
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
@@ -56,16 +57,16 @@ class PolicyNode(Node):
             f"loaded {self.runtime.info.path} on {s.device}: {self.runtime.num_steps} steps, chunk "
             f"{self.runtime.chunk_size}, {s.n_action_steps} executed per chunk, warm-up {latency * 1e3:.0f} ms")
         self.catalog = default_catalog()
-        self.gripper = robot.gripper(s.gripper_type, s.claw_inverted)
         self.controller = PolicyController(
             ControllerConfig(rate_hz=s.control_rate_hz, n_action_steps=s.n_action_steps, blend_steps=s.blend_steps,
                              max_input_age_s=s.max_input_age_s, stale_behaviour=s.stale_behaviour,
-                             error_retry_s=s.error_retry_s, initial_latency_s=latency),
+                             error_retry_s=s.error_retry_s, initial_latency_s=latency,
+                             stamp_source=s.stamp_source),
             cameras=self.runtime.cameras, predict=self._predict,
             safety=SafetyFilter(max_step=self._max_step(), ramp_ticks=round(s.ramp_in_s * s.control_rate_hz)),
             catalog=self.catalog,
         )
-        self._gripper_units = (0.0, 0.0)
+        self.states = StateAssembler(s.gripper_type, s.claw_inverted)
         self._last_period_start: float | None = None
         self._make_publishers()
         self._make_subscriptions()
@@ -143,30 +144,21 @@ class PolicyNode(Node):
 
     def _on_sensors(self, msg: SensorsData) -> None:
         try:
-            state = robot.state_from_sensors(msg.joint_data.joint_q, self._gripper_units)
-            self.controller.add_state(state, messages.seconds(msg.header.stamp), self._now())
+            state = self.states.from_sensors(msg)
+            if state is not None:  # None until the first gripper state
+                self.controller.add_state(state, messages.seconds(msg.header.stamp), self._now())
         except ValueError as err:
             self._reject("sensors data", err)
 
     def _on_gripper_state(self, msg) -> None:
         try:
-            if isinstance(msg, LejuClawState) or self.settings.gripper_type == "sim_gripper":
-                data = getattr(msg, "data", msg)
-                units = robot.grippers_from_claw(data.position, data.name, self.gripper)
-            else:
-                positions = list(msg.position)
-                units = robot.grippers_from_hands(positions[:robot.HAND_FINGERS],
-                                                  positions[robot.HAND_FINGERS:2 * robot.HAND_FINGERS])
-            if not np.all(np.isfinite(units)):
-                raise ValueError("non-finite gripper state")
+            self.states.update_grippers(msg)
         except ValueError as err:
             self._reject("gripper state", err)
-            return
-        self._gripper_units = units
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            state = messages.state_from_joint_state(msg)
+            state = self.states.from_joint_state(msg)
             self.controller.add_state(state, messages.seconds(msg.header.stamp), self._now())
         except ValueError as err:
             self._reject("joint state", err)
@@ -227,7 +219,7 @@ class PolicyNode(Node):
                 if self.arm_pub is not None:
                     self.arm_pub.publish(messages.arm_command(out.command, stamp))
                 if self.gripper_pub is not None:
-                    self.gripper_pub.publish(messages.gripper_command(out.command, stamp, self.gripper))
+                    self.gripper_pub.publish(messages.gripper_command(out.command, stamp, self.states.scaling))
         if out.new_chunk is not None:
             self.chunk_pub.publish(messages.chunk_message(
                 out.new_chunk, out.new_chunk_start, self.settings.n_action_steps,
