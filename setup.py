@@ -31,6 +31,7 @@ setup(
     data_files=[
         (f"share/{PACKAGE}", ["package.xml"]),
         share("config", "*.yaml"),
+        share("config/conversion", "*.yaml"),
         share("launch", "*.py"),
         share("msg", "*.msg"),
     ],
@@ -51,6 +52,7 @@ setup(
         "console_scripts": [
             "kuavo-smolvla-tiny = kuavo_smolvla_ros.policy.tiny:main",
             "kuavo-smolvla-inspect = kuavo_smolvla_ros.policy.checkpoint:main",
+            "kuavo-rosbag-to-lerobot = kuavo_smolvla_ros.data.cli:main",
             "policy_node = kuavo_smolvla_ros.ros.policy_node:main",
         ],
     },

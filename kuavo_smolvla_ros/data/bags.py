@@ -89,9 +89,7 @@ def find_bags(inputs: Iterable[str | Path]) -> list[Path]:
 
 def read_messages(path: str | Path, topics: Sequence[str] | None = None) -> Iterator[BagMessage]:
     """Messages of ``topics`` (all if None) in recording order; raises :class:`BagError` on any problem."""
-    from rosbags.highlevel import AnyReader, AnyReaderError
-    from rosbags.rosbag1 import ReaderError as Ros1Error
-    from rosbags.rosbag2 import ReaderError as Ros2Error
+    from rosbags.highlevel import AnyReader
 
     path = Path(path)
     ros1 = path.is_file()
@@ -101,25 +99,36 @@ def read_messages(path: str | Path, topics: Sequence[str] | None = None) -> Iter
             for connection, timestamp, raw in reader.messages(connections=connections):
                 yield BagMessage(connection.topic, connection.msgtype, timestamp * 1e-9,
                                  reader.deserialize(raw, connection.msgtype))
-    except (AnyReaderError, Ros1Error, Ros2Error) as err:
+    except Exception as err:
+        raise _bag_error(path, err) from None
+
+
+def _bag_error(path: Path, err: Exception) -> Exception:
+    """The :class:`BagError` for a reader failure (other exceptions are returned unchanged)."""
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag1 import ReaderError as Ros1Error
+    from rosbags.rosbag2 import ReaderError as Ros2Error
+
+    if isinstance(err, AnyReaderError | Ros1Error | Ros2Error):
         reason = str(err)
         if "not indexed" in reason.lower() or "reindex" in reason.lower():
             reason += " (run `rosbag reindex` on it with ROS 1, then convert again)"
-        raise BagError(f"{path}: corrupt or truncated bag ({reason})") from None
-    except (KeyError, ValueError, EOFError, OSError) as err:
-        raise BagError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+        return BagError(f"{path}: corrupt or truncated bag ({reason})")
+    if isinstance(err, KeyError | ValueError | EOFError | OSError) and not isinstance(err, BagError):
+        return BagError(f"{path}: unreadable ({type(err).__name__}: {err})")
+    return err
 
 
 def bag_topics(path: str | Path) -> dict[str, str]:
     """Topic -> message type of a bag."""
-    from rosbags.highlevel import AnyReader, AnyReaderError
+    from rosbags.highlevel import AnyReader
 
     path = Path(path)
     try:
         with AnyReader([path], default_typestore=kuavo_typestore(path.is_file())) as reader:
             return {c.topic: c.msgtype for c in reader.connections}
-    except (AnyReaderError, OSError, ValueError, KeyError, EOFError) as err:
-        raise BagError(f"{path}: {err}") from None
+    except Exception as err:
+        raise _bag_error(path, err) from None
 
 
 class BagWriter:

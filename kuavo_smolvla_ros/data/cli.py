@@ -1,0 +1,81 @@
+"""``kuavo-rosbag-to-lerobot``: convert Kuavo bags to a LeRobot v3 dataset, or validate one.
+
+Exit status: 0 all good; 1 some bags failed (the others are in the dataset) or validation found
+problems; 2 nothing could be done (bad arguments or config, output in the way, no bags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+EPILOG = """examples:
+  kuavo-rosbag-to-lerobot convert ~/bags/grasp --output ~/datasets/moving_grasp --task moving_grasp --workers 2
+  kuavo-rosbag-to-lerobot convert new_bags/ --output ~/datasets/moving_grasp --task 1 --resume
+  kuavo-rosbag-to-lerobot validate ~/datasets/moving_grasp
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kuavo-rosbag-to-lerobot", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("convert", help="convert bags (one bag = one episode)")
+    convert.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="ROS 1 .bag files, ROS 2 bag folders, or folders searched recursively")
+    convert.add_argument("--output", "-o", required=True, help="dataset folder (created; see --resume)")
+    convert.add_argument("--task", "-t", required=True,
+                         help="task id, name or alias from config/tasks.yaml (its instruction labels every frame)")
+    convert.add_argument("--config", "-c", help="conversion YAML (default: the shipped Kuavo config)")
+    convert.add_argument("--fps", type=int, help="dataset rate (overrides the config)")
+    convert.add_argument("--workers", "-j", type=int, default=1, help="bags converted in parallel processes")
+    convert.add_argument("--resume", action="store_true",
+                         help="add to an existing output: bags already in it (by SHA-256) are skipped, finished "
+                              "episodes of an interrupted run are reused")
+    media = convert.add_mutually_exclusive_group()
+    media.add_argument("--video", dest="storage", action="store_const", const="video", help="cameras as MP4 video")
+    media.add_argument("--png", dest="storage", action="store_const", const="png", help="cameras as PNG images")
+    convert.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    validate = commands.add_parser("validate", help="check a dataset (lerobot opens it, frames, values, limits)")
+    validate.add_argument("dataset", help="dataset folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.getLogger("lerobot").setLevel(logging.WARNING)
+    if args.command == "validate":
+        from kuavo_smolvla_ros.data.validate import validate
+
+        result = validate(args.dataset)
+        if result.ok:
+            print(f"OK: {result.root}: {result.episodes} episode(s), {result.frames} frames")
+            return 0
+        print(f"{len(result.findings)} problem(s) in {result.root}:")
+        for finding in result.findings:
+            print(f"  - {finding}")
+        return 1
+
+    from kuavo_smolvla_ros.data.config import ConfigError
+    from kuavo_smolvla_ros.data.convert import ConversionError, convert
+    from kuavo_smolvla_ros.data.dataset import DatasetError
+
+    try:
+        result = convert(args.inputs, args.output, task=args.task, config=args.config, fps=args.fps,
+                         workers=args.workers, resume=args.resume, storage=args.storage, progress=not args.quiet)
+    except (ConversionError, ConfigError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for failed in result.failed:
+        print(f"FAILED {failed.source}: {failed.reason}", file=sys.stderr)
+    print(result.summary)
+    if result.report_path:
+        print(f"report: {result.report_path}")
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

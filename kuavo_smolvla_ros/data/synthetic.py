@@ -1,0 +1,142 @@
+"""Kuavo bags whose content is known exactly: for the converter's tests and benchmark.
+
+Joint angles and commands are known functions of time (:func:`state_at`, :func:`action_at`), every
+camera frame encodes its own number (:func:`frame_image` / :func:`frame_number`), each stream runs at
+its own rate, record times may be jittered and cameras may drop frames over given intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.recording import KuavoRecorder, encode_jpeg
+
+_MID = (robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2
+
+
+def state_at(t: float) -> np.ndarray:
+    """The measured 16-dim state ``t`` seconds into the episode (arms inside their limits)."""
+    phase = 0.7 * t + 0.3 * np.arange(robot.STATE_DIM)
+    state = _MID + 0.3 * np.sin(phase)
+    state[robot.GRIPPER_INDICES] = 0.5 + 0.4 * np.sin(0.9 * t + np.array([0.0, 1.0]))
+    return state
+
+
+def action_at(t: float) -> np.ndarray:
+    """The commanded 16-dim action at ``t`` (the state 0.2 s ahead)."""
+    return state_at(t + 0.2)
+
+
+def frame_image(number: int, height: int, width: int) -> np.ndarray:
+    """A flat image whose red and green levels spell ``number`` (0..1023), robust to JPEG and video codecs."""
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[..., 0] = 16 * (number % 16) + 8
+    image[..., 1] = 16 * ((number // 16) % 16) + 8
+    image[..., 2] = 16 * (number // 256) + 8
+    return image
+
+
+def frame_number(image: np.ndarray) -> int:
+    """The number :func:`frame_image` encoded (from the image's centre)."""
+    h, w = image.shape[:2]
+    r, g, b = (round((v - 8) / 16) for v in image[h // 4: 3 * h // 4, w // 4: 3 * w // 4].reshape(-1, 3).mean(axis=0))
+    return int(r + 16 * g + 256 * b)
+
+
+def textured_image(number: int, height: int, width: int, base: np.ndarray) -> np.ndarray:
+    """A camera-like frame (smooth texture, moving) for timing: JPEG sizes like real 640x480 frames."""
+    return np.roll(base, shift=(3 * number) % width, axis=1)[:height, :width]
+
+
+def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 255, size=(height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
+    import cv2
+
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(smooth + rng.normal(0, 6, size=smooth.shape), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class SyntheticBag:
+    """What to write; rates in Hz, times in seconds relative to ``start``."""
+
+    seconds: float = 3.0
+    start: float = 100.0
+    camera_hz: float = 30.0
+    sensors_hz: float = 100.0
+    claw_state_hz: float = 50.0
+    command_hz: float = 50.0
+    claw_command_hz: float = 20.0
+    image_size: tuple[int, int] = (48, 64)
+    #: Record times jitter uniformly by up to this much (header stamps stay exact).
+    jitter_s: float = 0.0
+    #: camera name -> (from, to): frames recorded in that interval are dropped.
+    camera_gaps: dict[str, tuple[float, float]] = field(default_factory=dict)
+    textured: bool = False
+    #: Topics left out (a bag with a missing topic) or written as JointState (a type mismatch).
+    omit_topics: tuple[str, ...] = ()
+    joint_state_topics: tuple[str, ...] = ()
+    seed: int = 0
+
+    def times(self, rate: float, rng: np.random.Generator) -> Iterator[tuple[int, float, float]]:
+        """(index, nominal time, record time) of each message of a stream at ``rate``."""
+        for k in range(int(np.floor(self.seconds * rate + 1e-9)) + 1):
+            nominal = k / rate
+            yield k, nominal, nominal + (rng.uniform(-self.jitter_s, self.jitter_s) if self.jitter_s else 0.0)
+
+
+def write_synthetic_bag(path: str | Path, storage: str = "ros1", spec: SyntheticBag | None = None) -> dict:
+    """Write the bag; returns per stream the (nominal, record) times written, for expectations."""
+    spec = spec or SyntheticBag()
+    rng = np.random.default_rng(spec.seed)
+    height, width = spec.image_size
+    base = texture(height, width * 2, spec.seed) if spec.textured else None
+    events: list[tuple[float, str, tuple]] = []
+    written: dict[str, list[tuple[float, float]]] = {}
+
+    def add(stream: str, record: float, nominal: float, args: tuple) -> None:
+        events.append((spec.start + record, stream, (spec.start + nominal, *args)))
+        written.setdefault(stream, []).append((nominal, record))
+
+    for camera in robot.CAMERAS:
+        gap = spec.camera_gaps.get(camera.name)
+        for k, nominal, record in spec.times(spec.camera_hz, rng):
+            if gap and gap[0] <= nominal < gap[1]:
+                continue
+            add(camera.name, record, nominal, (k,))
+    rates = {"sensors": spec.sensors_hz, "claw_state": spec.claw_state_hz, "arm_command": spec.command_hz,
+             "claw_command": spec.claw_command_hz}
+    for stream, rate in rates.items():
+        for _, nominal, record in spec.times(rate, rng):
+            add(stream, record, nominal, ())
+    topics = {c.name: c.topic for c in robot.CAMERAS} | {
+        "sensors": robot.TOPICS.sensors, "claw_state": robot.TOPICS.claw_state,
+        "arm_command": robot.TOPICS.arm_command, "claw_command": robot.TOPICS.claw_command}
+    events.sort(key=lambda e: e[0])
+    with KuavoRecorder(path, storage) as bag:
+        for record, stream, (stamp, *args) in events:
+            topic = topics[stream]
+            if topic in spec.omit_topics:
+                continue
+            t = stamp - spec.start
+            if topic in spec.joint_state_topics:
+                bag.joint_state(topic, record, state_at(t))
+            elif stream in robot.CAMERA_NAMES:
+                k = args[0]
+                image = textured_image(k, height, width, base) if base is not None else frame_image(k, height, width)
+                bag.camera(topic, record, encode_jpeg(image), stamp=stamp)
+            elif stream == "sensors":
+                bag.sensors(record, state_at(t), stamp=stamp)
+            elif stream == "claw_state":
+                bag.claw_state(record, robot.gripper_units(state_at(t)))
+            elif stream == "arm_command":
+                bag.arm_command(record, action_at(t))
+            else:
+                bag.claw_command(record, action_at(t))
+    return written

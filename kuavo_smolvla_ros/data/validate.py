@@ -1,0 +1,124 @@
+"""Check a converted dataset the way training will use it: lerobot opens it, every row has its video
+frames, values are finite and inside the joint limits, timestamps run on the fps grid, tasks are set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.dataset import REPO_ID, open_metadata, quiet_codecs
+
+#: Slack on the joint limits (rad / gripper units): recorded commands may touch a limit.
+LIMIT_TOLERANCE = 1e-3
+
+
+@dataclass
+class Validation:
+    root: Path
+    episodes: int = 0
+    frames: int = 0
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def _video_frames(path: Path, start: float, end: float) -> int:
+    """Frames of the video at ``path`` whose time lies in [start, end)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        count = 0
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            t = float(packet.pts * stream.time_base)
+            if start - 1e-4 <= t < end - 1e-4:
+                count += 1
+        return count
+
+
+def _check_values(name: str, episode: int, values: np.ndarray, findings: list[str]) -> None:
+    if not np.all(np.isfinite(values)):
+        rows = np.where(~np.all(np.isfinite(values), axis=1))[0]
+        findings.append(f"episode {episode}: {name} has NaN/Inf in {len(rows)} row(s) (first: frame {rows[0]})")
+        return
+    low = values < robot.LOWER_LIMITS - LIMIT_TOLERANCE
+    high = values > robot.UPPER_LIMITS + LIMIT_TOLERANCE
+    bad = low | high
+    if bad.any():
+        joints = sorted({robot.JOINT_NAMES[j] for j in np.where(bad.any(axis=0))[0]})
+        findings.append(f"episode {episode}: {name} outside the joint limits in {int(bad.any(axis=1).sum())} "
+                        f"row(s) ({', '.join(joints)})")
+
+
+def validate(root: str | Path) -> Validation:
+    """Findings for the dataset at ``root`` (an empty list means it is fit for training)."""
+    import pandas as pd
+
+    root = Path(root)
+    result = Validation(root)
+    findings = result.findings
+    quiet_codecs()
+    try:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        dataset = LeRobotDataset(REPO_ID, root=root, video_backend="pyav")
+        meta = open_metadata(root)
+    except Exception as err:  # any failure to open is the finding
+        findings.append(f"lerobot cannot open {root}: {type(err).__name__}: {err}")
+        return result
+    result.episodes, result.frames, fps = meta.total_episodes, meta.total_frames, meta.fps
+    for key in (robot.STATE_FEATURE, robot.ACTION_FEATURE):
+        shape = tuple(meta.features.get(key, {}).get("shape", ()))
+        if shape != (robot.ACTION_DIM,):
+            findings.append(f"feature {key} has shape {shape}, expected ({robot.ACTION_DIM},)")
+    if findings:
+        return result
+    tasks = {int(i): str(t) for t, i in zip(meta.tasks.index, meta.tasks["task_index"], strict=True)}
+    empty = [i for i, t in tasks.items() if not t.strip()]
+    if empty:
+        findings.append(f"task(s) {empty} have an empty instruction")
+    columns = ["episode_index", "frame_index", "timestamp", "task_index", robot.STATE_FEATURE, robot.ACTION_FEATURE]
+    data = pd.concat([pd.read_parquet(p, columns=columns) for p in sorted((root / "data").rglob("*.parquet"))])
+    if len(data) != meta.total_frames:
+        findings.append(f"data has {len(data)} rows, meta/info.json says {meta.total_frames}")
+    unknown_tasks = sorted(set(data["task_index"].unique()) - set(tasks))
+    if unknown_tasks:
+        findings.append(f"rows refer to task indices {unknown_tasks} missing from meta/tasks")
+    for episode in meta.episodes:
+        index = episode["episode_index"]
+        rows = data[data["episode_index"] == index].sort_values("frame_index")
+        if len(rows) != episode["length"]:
+            findings.append(f"episode {index}: {len(rows)} rows, its metadata says {episode['length']}")
+        stamps = rows["timestamp"].to_numpy(dtype=np.float64)
+        if len(stamps) > 1 and not np.all(np.diff(stamps) > 0):
+            findings.append(f"episode {index}: timestamps are not strictly increasing")
+        elif not np.allclose(stamps, rows["frame_index"].to_numpy() / fps, atol=1e-3):
+            findings.append(f"episode {index}: timestamps are off the {fps} fps grid")
+        for key in (robot.STATE_FEATURE, robot.ACTION_FEATURE):
+            _check_values(key, index, np.stack(rows[key].to_numpy()).astype(np.float64), findings)
+        for key in meta.video_keys:
+            path = root / meta.get_video_file_path(index, key)
+            start, end = episode[f"videos/{key}/from_timestamp"], episode[f"videos/{key}/to_timestamp"]
+            try:
+                frames = _video_frames(path, start, end)
+            except Exception as err:
+                findings.append(f"episode {index}: {key} video {path.name} unreadable ({err})")
+                continue
+            if frames != len(rows):
+                findings.append(f"episode {index}: {key} has {frames} video frames for {len(rows)} rows")
+    if not findings and len(dataset):
+        try:  # what training does: decode the first and last items through lerobot
+            for item in (dataset[0], dataset[len(dataset) - 1]):
+                for key in meta.camera_keys:
+                    if not np.isfinite(item[key].numpy()).all():
+                        findings.append(f"{key}: decoded image has non-finite values")
+        except Exception as err:
+            findings.append(f"lerobot cannot decode items: {type(err).__name__}: {err}")
+    return result

@@ -1,0 +1,297 @@
+"""rosbag -> LeRobot v3 conversion on real bags (rosbags' writers) with exactly known content.
+
+Expected values are computed here independently of the converter: per stream the "as of" sample
+(latest record time at or before the tick, within the stream's max age) on the fps grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.cli import main as cli
+from kuavo_smolvla_ros.data.config import ConfigError, load_config
+from kuavo_smolvla_ros.data.convert import ConversionError, convert
+from kuavo_smolvla_ros.data.dataset import REPO_ID
+from kuavo_smolvla_ros.data.recording import KuavoRecorder, encode_jpeg
+from kuavo_smolvla_ros.data.synthetic import (
+    SyntheticBag,
+    action_at,
+    frame_image,
+    frame_number,
+    state_at,
+    write_synthetic_bag,
+)
+from kuavo_smolvla_ros.data.validate import validate
+from kuavo_smolvla_ros.tasks import default_catalog
+
+START = 100.0
+FPS = 10
+CHUNK = 50
+INSTRUCTION = default_catalog().get("moving_grasp").instruction
+#: The converter's stream names for the bag's streams.
+STREAM_NAMES = {"sensors": "state", "arm_command": "action", "claw_command": "gripper_command"}
+
+
+def _bag_path(tmp_path: Path, name: str, storage: str) -> Path:
+    return tmp_path / "bags" / (f"{name}.bag" if storage == "ros1" else name)
+
+
+def _as_of(records: np.ndarray, tick: float, max_age: float | None) -> int | None:
+    """Index of the latest record at or before ``tick`` within ``max_age`` (independent of sync.py)."""
+    before = np.nonzero(records <= tick + 1e-9)[0]
+    if not len(before) or (max_age is not None and tick - records[before[-1]] > max_age + 1e-9):
+        return None
+    return int(before[-1])
+
+
+def expected_rows(written: dict, config) -> tuple[list[dict[str, int]], dict[str, int]]:
+    """Per kept tick the index of each stream's sample, and the drops per stream."""
+    records = {k: START + np.array([r for _, r in v]) for k, v in written.items()}
+    # The state stream starts with the first sensors message after the first claw state (the node's latch).
+    first_claw = records["claw_state"][0]
+    sensors_start = np.nonzero(records["sensors"] > first_claw)[0][0]
+    ages = {c.name: c.sync.max_age_s for c in config.cameras} | {
+        "sensors": config.state.sync.max_age_s, "arm_command": config.action.sync.max_age_s,
+        "claw_command": config.gripper.command_sync.max_age_s}
+    firsts = [records[k][0] for k in ages if k != "sensors"] + [records["sensors"][sensors_start]]
+    start = max(firsts)
+    end = min(records[k][-1] for k in ages)
+    ticks = start + np.arange(int(np.floor((end - start) * FPS + 1e-9)) + 1) / FPS
+    ticks = ticks[config.trim.start_frames: len(ticks) - config.trim.end_frames]
+    rows, drops = [], {}
+    for tick in ticks:
+        row = {k: _as_of(records[k], tick, age) for k, age in ages.items()}
+        if row["sensors"] is not None and row["sensors"] < sensors_start:
+            row["sensors"] = None
+        missing = [STREAM_NAMES.get(k, k) for k, v in row.items() if v is None]
+        for name in missing:
+            drops[name] = drops.get(name, 0) + 1
+        if not missing:
+            rows.append(row)
+    return rows, drops
+
+
+def _read_back(root: Path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset(REPO_ID, root=root, video_backend="pyav",
+                          delta_timestamps={robot.ACTION_FEATURE: [i / FPS for i in range(CHUNK)]})
+
+
+CASES = {
+    # storage, images, what is special about the bag
+    "ros1": ("video", SyntheticBag(jitter_s=0.004, seed=1)),
+    "sqlite3": ("png", SyntheticBag(camera_gaps={"wrist_cam_l": (1.05, 1.25)}, seed=2)),
+    "mcap": ("video", SyntheticBag(jitter_s=0.003, camera_gaps={"head_cam_h": (0.95, 1.2)}, seed=3)),
+}
+
+
+@pytest.mark.parametrize("storage", list(CASES))
+def test_values_frames_and_drops_match_the_recording(tmp_path, storage):
+    media, spec = CASES[storage]
+    written = write_synthetic_bag(_bag_path(tmp_path, "episode", storage), storage, spec)
+    result = convert([tmp_path / "bags"], tmp_path / "dataset", task="moving_grasp", storage=media, progress=False)
+    assert [r.status for r in result.results] == ["converted"], result.results
+    config = load_config()
+    rows, drops = expected_rows(written, config)
+    episode = result.results[0].episode
+    assert episode["frames"] == len(rows)
+    assert episode["dropped"] == drops
+    assert (sum(drops.values()) > 0) == bool(spec.camera_gaps)
+
+    dataset = _read_back(tmp_path / "dataset")
+    assert len(dataset) == len(rows) and dataset.meta.robot_type == robot.ROBOT_TYPE
+    assert dataset.meta.features[robot.STATE_FEATURE]["names"] == list(robot.JOINT_NAMES)
+    nominal = {k: np.array([n for n, _ in v]) for k, v in written.items()}
+    actions = []
+    for i, row in enumerate(rows):
+        item = dataset[i]
+        assert item["task"] == INSTRUCTION
+        assert float(item["timestamp"]) == pytest.approx(i / FPS, abs=1e-4)
+        state = item[robot.STATE_FEATURE].numpy()
+        np.testing.assert_allclose(state[robot.ARM_INDICES], state_at(nominal["sensors"][row["sensors"]])[
+            robot.ARM_INDICES], atol=1e-5)
+        np.testing.assert_allclose(state[robot.GRIPPER_INDICES], state_at(nominal["sensors"][row["sensors"]])[
+            robot.GRIPPER_INDICES], atol=0.02)  # the claw state held from up to one claw period before
+        action = np.empty(robot.ACTION_DIM)
+        action[robot.ARM_INDICES] = action_at(nominal["arm_command"][row["arm_command"]])[robot.ARM_INDICES]
+        action[robot.GRIPPER_INDICES] = action_at(nominal["claw_command"][row["claw_command"]])[robot.GRIPPER_INDICES]
+        actions.append(action)
+        for camera in robot.CAMERA_NAMES:
+            image = (item[f"observation.images.{camera}"].numpy().transpose(1, 2, 0) * 255).round()
+            assert frame_number(image) == round(nominal[camera][row[camera]] * spec.camera_hz), (i, camera)
+    actions = np.array(actions)
+    for i in (0, len(rows) // 2, len(rows) - 1):  # 50-step chunks, padded past the episode's end
+        item = dataset[i]
+        chunk, pad = item[robot.ACTION_FEATURE].numpy(), item["action_is_pad"].numpy()
+        real = min(CHUNK, len(rows) - i)
+        assert chunk.shape == (CHUNK, robot.ACTION_DIM) and not pad[:real].any() and pad[real:].all()
+        np.testing.assert_allclose(chunk[:real], actions[i:i + real], atol=1e-5)
+    assert validate(tmp_path / "dataset").findings == []
+
+
+def _empty_bag(path: Path) -> Path:
+    with KuavoRecorder(path, "ros1"):
+        pass
+    return path
+
+
+def test_bad_bags_are_reported_and_the_others_converted(tmp_path, capsys):
+    bags = tmp_path / "bags"
+    good = bags / "a_good.bag"
+    write_synthetic_bag(good, "ros1", SyntheticBag(seconds=2))
+    truncated = bags / "b_truncated.bag"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    write_synthetic_bag(bags / "c_missing", "mcap", SyntheticBag(seconds=2, omit_topics=(robot.TOPICS.arm_command,)))
+    _empty_bag(bags / "d_empty.bag")
+    write_synthetic_bag(bags / "e_mismatch.bag", "ros1",
+                        SyntheticBag(seconds=2, joint_state_topics=(robot.TOPICS.sensors,)))
+    write_synthetic_bag(bags / "f_too_short.bag", "ros1", SyntheticBag(seconds=0.5))
+    write_synthetic_bag(bags / "g_gappy.bag", "ros1", SyntheticBag(seconds=2, camera_gaps={"wrist_cam_r": (0.5, 1.0)}))
+    code = cli(["convert", str(bags), "--output", str(tmp_path / "out"), "--task", "weighing", "--quiet"])
+    assert code == 1
+    report = json.loads((tmp_path / "out" / "meta" / "kuavo_conversion.json").read_text())
+    reasons = {Path(b["source"]).name: b["reason"] for b in report["runs"][-1]["bags"] if b["status"] == "failed"}
+    assert set(reasons) == {"b_truncated.bag", "c_missing", "d_empty.bag", "e_mismatch.bag", "f_too_short.bag",
+                            "g_gappy.bag"}
+    assert "corrupt or truncated" in reasons["b_truncated.bag"]
+    assert "missing topic(s) ['/kuavo_arm_traj']" in reasons["c_missing"]
+    assert "empty bag" in reasons["d_empty.bag"]
+    assert "/sensors_data_raw has type sensor_msgs/msg/JointState, expected SensorsData" in reasons["e_mismatch.bag"]
+    assert "min_frames" in reasons["f_too_short.bag"]
+    assert "> max_dropped_fraction 10%); streams without a valid sample: wrist_cam_r: 4" in reasons["g_gappy.bag"]
+    assert [Path(e["source"]).name for e in report["episodes"]] == ["a_good.bag"]
+    assert report["episodes"][0]["task"] == "weighing"
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "e_mismatch.bag" in err
+    assert validate(tmp_path / "out").ok
+
+
+def test_arguments_and_config_errors(tmp_path, capsys):
+    write_synthetic_bag(tmp_path / "a.bag", "ros1", SyntheticBag(seconds=2))
+    with pytest.raises(ConversionError, match="unknown task 'juggling'"):
+        convert([tmp_path / "a.bag"], tmp_path / "out", task="juggling")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConversionError, match="no bags found"):
+        convert([tmp_path / "empty"], tmp_path / "out", task="1")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fps: 10\nstate: {sorce: joint_state}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['sorce'\] in state"):
+        load_config(bad)
+    assert cli(["convert", str(tmp_path / "a.bag"), "-o", str(tmp_path / "out"), "-t", "1", "-c", str(bad)]) == 2
+    assert "sorce" in capsys.readouterr().err
+    assert cli(["convert", str(tmp_path / "a.bag"), "-o", str(tmp_path / "out"), "-t", "1", "-q"]) == 0
+    assert cli(["convert", str(tmp_path / "a.bag"), "-o", str(tmp_path / "out"), "-t", "1", "-q"]) == 2
+    assert "exists: pass --resume" in capsys.readouterr().err
+
+
+def test_generic_joint_state_recordings(tmp_path):
+    """ROS 2 recordings with sensor_msgs/JointState state and action, mapped by joint names."""
+    spec = SyntheticBag(seconds=2, seed=4)
+    path = tmp_path / "js"
+    with KuavoRecorder(path, "mcap") as bag:
+        rng = np.random.default_rng(0)
+        for k, nominal, record in spec.times(30.0, rng):
+            for camera in robot.CAMERAS:
+                bag.camera(camera.topic, START + record, encode_jpeg(frame_image(k, 48, 64)), stamp=START + nominal)
+            bag.joint_state(robot.TOPICS.joint_states, START + record, state_at(nominal), stamp=START + nominal)
+            bag.joint_state("/kuavo_smolvla/action", START + record, action_at(nominal), stamp=START + nominal)
+    config = load_config(Path(__file__).parent.parent / "config" / "conversion" / "joint_state.yaml")
+    result = convert([path], tmp_path / "out", task="sorting", config=config, progress=False)
+    assert result.results[0].status == "converted", result.results[0].reason
+    dataset = _read_back(tmp_path / "out")
+    first = dataset[0]
+    t = (first["observation.images.head_cam_h"].numpy().transpose(1, 2, 0) * 255).round()
+    t = frame_number(t) / 30.0
+    np.testing.assert_allclose(first[robot.STATE_FEATURE].numpy(), state_at(t), atol=1e-5)
+    np.testing.assert_allclose(first[robot.ACTION_FEATURE].numpy()[0], action_at(t), atol=1e-5)
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path):
+    bags = tmp_path / "bags"
+    for i, seconds in enumerate((2, 2, 2)):
+        write_synthetic_bag(bags / f"ep{i}.bag", "ros1", SyntheticBag(seconds=seconds, jitter_s=0.002, seed=10 + i))
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "kuavo_smolvla_ros.data.cli", "convert", str(bags), "-o", str(output),
+               "-t", "2", "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=os.environ | {"OMP_NUM_THREADS": "1"})
+    try:
+        parts = output.with_name("out.parts")
+        assert _wait_for(lambda: any(parts.glob("*/episode.json")), 120), "no episode finished in time"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # Whatever the moment of the kill, the output is absent or a dataset lerobot opens.
+    assert not output.exists() or validate(output).ok
+    result = convert([bags], output, task="2", resume=True, progress=False)
+    statuses = [r.status for r in result.results]
+    assert "reused" in statuses and "failed" not in statuses
+    again = convert([bags, bags / "ep0.bag"], output, task="2", resume=True, progress=False)
+    assert [r.status for r in again.results] == ["skipped"] * 3
+    report = json.loads((output / "meta" / "kuavo_conversion.json").read_text())
+    assert sorted(Path(e["source"]).name for e in report["episodes"]) == ["ep0.bag", "ep1.bag", "ep2.bag"]
+    assert len({e["sha256"] for e in report["episodes"]}) == 3
+    assert [e["episode_index"] for e in report["episodes"]] == [0, 1, 2]
+    check = validate(output)
+    assert check.ok and check.episodes == 3
+    assert not output.with_name("out.parts").exists()
+
+
+def test_two_workers_give_the_same_dataset_as_one(tmp_path):
+    bags = tmp_path / "bags"
+    for i in range(2):
+        write_synthetic_bag(bags / f"ep{i}.bag", "ros1", SyntheticBag(seconds=2, jitter_s=0.002, seed=20 + i))
+    one = convert([bags], tmp_path / "one", task="3", workers=1, storage="png", progress=False)
+    two = convert([bags], tmp_path / "two", task="3", workers=2, storage="png", progress=False)
+    assert [r.episode["frames"] for r in one.results] == [r.episode["frames"] for r in two.results]
+    import pandas as pd
+
+    frames = [pd.read_parquet(next((tmp_path / name / "data").rglob("*.parquet")),
+                              columns=[robot.STATE_FEATURE, robot.ACTION_FEATURE, "episode_index"])
+              for name in ("one", "two")]
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_validate_reports_bad_values(tmp_path, capsys):
+    import pandas as pd
+
+    write_synthetic_bag(tmp_path / "a.bag", "ros1", SyntheticBag(seconds=2))
+    convert([tmp_path / "a.bag"], tmp_path / "out", task="1", storage="png", progress=False)
+    path = next((tmp_path / "out" / "data").rglob("*.parquet"))
+    table = pd.read_parquet(path)
+    state = np.stack(table[robot.STATE_FEATURE].to_numpy())
+    action = np.stack(table[robot.ACTION_FEATURE].to_numpy())
+    state[3, 2] = np.nan
+    action[5, 0] = 4.0  # beyond zarm_l1_joint's upper limit
+    table[robot.STATE_FEATURE] = list(state)
+    table[robot.ACTION_FEATURE] = list(action)
+    table.to_parquet(path)
+    assert cli(["validate", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "observation.state has NaN/Inf in 1 row(s) (first: frame 3)" in out
+    assert "action outside the joint limits in 1 row(s) (zarm_l1_joint)" in out
+    shutil.rmtree(tmp_path / "out" / "meta")
+    assert "lerobot cannot open" in validate(tmp_path / "out").findings[0]
