@@ -32,8 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # lerobot's aggregation bars (inherited by the spawned workers)
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # the datasets library's "Map" bars
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import av
 import psutil
 from common import CACHE, machine, save
 
@@ -59,12 +62,20 @@ CASES = {
 
 
 def quiet() -> None:
-    """Keep FFmpeg's encoder statistics and lerobot's info lines out of the table."""
-    import av
+    """Keep FFmpeg's encoder statistics and lerobot's info lines out of the table (warnings still show).
 
+    Runs at import, so the worker processes (spawned: they import this module) are quiet too. libav's own
+    level matters as well as PyAV's: lerobot's encoder threads restore FFmpeg's default log callback.
+    """
     av.logging.set_level(av.logging.ERROR)
+    av.logging.set_libav_level(av.logging.ERROR)
     for name in ("lerobot", "datasets", "huggingface_hub", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # torchcodec cannot load with this FFmpeg; lerobot says so at length and falls back to PyAV
+    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
+
+
+quiet()
 
 
 def make_bag(path: Path, seconds: float, start: float, seed: int) -> None:
@@ -97,23 +108,25 @@ def bag_sets() -> dict[str, list[Path]]:
 
 
 class PeakRss:
-    """Peak resident memory of this process and its children (sampled every 50 ms) while in the block."""
+    """Peak resident memory of this process (and its children with ``children``) while in the block,
+    sampled every 0.2 s (cheap: listing children walks /proc, so only when there are workers)."""
 
-    def __init__(self):
+    def __init__(self, children: bool = False):
         self.peak = 0
+        self.children = children
+        self._me = psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _sample(self) -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
+        total = self._me.memory_info().rss
+        for child in self._me.children(recursive=True) if self.children else []:
             with contextlib.suppress(psutil.Error):  # a child that just exited
                 total += child.memory_info().rss
         return total
 
     def _poll(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(0.2):
             self.peak = max(self.peak, self._sample())
 
     def __enter__(self) -> PeakRss:
@@ -126,9 +139,19 @@ class PeakRss:
         self._thread.join()
 
 
+def video_frames(output: Path) -> dict[str, int]:
+    """Frames in each camera's MP4 files (from the container headers)."""
+    counts: dict[str, int] = {}
+    for path in sorted((output / "videos").glob("*/*/*.mp4")):
+        with av.open(str(path)) as container:
+            camera = path.parent.parent.name.rsplit(".", 1)[-1]
+            counts[camera] = counts.get(camera, 0) + container.streams.video[0].frames
+    return counts
+
+
 def run_once(bags: list[Path], storage: str, workers: int, output: Path) -> dict:
     shutil.rmtree(output, ignore_errors=True)
-    with PeakRss() as rss:
+    with PeakRss(children=workers > 1 and len(bags) > 1) as rss:
         start = time.perf_counter()
         result = convert(bags, output, task=TASK, workers=workers, storage=storage, progress=False)
         wall = time.perf_counter() - start
@@ -136,9 +159,13 @@ def run_once(bags: list[Path], storage: str, workers: int, output: Path) -> dict
     if bad:
         raise RuntimeError(f"conversion did not convert every bag: {bad}")
     size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
+    frames = sum(r.episode["frames"] for r in result.results)
+    # lerobot's streaming encoder drops a frame (with a warning) when its queue stays full for 0.1 s: check
+    in_videos = video_frames(output) if storage == "video" else {}
+    missing = {camera: frames - n for camera, n in in_videos.items() if n != frames}
     shutil.rmtree(output, ignore_errors=True)
-    return {"wall_s": wall, "frames": sum(r.episode["frames"] for r in result.results),
-            "episodes": len(result.results), "dataset_mb": size / 1e6, "peak_rss_mb": rss.peak / 1e6,
+    return {"wall_s": wall, "frames": frames, "episodes": len(result.results), "dataset_mb": size / 1e6,
+            "peak_rss_mb": rss.peak / 1e6, "video_frames_missing": missing,
             "per_bag_s": [r.episode["conversion_s"] for r in result.results]}
 
 
@@ -157,7 +184,6 @@ def main() -> int:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
     total_start = time.perf_counter()
-    quiet()
     print(f"machine: {machine()}")
     sets = bag_sets()
     warm_up()
@@ -172,7 +198,9 @@ def main() -> int:
             sample = run_once(sets[bag_set], storage, workers, work / f"{case}_w{workers}")
             samples[(case, workers)].append(sample)
             print(f"  round {repeat + 1}/{args.repeats} {case:5s} workers={workers}: {sample['wall_s']:6.1f} s, "
-                  f"{sample['frames']} frames, peak RSS {sample['peak_rss_mb']:.0f} MB", flush=True)
+                  f"{sample['frames']} frames, peak RSS {sample['peak_rss_mb']:.0f} MB"
+                  + (f", FRAMES MISSING from the videos: {sample['video_frames_missing']}"
+                     if sample["video_frames_missing"] else ""), flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
     rows = []
@@ -191,18 +219,22 @@ def main() -> int:
             "realtime_ratio": ratio, "meets_goal": ratio >= GOAL,
             "dataset_mb": statistics.median(s["dataset_mb"] for s in samples[(case, workers)]),
             "peak_rss_mb": max(s["peak_rss_mb"] for s in samples[(case, workers)]),
+            "video_frames_missing": [s["video_frames_missing"] for s in samples[(case, workers)]],
+            "video_frames_lost_max": max(sum(s["video_frames_missing"].values()) for s in samples[(case, workers)]),
             "per_bag_s": samples[(case, workers)][-1]["per_bag_s"], "note": note,
         })
 
     print(f"\n{SECONDS:.0f} s of recording, 3 cameras {IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} JPEG at {CAMERA_HZ:.0f} Hz, "
           f"-> {FPS} fps dataset; median of {args.repeats} (goal: >= {GOAL:.0f}x real time)")
     print(f"{'case':6s} {'storage':7s} {'bags':>9s} {'bag MB':>7s} {'workers':>7s} {'wall s':>7s} {'frames':>6s} "
-          f"{'frames/s':>8s} {'x real':>6s} {'goal':>4s} {'out MB':>6s} {'peak RSS MB':>11s}")
+          f"{'frames/s':>8s} {'x real':>6s} {'goal':>4s} {'out MB':>6s} {'peak RSS MB':>11s} {'lost':>4s}")
     for r in rows:
         print(f"{r['case']:6s} {r['storage']:7s} {r['bags']:>2d} x {r['bag_seconds']:3.0f} s {r['bag_mb']:7.0f} "
               f"{r['workers']:>7d} {r['wall_s']:7.1f} {r['frames']:>6d} {r['frames_per_s']:8.1f} "
               f"{r['realtime_ratio']:6.2f} {'met' if r['meets_goal'] else 'NO':>4s} {r['dataset_mb']:6.0f} "
-              f"{r['peak_rss_mb']:11.0f}")
+              f"{r['peak_rss_mb']:11.0f} {r['video_frames_lost_max']:4d}")
+    print("frames: dataset frames (3 camera images each); x real: recorded s / wall s; out MB: the dataset; "
+          "lost: most video frames missing in a run (lerobot's encoder drops frames when its queue stays full)")
     for case in args.cases:
         one = next(r for r in rows if r["case"] == case and r["workers"] == 1)
         two = next(r for r in rows if r["case"] == case and r["workers"] == 2)

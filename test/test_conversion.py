@@ -295,3 +295,37 @@ def test_validate_reports_bad_values(tmp_path, capsys):
     assert "action outside the joint limits in 1 row(s) (zarm_l1_joint)" in out
     shutil.rmtree(tmp_path / "out" / "meta")
     assert "lerobot cannot open" in validate(tmp_path / "out").findings[0]
+
+
+def test_the_converted_dataset_trains_the_policy(tmp_path):
+    """A few optimisation steps of the tiny SmolVLA on a converted dataset, as training feeds it."""
+    import torch
+
+    from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
+    from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
+
+    write_synthetic_bag(tmp_path / "a.bag", "ros1", SyntheticBag(seconds=3))
+    convert([tmp_path / "a.bag"], tmp_path / "out", task="1", progress=False)
+    dataset = _read_back(tmp_path / "out")
+    stats = {key: {"mean": dataset.meta.stats[key]["mean"].tolist(),
+                   "std": np.maximum(dataset.meta.stats[key]["std"], 1e-3).tolist()}
+             for key in (robot.STATE_FEATURE, robot.ACTION_FEATURE)}
+    checkpoint = build_checkpoint(tmp_path / "policy", TinyCheckpointSpec(stats=stats, train_everything=True))
+    runtime = PolicyRuntime.open(checkpoint)
+    policy = runtime.policy.train()
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    before = [p.detach().clone() for p in policy.parameters() if p.requires_grad]
+    losses = []
+    for step, batch in enumerate(loader):
+        loss, _ = policy.forward(runtime.preprocessor(batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        if step == 2:
+            break
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    after = [p for p in policy.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
