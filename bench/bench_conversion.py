@@ -28,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # torchcodec cannot load with this FFmpeg; lerobot says so at length and falls back to PyAV
     logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
+    # lerobot re-enables the datasets bars after a step; HF_DATASETS_DISABLE_PROGRESS_BARS wins, with a warning
+    warnings.filterwarnings("ignore", message="Cannot enable progress bars")
 
 
 quiet()

@@ -78,7 +78,9 @@ def test_pip_wheel_carries_the_python_parts_and_share_files(tmp_path):
     assert not any(n.startswith("kuavo_smolvla_ros/msg/") for n in names), "generated interfaces come from colcon"
     assert any(n.endswith("data/share/kuavo_smolvla_ros/config/tasks.yaml") for n in names)
     assert any(n.endswith("data/share/kuavo_smolvla_ros/msg/SensorsData.msg") for n in names)  # for reading bags
+    assert any(n.endswith("data/share/kuavo_smolvla_ros/config/conversion/kuavo.yaml") for n in names)
     assert "kuavo-smolvla-tiny = kuavo_smolvla_ros.policy.tiny:main" in entry_points
+    assert "kuavo-rosbag-to-lerobot = kuavo_smolvla_ros.data.cli:main" in entry_points
     assert 'Provides-Extra: training' in metadata and 'Provides-Extra: policy' in metadata
 
 
@@ -91,3 +93,17 @@ def test_tiny_checkpoint_command_line(tmp_path):
     shown = subprocess.run([bindir / "kuavo-smolvla-inspect", str(tmp_path / "ck")],
                            capture_output=True, text=True, timeout=300, check=True).stdout
     assert "head_cam_h (3, 32, 48)" in shown
+
+
+def test_converter_command_line(tmp_path):
+    from kuavo_smolvla_ros.data.synthetic import SyntheticBag, write_synthetic_bag
+
+    write_synthetic_bag(tmp_path / "bags" / "a.bag", "ros1", SyntheticBag(seconds=2))
+    tool = Path(sys.executable).parent / "kuavo-rosbag-to-lerobot"
+    converted = subprocess.run([tool, "convert", str(tmp_path / "bags"), "-o", str(tmp_path / "ds"), "-t", "sorting",
+                                "--png", "-q"], capture_output=True, text=True, timeout=300)
+    assert converted.returncode == 0, converted.stderr
+    assert "ds: 1 episode(s) added (14 frames), 0 skipped, 0 failed, 1 in the dataset" in converted.stdout
+    checked = subprocess.run([tool, "validate", str(tmp_path / "ds")], capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0 and checked.stdout.startswith("OK: ")
+    assert "torchcodec" not in checked.stdout + checked.stderr  # no decoder-probing noise for users
