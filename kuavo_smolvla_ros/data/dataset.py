@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ from kuavo_smolvla_ros.data.config import ConversionConfig
 from kuavo_smolvla_ros.data.episode import Episode
 
 REPO_ID = "local/kuavo"
+#: zlib level of PNG-mode images (1: fast, files ~10% larger than lerobot's level 6).
+PNG_COMPRESSION = 1
 IMAGE_NAMES = ["height", "width", "channels"]
 
 
@@ -49,22 +52,36 @@ def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
-def _decoded(episode: Episode, size: tuple[int, int] | None, workers: int = 2, ahead: int = 8
-             ) -> Iterator[dict[str, np.ndarray]]:
-    """Each kept tick's camera images, decoded (and resized) by a small thread pool a few ticks ahead."""
-    cameras = list(episode.frames)
-
-    def load(index: int) -> dict[str, np.ndarray]:
-        return {c: _resize(episode.frames[c][index](), size) for c in cameras}
-
+def _per_tick(count: int, work: Callable[[int], dict], workers: int = 2, ahead: int = 8) -> Iterator[dict]:
+    """``work(i)`` for every tick in order, run by a small thread pool a few ticks ahead (image decoding
+    and PNG encoding release the GIL)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
-        for index in range(len(episode)):
-            pending.append(pool.submit(load, index))
+        for index in range(count):
+            pending.append(pool.submit(work, index))
             if len(pending) > ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def _images_loader(episode: Episode, config: ConversionConfig, image_shapes: dict[str, tuple[int, int]]
+                   ) -> Callable[[int], dict[str, np.ndarray]]:
+    """A function decoding (and resizing) one tick's camera images, checking their size."""
+    size = tuple(config.images.size) if config.images.size else None
+
+    def load(index: int) -> dict[str, np.ndarray]:
+        images = {}
+        for camera, frames in episode.frames.items():
+            image = _resize(frames[index](), size)
+            if image.shape[:2] != image_shapes[camera]:
+                raise DatasetError(
+                    f"camera {camera} is {image.shape[0]}x{image.shape[1]} but the dataset's is "
+                    f"{image_shapes[camera][0]}x{image_shapes[camera][1]}: set images.size to resize")
+            images[camera] = image
+        return images
+
+    return load
 
 
 def quiet_codecs() -> None:
@@ -72,6 +89,31 @@ def quiet_codecs() -> None:
     import av
 
     av.logging.set_level(av.logging.ERROR)
+
+
+class _EncoderBackpressure:
+    """Makes lerobot's streaming video encoder lossless for offline conversion.
+
+    The encoder is built for live recording: when its per-camera queue is full it drops the frame
+    (with a warning). Here the producer waits for room instead, and any drop that still happens fails
+    the episode. Uses the encoder's private queues (lerobot 0.6.x); without them it only checks drops.
+    """
+
+    def __init__(self, dataset):
+        self.encoder = getattr(dataset.writer, "_streaming_encoder", None)
+
+    def wait_for_room(self) -> None:
+        if self.encoder is None:
+            return
+        threads = getattr(self.encoder, "_threads", {})
+        for key, frames in getattr(self.encoder, "_frame_queues", {}).items():
+            while frames.full() and (key not in threads or threads[key].is_alive()):
+                time.sleep(0.002)
+
+    def check(self) -> None:
+        dropped = {k: v for k, v in getattr(self.encoder, "_dropped_frames", {}).items() if v}
+        if dropped:
+            raise DatasetError(f"the video encoder dropped frames {dropped}; the episode is not written")
 
 
 def write_part(episode: Episode, root: Path, config: ConversionConfig, instruction: str,
@@ -88,29 +130,74 @@ def write_part(episode: Episode, root: Path, config: ConversionConfig, instructi
         encoder = RGBEncoderConfig(vcodec=settings.codec, preset=settings.preset, crf=settings.crf, g=settings.gop)
     dataset = LeRobotDataset.create(
         REPO_ID, config.fps, features(config, image_shapes), root=root, robot_type=robot.ROBOT_TYPE,
-        use_videos=video, streaming_encoding=video, rgb_encoder=encoder, video_backend="pyav",
-        image_writer_threads=0 if video else 2)
-    size = tuple(config.images.size) if config.images.size else None
+        use_videos=video, streaming_encoding=video, rgb_encoder=encoder, video_backend="pyav")
+    load = _images_loader(episode, config, image_shapes)
     try:
-        for index, decoded in enumerate(_decoded(episode, size)):
-            frame = {robot.STATE_FEATURE: episode.state[index], robot.ACTION_FEATURE: episode.action[index],
-                     "task": instruction}
-            for camera in config.cameras:
-                image = decoded[camera.name]
-                if image.shape[:2] != image_shapes[camera.name]:
-                    raise DatasetError(
-                        f"camera {camera.name} is {image.shape[0]}x{image.shape[1]} but the dataset's is "
-                        f"{image_shapes[camera.name][0]}x{image_shapes[camera.name][1]}: set images.size to resize")
-                frame[camera.feature_key] = image
-            dataset.add_frame(frame)
-            if progress:
-                progress(1)
-        dataset.save_episode()
+        if video:
+            _stream_video_episode(dataset, episode, config, instruction, load, progress)
+        else:
+            _save_png_episode(dataset, episode, config, instruction, load, progress)
     except BaseException:
         with contextlib.suppress(Exception):  # the caller deletes the part; only release the encoder
             dataset.finalize()
         raise
     dataset.finalize()
+
+
+def _stream_video_episode(dataset, episode: Episode, config: ConversionConfig, instruction: str,
+                          load: Callable[[int], dict[str, np.ndarray]],
+                          progress: Callable[[int], None] | None) -> None:
+    """Frames through ``add_frame`` into lerobot's streaming video encoder (no temporary images)."""
+    backpressure = _EncoderBackpressure(dataset)
+    for index, images in enumerate(_per_tick(len(episode), load)):
+        frame = {robot.STATE_FEATURE: episode.state[index], robot.ACTION_FEATURE: episode.action[index],
+                 "task": instruction}
+        for camera in config.cameras:
+            frame[camera.feature_key] = images[camera.name]
+        backpressure.wait_for_room()
+        dataset.add_frame(frame)
+        if progress:
+            progress(1)
+    backpressure.check()
+    dataset.save_episode()
+
+
+def _save_png_episode(dataset, episode: Episode, config: ConversionConfig, instruction: str,
+                      load: Callable[[int], dict[str, np.ndarray]],
+                      progress: Callable[[int], None] | None) -> None:
+    """PNG mode: images written by the decoding threads with fast zlib settings, then the whole episode
+    handed to lerobot's ``save_episode(episode_data=...)``, which embeds the PNG files as they are.
+
+    (``add_frame`` would compress every image at zlib level 6 on one thread: about ten times slower.)
+    """
+    import cv2
+
+    staging = Path(dataset.root) / "png_staging"
+    keys = {c.name: c.feature_key for c in config.cameras}
+
+    def write(index: int) -> dict[str, str]:
+        paths = {}
+        for camera, image in load(index).items():
+            path = staging / camera / f"frame-{index:06d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), image[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]):
+                raise DatasetError(f"could not write {path}")
+            paths[camera] = str(path)
+        if progress:
+            progress(1)
+        return paths
+
+    count = len(episode)
+    buffer: dict = {"size": count, "task": [instruction] * count, "episode_index": dataset.meta.total_episodes,
+                    "frame_index": list(range(count)), "timestamp": [i / config.fps for i in range(count)],
+                    "index": [], "task_index": [],  # filled in by save_episode
+                    robot.STATE_FEATURE: list(episode.state), robot.ACTION_FEATURE: list(episode.action)}
+    buffer |= {key: [] for key in keys.values()}
+    for paths in _per_tick(count, write):
+        for camera, path in paths.items():
+            buffer[keys[camera]].append(path)
+    dataset.save_episode(episode_data=buffer)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def open_metadata(root: Path):

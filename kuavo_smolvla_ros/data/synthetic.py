@@ -59,7 +59,7 @@ def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
     import cv2
 
     smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    return np.clip(smooth + rng.normal(0, 6, size=smooth.shape), 0, 255).astype(np.uint8)
+    return np.clip(smooth + rng.normal(0, 1.5, size=smooth.shape), 0, 255).astype(np.uint8)
 
 
 @dataclass
