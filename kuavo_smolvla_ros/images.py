@@ -42,6 +42,10 @@ class Frame:
             self._array = self._decode()
         return self._array
 
+    def decode(self) -> np.ndarray:
+        """Decode without keeping the result (for one-pass consumers such as the bag converter)."""
+        return self._array if self._array is not None else self._decode()
+
 
 def raw_frame(encoding: str, height: int, width: int, step: int, data, expected: tuple[int, int] | None = None
               ) -> Frame:

@@ -73,7 +73,7 @@ def _images_loader(episode: Episode, config: ConversionConfig, image_shapes: dic
     def load(index: int) -> dict[str, np.ndarray]:
         images = {}
         for camera, frames in episode.frames.items():
-            image = _resize(frames[index](), size)
+            image = _resize(frames[index].decode(), size)
             if image.shape[:2] != image_shapes[camera]:
                 raise DatasetError(
                     f"camera {camera} is {image.shape[0]}x{image.shape[1]} but the dataset's is "
@@ -89,6 +89,7 @@ def quiet_codecs() -> None:
     import av
 
     av.logging.set_level(av.logging.ERROR)
+    av.logging.set_libav_level(av.logging.ERROR)  # also once lerobot's encoder restores FFmpeg's own logger
 
 
 class _EncoderBackpressure:
@@ -241,7 +242,10 @@ def assemble(output: Path, parts: list[Path], finish: Callable[[Path], None]) ->
     quiet_codecs()
     tmp, old = sibling(output, "tmp"), sibling(output, "old")
     shutil.rmtree(tmp, ignore_errors=True)
-    aggregate_datasets([REPO_ID] * len(sources), REPO_ID, roots=sources, aggr_root=tmp)
+    if len(sources) == 1:  # a new dataset of one episode: the part is the dataset (no copy)
+        os.replace(sources[0], tmp)
+    else:
+        aggregate_datasets([REPO_ID] * len(sources), REPO_ID, roots=sources, aggr_root=tmp)
     finish(tmp)
     if output.exists():
         shutil.rmtree(old, ignore_errors=True)
