@@ -20,7 +20,7 @@ import pytest
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.data.cli import main as cli
-from kuavo_smolvla_ros.data.config import ConfigError, load_config
+from kuavo_smolvla_ros.data.config import ConfigError, Sync, load_config
 from kuavo_smolvla_ros.data.convert import ConversionError, convert
 from kuavo_smolvla_ros.data.dataset import REPO_ID
 from kuavo_smolvla_ros.data.recording import KuavoRecorder, encode_jpeg
@@ -165,7 +165,7 @@ def test_bad_bags_are_reported_and_the_others_converted(tmp_path, capsys):
     reasons = {Path(b["source"]).name: b["reason"] for b in report["runs"][-1]["bags"] if b["status"] == "failed"}
     assert set(reasons) == {"b_truncated.bag", "c_missing", "d_empty.bag", "e_mismatch.bag", "f_too_short.bag",
                             "g_gappy.bag"}
-    assert "corrupt or truncated" in reasons["b_truncated.bag"]
+    assert "corrupt or truncated" in reasons["b_truncated.bag"] and "rosbag reindex" in reasons["b_truncated.bag"]
     assert "missing topic(s) ['/kuavo_arm_traj']" in reasons["c_missing"]
     assert "empty bag" in reasons["d_empty.bag"]
     assert "/sensors_data_raw has type sensor_msgs/msg/JointState, expected SensorsData" in reasons["e_mismatch.bag"]
@@ -329,3 +329,28 @@ def test_the_converted_dataset_trains_the_policy(tmp_path):
     assert len(losses) == 3 and all(np.isfinite(losses))
     after = [p for p in policy.parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_resize_and_nearest_sync(tmp_path):
+    """images.size resizes; a nearest-within-tolerance stream may take the frame stamped just after the
+    tick where an as-of stream takes the one before (24 Hz cameras against the 10 Hz grid)."""
+    write_synthetic_bag(tmp_path / "a.bag", "ros1", SyntheticBag(seconds=2, camera_hz=24.0))
+    config = load_config()
+    config.images.size = [24, 32]
+    config.stamp_source = "header"
+    config.cameras[0].sync = Sync(mode="nearest", tolerance_s=0.025)
+    result = convert([tmp_path / "a.bag"], tmp_path / "out", task="4", config=config, progress=False)
+    assert result.results[0].status == "converted", result.results[0].reason
+    dataset = _read_back(tmp_path / "out")
+    assert tuple(dataset.meta.features["observation.images.head_cam_h"]["shape"]) == (24, 32, 3)
+    start = result.results[0].episode["span_s"][0] - START
+    heads, wrists, nearest, as_of = [], [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        heads.append(frame_number((item["observation.images.head_cam_h"].numpy().transpose(1, 2, 0) * 255).round()))
+        wrists.append(frame_number((item["observation.images.wrist_cam_l"].numpy().transpose(1, 2, 0) * 255).round()))
+        tick = start + i / FPS
+        nearest.append(round(tick * 24))
+        as_of.append(int(np.floor(tick * 24 + 1e-6)))
+    assert heads == nearest and wrists == as_of
+    assert any(h == w + 1 for h, w in zip(heads, wrists, strict=True))  # nearest looked past the tick

@@ -111,7 +111,7 @@ def _bag_error(path: Path, err: Exception) -> Exception:
 
     if isinstance(err, AnyReaderError | Ros1Error | Ros2Error):
         reason = str(err)
-        if "not indexed" in reason.lower() or "reindex" in reason.lower():
+        if "index" in reason.lower():
             reason += " (run `rosbag reindex` on it with ROS 1, then convert again)"
         return BagError(f"{path}: corrupt or truncated bag ({reason})")
     if isinstance(err, KeyError | ValueError | EOFError | OSError) and not isinstance(err, BagError):
