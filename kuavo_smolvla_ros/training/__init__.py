@@ -1,0 +1,1 @@
+"""Sequential multi-task training (no ROS): curriculum, datasets and statistics, replay sampling."""

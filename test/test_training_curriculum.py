@@ -1,0 +1,153 @@
+"""Training foundations: the shipped curriculum (the recipe), config errors, held-out splits, the replay
+sampler's frequencies, dataset checks and the fixed curriculum statistics (real LeRobot datasets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.tasks import default_catalog
+from kuavo_smolvla_ros.training.curriculum import TrainingConfigError, find_stage, load_curriculum
+from kuavo_smolvla_ros.training.datasets import REPO_ID, check_datasets, curriculum_stats
+from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
+
+CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
+BASE = yaml.safe_load((CONFIGS / "smolvla_sequential_base.yaml").read_text())
+
+
+def test_the_shipped_recipe():
+    stages = load_curriculum(CONFIGS, BASE["curriculum"], "/data")
+    assert [s.task.name for s in stages] == ["moving_grasp", "weighing", "placement", "sorting"]
+    assert [s.epochs for s in stages] == [100, 25, 30, 35]
+    assert [s.lr for s in stages] == [5e-5, 3.5e-5, 2.5e-5, 2e-5]
+    assert [s.warmup_steps for s in stages] == [1500, 800, 500, 300]
+    assert [s.decay_steps for s in stages] == [25000, 20000, 25000, 30000]
+    assert [list(s.replay.values()) for s in stages] == [[1.0], [0.2, 0.8], [0.1, 0.2, 0.7], [0.1, 0.1, 0.2, 0.6]]
+    assert stages[1].dataset == Path("/data/task2_weighing") and stages[1].output_name == "task2_weighing"
+    assert find_stage(stages, "tasks/task3_placement") is stages[2] and find_stage(stages, "sort") is stages[3]
+    assert BASE["optimizer"] == {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 5e-7, "grad_clip_norm": 1.0}
+    assert BASE["batch_size"] == 64 and BASE["scheduler"]["min_lr"] == 1e-6
+    assert BASE["policy"] | {} == {"chunk_size": 50, "n_action_steps": 8, "num_steps": 10, "max_state_dim": 32,
+                                  "max_action_dim": 32, "freeze_vision_encoder": True, "train_expert_only": True,
+                                  "train_state_proj": True}
+
+
+def _stage_file(tmp_path, name, **fields):
+    data = {"task": name, "dataset": name, "epochs": 1, "lr": 1e-4, "warmup_steps": 0, "decay_steps": 10} | fields
+    path = tmp_path / "tasks" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return f"tasks/{name}"
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"replay": {"weighing": 0.5, "moving_grasp": 0.4}}, r"weights sum to 0.9, not 1"),
+    ({"replay": {"weighing": 0.5, "sorting": 0.5}}, r"names task sorting, which is not trained before"),
+    ({"replay": {"moving_grasp": 1.0}}, r"must include the stage's own task weighing"),
+    ({"epochs": 0}, r"'epochs' must be >= 1"),
+    ({"learning_rate": 1e-3}, r"unknown key\(s\) \['learning_rate'\]"),
+    ({"task": "juggling"}, r"'task': unknown task 'juggling'"),
+])
+def test_bad_stage_configs_name_file_and_key(tmp_path, fields, message):
+    first = _stage_file(tmp_path, "moving_grasp")
+    second = _stage_file(tmp_path, "weighing", **fields)
+    with pytest.raises(TrainingConfigError, match=message) as err:
+        load_curriculum(tmp_path, [first, second], tmp_path)
+    assert "weighing.yaml" in str(err.value)
+    with pytest.raises(TrainingConfigError, match="no stage config"):
+        load_curriculum(tmp_path, ["tasks/missing"], tmp_path)
+
+
+def test_held_out_episodes():
+    train, val = split_episodes(20, 0.1, seed=3)
+    assert len(val) == 2 and sorted(train + val) == list(range(20)) and not set(train) & set(val)
+    assert split_episodes(20, 0.1, seed=3) == (train, val)  # the same split in every run and stage
+    assert split_episodes(3, 0.1, seed=0)[1] != []  # at least one held out
+    assert split_episodes(5, [4, 0], seed=0) == ([1, 2, 3], [0, 4])
+    with pytest.raises(ValueError, match=r"validation episodes \[7\] do not exist"):
+        split_episodes(5, [7], seed=0)
+    with pytest.raises(ValueError, match="nothing left to train on"):
+        split_episodes(2, [0, 1], seed=0)
+
+
+def test_replay_frequencies_match_the_weights():
+    sizes, weights = [50, 80, 120], [0.1, 0.2, 0.7]
+    sampler = ReplaySampler(sizes, weights, seed=7, num_samples=30_000)
+    indices = np.array(list(sampler))
+    tasks = np.searchsorted(np.cumsum(sizes), indices, side="right")
+    counts = np.bincount(tasks, minlength=3)
+    expected = np.array(weights) * len(indices)
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 13.8, (counts, expected)  # chi-square, 2 degrees of freedom, p = 0.001
+    within = [np.bincount(indices[tasks == t] - [0, 50, 130][t], minlength=sizes[t]) for t in range(3)]
+    assert all(w.min() > 0 for w in within)  # every frame of every task is reachable
+    again = list(ReplaySampler(sizes, weights, seed=7, num_samples=30_000))
+    assert again == indices.tolist()  # deterministic per seed and epoch (resume draws the same)
+    sampler.set_epoch(1)
+    assert list(sampler) != again
+    assert len(ReplaySampler(sizes, weights, seed=0)) == 120  # an epoch is one pass over the current task
+
+
+def write_dataset(root: Path, state_value: float, episodes: int = 3, frames: int = 6, fps: int = 10,
+                  instruction: str = "task"):
+    """A small LeRobot dataset with lerobot's writer: constant state and action, 8x8 images."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
+    features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
+                "observation.images.head_cam_h": {"dtype": "image", "shape": (8, 8, 3),
+                                                  "names": ["height", "width", "channels"]}}
+    dataset = LeRobotDataset.create(REPO_ID, fps, features, root=root, robot_type=robot.ROBOT_TYPE,
+                                    use_videos=False, video_backend="pyav")
+    for _ in range(episodes):
+        for _ in range(frames):
+            dataset.add_frame({robot.STATE_FEATURE: np.full(16, state_value, np.float32),
+                               robot.ACTION_FEATURE: np.full(16, state_value + 0.5, np.float32),
+                               "observation.images.head_cam_h": np.zeros((8, 8, 3), np.uint8), "task": instruction})
+        dataset.save_episode()
+    dataset.finalize()
+    return root
+
+
+def test_datasets_are_checked_and_stats_are_aggregated_once(tmp_path):
+    catalog = default_catalog()
+    first = _stage_file(tmp_path, "moving_grasp")
+    second = _stage_file(tmp_path, "weighing", replay={"moving_grasp": 0.5, "weighing": 0.5})
+    write_dataset(tmp_path / "data" / "moving_grasp", 1.0, instruction=catalog.get(1).instruction)
+    stages = load_curriculum(tmp_path, [first, second], tmp_path / "data")
+    with pytest.raises(TrainingConfigError, match=r"stage 2 \(weighing\): no LeRobot dataset at .*data/weighing"):
+        check_datasets(stages)
+    write_dataset(tmp_path / "data" / "weighing", 3.0, instruction=catalog.get(2).instruction)
+    stats = curriculum_stats(check_datasets(stages))
+    np.testing.assert_allclose(stats[robot.STATE_FEATURE]["mean"], np.full(16, 2.0), atol=1e-6)
+    np.testing.assert_allclose(stats[robot.STATE_FEATURE]["std"], np.full(16, 1.0), atol=1e-6)
+    np.testing.assert_allclose(stats[robot.ACTION_FEATURE]["mean"], np.full(16, 2.5), atol=1e-6)
+    write_dataset(tmp_path / "other" / "weighing", 3.0, fps=15)
+    stages = load_curriculum(tmp_path, [first, second], tmp_path / "other")
+    stages = [stages[0].__class__(**{**stages[0].__dict__, "dataset": tmp_path / "data" / "moving_grasp"}),
+              stages[1]]
+    with pytest.raises(TrainingConfigError, match=r"other/weighing runs at 15 fps but .*moving_grasp at 10 fps"):
+        check_datasets(stages)
+
+
+def test_replay_batches_keep_each_task_instruction(tmp_path):
+    """Through a ConcatDataset and the sampler, every sample carries its own dataset's instruction."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    catalog = default_catalog()
+    roots = [write_dataset(tmp_path / f"t{i}", float(i), instruction=catalog.get(i).instruction) for i in (1, 2)]
+    datasets = [LeRobotDataset(REPO_ID, root=r, video_backend="pyav") for r in roots]
+    loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset(datasets), batch_size=16,
+                                         sampler=ReplaySampler([len(d) for d in datasets], [0.3, 0.7], seed=1,
+                                                               num_samples=64))
+    seen = set()
+    for batch in loader:
+        for task, state in zip(batch["task"], batch[robot.STATE_FEATURE][:, 0].tolist(), strict=True):
+            assert task == catalog.get(int(state)).instruction
+            seen.add(int(state))
+    assert seen == {1, 2}
