@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from lerobot_data import write_dataset
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.tasks import default_catalog
@@ -90,27 +91,6 @@ def test_replay_frequencies_match_the_weights():
     sampler.set_epoch(1)
     assert list(sampler) != again
     assert len(ReplaySampler(sizes, weights, seed=0)) == 120  # an epoch is one pass over the current task
-
-
-def write_dataset(root: Path, state_value: float, episodes: int = 3, frames: int = 6, fps: int = 10,
-                  instruction: str = "task"):
-    """A small LeRobot dataset with lerobot's writer: constant state and action, 8x8 images."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
-    features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
-                "observation.images.head_cam_h": {"dtype": "image", "shape": (8, 8, 3),
-                                                  "names": ["height", "width", "channels"]}}
-    dataset = LeRobotDataset.create(REPO_ID, fps, features, root=root, robot_type=robot.ROBOT_TYPE,
-                                    use_videos=False, video_backend="pyav")
-    for _ in range(episodes):
-        for _ in range(frames):
-            dataset.add_frame({robot.STATE_FEATURE: np.full(16, state_value, np.float32),
-                               robot.ACTION_FEATURE: np.full(16, state_value + 0.5, np.float32),
-                               "observation.images.head_cam_h": np.zeros((8, 8, 3), np.uint8), "task": instruction})
-        dataset.save_episode()
-    dataset.finalize()
-    return root
 
 
 def test_datasets_are_checked_and_stats_are_aggregated_once(tmp_path):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,6 +38,32 @@ class Observation:
     images: Mapping[str, np.ndarray]
     state: np.ndarray
     instruction: str
+
+
+def load_policy(info: CheckpointInfo, device: str = "cpu", configure: Callable[[Any], None] | None = None):
+    """The checkpoint's ``SmolVLAPolicy`` on ``device`` with every weight from ``model.safetensors``.
+
+    ``configure(config)`` may change the config before the model is built (step counts, what trains).
+    Raises :class:`CheckpointError` if the weights do not fit the architecture.
+    """
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from safetensors.torch import load_model
+
+    config = PreTrainedConfig.from_pretrained(str(info.path))
+    config.vlm_model_name = str(info.vlm_path)
+    config.load_vlm_weights = False  # every weight comes from model.safetensors
+    config.device = device
+    if configure:
+        configure(config)
+    policy = SmolVLAPolicy(config)
+    missing, unexpected = load_model(policy, str(info.path / WEIGHTS_FILE), strict=False, device=device)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{info.path / WEIGHTS_FILE} does not match the architecture in config.json: "
+            f"{len(missing)} missing tensors{_first(missing)}, {len(unexpected)} unexpected{_first(unexpected)}"
+        )
+    return policy.to(device)
 
 
 class PolicyRuntime:
@@ -65,26 +92,13 @@ class PolicyRuntime:
         """Load ``checkpoint`` on ``device``; ``vlm_path`` overrides the recorded VLM folder and the
         step counts override the checkpoint's (``chunk_size`` may only shrink)."""
         info = inspect_checkpoint(checkpoint, vlm_path)
-        from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import make_pre_post_processors
-        from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-        from safetensors.torch import load_model
 
         device = _check_device(device)
-        config = PreTrainedConfig.from_pretrained(str(info.path))
-        config.vlm_model_name = str(info.vlm_path)
-        config.load_vlm_weights = False  # every weight comes from model.safetensors
-        config.device = device
-        _apply_overrides(config, info, num_steps, chunk_size, n_action_steps)
-
-        policy = SmolVLAPolicy(config)
-        missing, unexpected = load_model(policy, str(info.path / WEIGHTS_FILE), strict=False, device=device)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{info.path / WEIGHTS_FILE} does not match the architecture in config.json: "
-                f"{len(missing)} missing tensors{_first(missing)}, {len(unexpected)} unexpected{_first(unexpected)}"
-            )
-        policy.to(device).eval()
+        policy = load_policy(info, device, lambda config: _apply_overrides(config, info, num_steps, chunk_size,
+                                                                           n_action_steps))
+        config = policy.config
+        policy.eval()
         preprocessor, postprocessor = make_pre_post_processors(
             config,
             pretrained_path=str(info.path),

@@ -65,10 +65,11 @@ def _number(data: Mapping[str, Any], key: str, where: Path, kind: type, minimum:
 
 
 def load_stage(configs_dir: Path, name: str, number: int, data_root: Path, catalog: TaskCatalog,
-               seen: Sequence[Task]) -> Stage:
-    """Stage ``number`` from ``configs_dir/name.yaml``; ``seen`` are the tasks of the stages before it."""
+               seen: Sequence[Task], overrides: Mapping[str, Any] | None = None) -> Stage:
+    """Stage ``number`` from ``configs_dir/name.yaml`` with ``overrides`` on top; ``seen`` are the tasks of
+    the stages before it."""
     path = _stage_file(configs_dir, name)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = (yaml.safe_load(path.read_text()) or {}) | dict(overrides or {})
     unknown = sorted(set(data) - STAGE_KEYS)
     if unknown:
         raise TrainingConfigError(f"{path}: unknown key(s) {unknown} (known: {sorted(STAGE_KEYS)})")
@@ -115,12 +116,14 @@ def _replay(raw: Mapping[str, Any], path: Path, catalog: TaskCatalog, allowed: l
 
 
 def load_curriculum(configs_dir: str | Path, names: Sequence[str], data_root: str | Path,
-                    catalog: TaskCatalog | None = None) -> list[Stage]:
-    """Every stage of the curriculum, in order (a task may appear only once)."""
+                    catalog: TaskCatalog | None = None, overrides: Mapping[str, Any] | None = None) -> list[Stage]:
+    """Every stage of the curriculum, in order (a task may appear only once); ``overrides`` (e.g.
+    ``{"epochs": 2}``) apply to every stage."""
     catalog = catalog or default_catalog()
     stages: list[Stage] = []
     for number, name in enumerate(names, start=1):
-        stage = load_stage(Path(configs_dir), name, number, Path(data_root), catalog, [s.task for s in stages])
+        stage = load_stage(Path(configs_dir), name, number, Path(data_root), catalog, [s.task for s in stages],
+                           overrides)
         if any(s.task == stage.task for s in stages):
             raise TrainingConfigError(f"curriculum: task {stage.task.name} appears twice")
         stages.append(stage)

@@ -1,0 +1,129 @@
+"""Run the curriculum: fixed statistics, stage chaining (stage k starts from stage k-1's best), the
+forgetting report and the loss/matrix plot. ``training/train_sequential.py`` is its Hydra front end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError, find_stage, load_curriculum
+from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
+from kuavo_smolvla_ros.training.trainer import RESULTS_FILE, Settings, StageTrainer, write_json
+
+LOG = logging.getLogger(__name__)
+STATS_FILE = "curriculum_stats.json"
+
+
+def settings_from(cfg: Mapping[str, Any]) -> Settings:
+    optimizer, validation = cfg["optimizer"], cfg["validation"]
+    return Settings(
+        output_root=Path(cfg["output_root"]), seed=int(cfg["seed"]), device=str(cfg["device"]), bf16=bool(cfg["bf16"]),
+        batch_size=int(cfg["batch_size"]), num_workers=int(cfg["num_workers"]),
+        save_every_epochs=int(cfg["save_every_epochs"]), betas=tuple(optimizer["betas"]), eps=float(optimizer["eps"]),
+        weight_decay=float(optimizer["weight_decay"]), grad_clip_norm=float(optimizer["grad_clip_norm"]),
+        min_lr=float(cfg["scheduler"]["min_lr"]), policy=dict(cfg["policy"]),
+        select_best_by=str(validation["select_best_by"]), noise_seed=int(validation["noise_seed"]),
+        max_val_batches=validation["max_batches"], retained=float(validation["forgetting"]["retained"]),
+        slight=float(validation["forgetting"]["slight"]))
+
+
+def fixed_stats(stages: list[Stage], output_root: Path) -> dict:
+    """The curriculum's statistics: computed on the first run, then read back so every stage uses them."""
+    path = output_root / STATS_FILE
+    metas = check_datasets(stages)
+    if path.is_file():
+        return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in json.loads(path.read_text()).items()}
+    stats = curriculum_stats(metas)
+    output_root.mkdir(parents=True, exist_ok=True)
+    write_json(path, {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()})
+    return stats
+
+
+def init_checkpoint(stage: Stage, stages: list[Stage], pretrained_path: str | None, output_root: Path) -> Path:
+    """Where a stage starts: the pretrained model for stage 1, else the previous stage's ``best/``."""
+    if stage.number == 1:
+        if not pretrained_path or pretrained_path == "???":
+            raise TrainingConfigError("pretrained_path is not set: point it at a local SmolVLA checkpoint "
+                                      "(e.g. a download of lerobot/smolvla_base)")
+        return Path(pretrained_path)
+    previous = stages[stage.number - 2]
+    best = output_root / previous.output_name / "best"
+    if not (best / "model.safetensors").is_file():
+        raise TrainingConfigError(f"stage {stage.number} starts from stage {previous.number}'s best checkpoint, "
+                                  f"but {best} does not exist: train task={previous.name} first")
+    return best
+
+
+def forgetting_lines(results: dict) -> list[str]:
+    lines = [f"stage {results['stage']} ({results['task_name']}): best validation loss "
+             f"{results['best_validation_loss']:.4f} at epoch {results['best_epoch']}"]
+    for task, entry in results["forgetting"].items():
+        lines.append(f"  {task}: {entry['ratio']:.2f} x its own-stage loss -> {entry['label']}")
+    return lines
+
+
+def plot(results: dict, path: Path) -> None:
+    """Loss curves (train, per-task validation) and the task-by-stage validation matrix, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = results["history"]
+    figure, (curves, grid) = plt.subplots(1, 2, figsize=(12, 4.5))
+    epochs = [h["epoch"] for h in history]
+    curves.plot(epochs, [h["train_loss"] for h in history], label="train", color="black")
+    for task in history[-1]["validation"] if history else []:
+        curves.plot(epochs, [h["validation"].get(task, np.nan) for h in history], label=f"validation {task}")
+    curves.set(xlabel="epoch", ylabel="flow-matching loss", title=f"stage {results['stage']}: {results['task_name']}")
+    curves.legend()
+    matrix = results["validation_matrix"]
+    stage_names = list(matrix)
+    task_names = sorted({t for row in matrix.values() for t in row}, key=lambda t: stage_names.index(
+        next((s for s in stage_names if s.endswith(t)), stage_names[-1])))
+    values = np.array([[matrix[s].get(t, np.nan) for s in stage_names] for t in task_names])
+    image = grid.imshow(values, cmap="viridis")
+    grid.set_xticks(range(len(stage_names)), stage_names, rotation=30, ha="right")
+    grid.set_yticks(range(len(task_names)), task_names)
+    grid.set(title="validation loss: task (row) after stage (column)")
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            grid.text(j, i, f"{value:.3f}", ha="center", va="center", color="white")
+    figure.colorbar(image, ax=grid)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def run(cfg: Mapping[str, Any], configs_dir: Path) -> list[dict]:
+    """Train the configured stage (``stages: one``) or all of them (``stages: all``); returns their results."""
+    stages = load_curriculum(configs_dir, list(cfg["curriculum"]), cfg["data_root"],
+                             overrides={k: v for k, v in (cfg.get("stage_overrides") or {}).items()
+                                        if v is not None})
+    if cfg["stages"] not in ("one", "all"):
+        raise TrainingConfigError(f"stages must be 'one' or 'all', got {cfg['stages']!r}")
+    todo = stages if cfg["stages"] == "all" else [find_stage(stages, str(cfg["task"]))]
+    settings = settings_from(cfg)
+    stats = fixed_stats(stages, settings.output_root)
+    all_results = []
+    for stage in todo:
+        init = init_checkpoint(stage, stages, cfg.get("pretrained_path"), settings.output_root)
+        previous = {}
+        if stage.number > 1:
+            previous_file = settings.output_root / stages[stage.number - 2].output_name / RESULTS_FILE
+            previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
+        trainer = StageTrainer(stage, stages[: stage.number], init, stats, settings, previous)
+        results = trainer.run()
+        for line in forgetting_lines(results):
+            LOG.info(line)
+            print(line)
+        trainer.writer.add_text("forgetting", "\n".join(forgetting_lines(results)), trainer.state["step"])
+        trainer.writer.close()
+        plot(results, trainer.out / "training.png")
+        all_results.append(results)
+    return all_results

@@ -1,0 +1,318 @@
+"""One stage of sequential training: replay batches, AdamW with warmup + cosine decay, validation on the
+held-out episodes of every task seen so far with fixed noise, atomic checkpoints and resumable state.
+
+Outputs under ``<output_root>/task{k}_{name}/``: ``best/``, ``epoch{N}/``, ``last/`` (lerobot checkpoints
+plus ``kuavo_smolvla.json``), ``last/training_state/`` (optimizer, scheduler, RNG as safetensors/JSON, no
+pickles), ``training_results.json`` and ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, inspect_checkpoint
+from kuavo_smolvla_ros.policy.runtime import load_policy
+from kuavo_smolvla_ros.training.curriculum import Stage
+from kuavo_smolvla_ros.training.datasets import REPO_ID
+from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
+
+LOG = logging.getLogger(__name__)
+STATE_FILE = "state.json"
+RESULTS_FILE = "training_results.json"
+
+
+class TrainingError(RuntimeError):
+    """Training stopped (non-finite loss, ...); the last good checkpoint is kept."""
+
+
+@dataclass
+class Settings:
+    """The run-wide knobs of the base config (the stage's own recipe is in :class:`Stage`)."""
+
+    output_root: Path
+    seed: int = 1000
+    device: str = "cpu"
+    bf16: bool = False
+    batch_size: int = 64
+    num_workers: int = 2
+    save_every_epochs: int = 10
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 5e-7
+    grad_clip_norm: float = 1.0
+    min_lr: float = 1e-6
+    policy: dict[str, Any] = field(default_factory=dict)
+    select_best_by: str = "current"
+    noise_seed: int = 0
+    max_val_batches: int | None = 20
+    retained: float = 0.7
+    slight: float = 1.0
+
+
+def lr_factor(step: int, warmup: int, decay: int, peak: float, floor: float) -> float:
+    """Multiplier of the peak LR: linear warmup, then cosine decay to ``floor`` over ``decay`` steps."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(max(step - warmup, 0) / max(decay, 1), 1.0)
+    low = floor / peak if peak > 0 else 0.0
+    return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def forgetting_label(ratio: float, retained: float, slight: float) -> str:
+    if ratio < retained:
+        return "retained"
+    return "slight" if ratio < slight else "significant"
+
+
+def _atomic_dir(target: Path) -> Path:
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit_dir(tmp: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+class StageTrainer:
+    """Trains one stage; ``run()`` returns the stage's results (also written to ``training_results.json``)."""
+
+    def __init__(self, stage: Stage, seen: Sequence[Stage], init_checkpoint: str | Path, stats: dict,
+                 settings: Settings, previous_results: dict | None = None):
+        self.stage, self.seen, self.settings = stage, list(seen), settings
+        self.stats = stats
+        self.out = Path(settings.output_root) / stage.output_name
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.previous = previous_results or {}
+        resume = self.out / "last" / "training_state" / STATE_FILE
+        self.state: dict[str, Any] = json.loads(resume.read_text()) if resume.is_file() else {
+            "epoch": 0, "step": 0, "best": None, "history": []}
+        source = self.out / "last" if resume.is_file() else Path(init_checkpoint)
+        self.info = inspect_checkpoint(source)
+        self.policy = load_policy(self.info, settings.device, self._configure)
+        self._make_processors()
+        self._make_data()
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=stage.lr, betas=tuple(settings.betas), eps=settings.eps,
+                                           weight_decay=settings.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(
+            step, stage.warmup_steps, stage.decay_steps, stage.lr, settings.min_lr))
+        if resume.is_file():
+            self._load_training_state(resume.parent)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    # ---------------------------------------------------------------------------------- set-up
+    def _configure(self, config) -> None:
+        for key, value in self.settings.policy.items():
+            if not hasattr(config, key):
+                raise ValueError(f"policy.{key} is not a SmolVLA setting")
+            setattr(config, key, value)
+
+    def _make_processors(self) -> None:
+        from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
+        stats = {k: {s: torch.as_tensor(np.asarray(v), dtype=torch.float32) for s, v in d.items()}
+                 for k, d in self.stats.items()}
+        self.preprocessor, self.postprocessor = make_smolvla_pre_post_processors(self.policy.config, stats)
+
+    def _dataset(self, stage: Stage, episodes: list[int]):
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        fps = LeRobotDataset(REPO_ID, root=stage.dataset, video_backend="pyav").meta.fps
+        chunk = self.policy.config.chunk_size
+        return LeRobotDataset(REPO_ID, root=stage.dataset, episodes=episodes, video_backend="pyav",
+                              delta_timestamps={robot.ACTION_FEATURE: [i / fps for i in range(chunk)]})
+
+    def _make_data(self) -> None:
+        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+
+        self.train_sets, self.val_sets = [], {}
+        for stage in self.seen:
+            total = LeRobotDatasetMetadata(REPO_ID, root=stage.dataset).total_episodes
+            train, val = split_episodes(total, stage.validation_episodes, seed=self.settings.seed + stage.task.id)
+            if stage.task.name in self.stage.replay:
+                self.train_sets.append((stage.task.name, self._dataset(stage, train)))
+            if val:
+                self.val_sets[stage.task.name] = self._dataset(stage, val)
+        weights = [self.stage.replay[name] for name, _ in self.train_sets]
+        current = next(len(d) for name, d in self.train_sets if name == self.stage.task.name)
+        self.sampler = ReplaySampler([len(d) for _, d in self.train_sets], weights, seed=self.settings.seed,
+                                     num_samples=current)
+        self.loader = torch.utils.data.DataLoader(
+            torch.utils.data.ConcatDataset([d for _, d in self.train_sets]), batch_size=self.settings.batch_size,
+            sampler=self.sampler, num_workers=self.settings.num_workers, drop_last=False)
+
+    # -------------------------------------------------------------------------------- training
+    def _autocast(self):
+        enabled = self.settings.bf16 and self.settings.device.startswith("cuda")
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+
+    def _loss(self, batch, noise=None, time=None) -> torch.Tensor:
+        with self._autocast():
+            loss, _ = self.policy.forward(self.preprocessor(batch), noise=noise, time=time)
+        return loss
+
+    def train_epoch(self, epoch: int) -> float:
+        from tqdm import tqdm
+
+        self.policy.train()
+        self.sampler.set_epoch(epoch)
+        losses = []
+        for batch in tqdm(self.loader, desc=f"{self.stage.output_name} epoch {epoch + 1}/{self.stage.epochs}",
+                          leave=False, disable=None):
+            loss = self._loss(batch)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"non-finite loss {float(loss)} at step {self.state['step']} (epoch {epoch + 1}); "
+                                    f"the last good checkpoint is {self.out / 'last'}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
+                                           self.settings.grad_clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state["step"] += 1
+            losses.append(float(loss))
+            self.writer.add_scalar("train/loss", float(loss), self.state["step"])
+            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.state["step"])
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean held-out loss per seen task, with the same noise and flow times in every call."""
+        self.policy.eval()
+        config = self.policy.config
+        results = {}
+        for name, dataset in self.val_sets.items():
+            loader = torch.utils.data.DataLoader(dataset, batch_size=self.settings.batch_size, shuffle=False)
+            generator = torch.Generator().manual_seed(self.settings.noise_seed)
+            total, count = 0.0, 0
+            for index, batch in enumerate(loader):
+                if self.settings.max_val_batches is not None and index >= self.settings.max_val_batches:
+                    break
+                size = len(batch[robot.ACTION_FEATURE])
+                noise = torch.randn((size, config.chunk_size, config.max_action_dim), generator=generator)
+                # SmolVLA's flow time ~ Beta(1.5, 1) (CDF t^1.5), drawn by inversion from our generator.
+                time = torch.rand(size, generator=generator) ** (2 / 3) * 0.999 + 0.001
+                loss = self._loss(batch, noise.to(self.settings.device), time.to(self.settings.device))
+                total += float(loss) * size
+                count += size
+            results[name] = total / max(count, 1)
+        return results
+
+    # ------------------------------------------------------------------------------- saving
+    def _metadata(self) -> CheckpointMetadata:
+        previous = self.info.metadata or CheckpointMetadata()
+        return CheckpointMetadata(
+            action_mode=previous.action_mode, cameras=list(self.info.cameras),
+            instructions=[s.task.instruction for s in self.seen], stage=self.stage.number,
+            normalization="mean/std of state and action aggregated over the curriculum's datasets: "
+                          + ", ".join(str(s.dataset) for s in self.seen[:1]) + " ... (fixed for all stages)",
+            origin=f"kuavo_smolvla_ros.training: stage {self.stage.number} ({self.stage.task.name})",
+            extra={"stage_config": self.stage.name, "epoch": self.state["epoch"], "step": self.state["step"]})
+
+    def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
+        target = self.out / name
+        tmp = _atomic_dir(target)
+        self.policy.save_pretrained(tmp)
+        self.preprocessor.save_pretrained(tmp)
+        self.postprocessor.save_pretrained(tmp)
+        self._metadata().save(tmp)
+        if with_state:
+            from lerobot.optim.optimizers import save_optimizer_state
+            from lerobot.optim.schedulers import save_scheduler_state
+            from lerobot.utils.random_utils import save_rng_state
+
+            state_dir = tmp / "training_state"
+            state_dir.mkdir()
+            save_optimizer_state(self.optimizer, state_dir)
+            save_scheduler_state(self.scheduler, state_dir)
+            save_rng_state(state_dir)
+            write_json(state_dir / STATE_FILE, self.state)
+        _commit_dir(tmp, target)
+        return target
+
+    def _load_training_state(self, state_dir: Path) -> None:
+        from lerobot.optim.optimizers import load_optimizer_state
+        from lerobot.optim.schedulers import load_scheduler_state
+        from lerobot.utils.random_utils import load_rng_state
+
+        self.optimizer = load_optimizer_state(self.optimizer, state_dir)
+        self.scheduler = load_scheduler_state(self.scheduler, state_dir)
+        load_rng_state(state_dir)
+        LOG.info("resuming %s at epoch %d, step %d", self.out, self.state["epoch"], self.state["step"])
+
+    # ----------------------------------------------------------------------------------- run
+    def _score(self, validation: dict[str, float]) -> float:
+        if self.settings.select_best_by == "mean_seen":
+            return float(np.mean(list(validation.values())))
+        return validation.get(self.stage.task.name, float("nan"))
+
+    def run(self) -> dict[str, Any]:
+        for epoch in range(self.state["epoch"], self.stage.epochs):
+            train_loss = self.train_epoch(epoch)
+            validation = self.validate()
+            for name, value in validation.items():
+                task = next(s.task for s in self.seen if s.task.name == name)
+                self.writer.add_scalar(f"validation/task{task.id}_loss", value, self.state["step"])
+            score = self._score(validation)
+            self.state["epoch"] = epoch + 1
+            self.state["history"].append({"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
+                                          "validation": validation})
+            if self.state["best"] is None or score < self.state["best"]["score"]:
+                self.state["best"] = {"epoch": epoch + 1, "score": score}
+                self.save_checkpoint("best")
+            if self.settings.save_every_epochs and (epoch + 1) % self.settings.save_every_epochs == 0:
+                self.save_checkpoint(f"epoch{epoch + 1}")
+            self.save_checkpoint("last", with_state=True)
+        self.writer.flush()
+        return self.results()
+
+    def results(self) -> dict[str, Any]:
+        final = self.state["history"][-1]["validation"] if self.state["history"] else {}
+        matrix = dict(self.previous.get("validation_matrix", {}))
+        matrix[self.stage.output_name] = final
+        baseline = {name: row.get(name.split("_", 1)[1]) for name, row in matrix.items()}
+        forgetting = {}
+        for stage in self.seen[:-1]:
+            own = baseline.get(stage.output_name)
+            if own and stage.task.name in final:
+                ratio = final[stage.task.name] / own
+                forgetting[stage.task.name] = {
+                    "ratio": ratio, "label": forgetting_label(ratio, self.settings.retained, self.settings.slight)}
+        results = {
+            "task_id": self.stage.task.id, "task_name": self.stage.task.name,
+            "instruction": self.stage.task.instruction, "stage": self.stage.number, "epochs": self.stage.epochs,
+            "learning_rate": self.stage.lr, "steps": self.state["step"],
+            "best_validation_loss": self.state["best"]["score"] if self.state["best"] else None,
+            "best_epoch": self.state["best"]["epoch"] if self.state["best"] else None,
+            "select_best_by": self.settings.select_best_by, "final_validation": final,
+            "validation_matrix": matrix, "forgetting": forgetting, "history": self.state["history"],
+        }
+        write_json(self.out / RESULTS_FILE, results)
+        return results

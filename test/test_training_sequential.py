@@ -1,0 +1,142 @@
+"""A full four-stage sequential run of the tiny SmolVLA through the Hydra command, on small datasets
+written with lerobot's writer: outputs, chaining, fixed statistics, results, logs, and loaders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lerobot_data import write_dataset
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.tasks import default_catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["task1_moving_grasp", "task2_weighing", "task3_placement", "task4_sorting"]
+
+
+def train(*overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "training" / "train_sequential.py"), *overrides],
+                          capture_output=True, text=True, timeout=timeout, env={**__import__("os").environ,
+                                                                                "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def curriculum(tmp_path_factory):
+    """Four datasets (task k: state k, action k + 0.5) and a tiny all-trainable pretrained checkpoint."""
+    from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
+
+    root = tmp_path_factory.mktemp("curriculum")
+    catalog = default_catalog()
+    for task_id, name in enumerate(STAGES, start=1):
+        write_dataset(root / "data" / name, float(task_id) / 4, episodes=3, frames=8,
+                      instruction=catalog.get(task_id).instruction)
+    pretrained = build_checkpoint(root / "pretrained", TinyCheckpointSpec(
+        cameras=("head_cam_h",), image_shape=(8, 8), train_everything=True))
+    return root, pretrained
+
+
+@pytest.fixture(scope="module")
+def full_run(curriculum):
+    root, pretrained = curriculum
+    out = root / "out"
+    result = train("stages=all", f"pretrained_path={pretrained}", f"data_root={root / 'data'}",
+                   f"output_root={out}", "batch_size=4", "num_workers=0", "save_every_epochs=2",
+                   "stage_overrides.epochs=3", "stage_overrides.lr=0.002", "stage_overrides.warmup_steps=0",
+                   "policy.train_expert_only=false", "policy.freeze_vision_encoder=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_every_stage_writes_its_outputs(full_run):
+    out, stdout = full_run
+    for number, name in enumerate(STAGES, start=1):
+        stage = out / name
+        for folder in ("best", "last", "epoch2"):
+            assert (stage / folder / "model.safetensors").is_file(), f"{name}/{folder}"
+            meta = json.loads((stage / folder / "kuavo_smolvla.json").read_text())
+            assert meta["stage"] == number and len(meta["instructions"]) == number
+        state = stage / "last" / "training_state"
+        assert {"optimizer_state.safetensors", "optimizer_param_groups.json", "scheduler_state.json",
+                "rng_state.safetensors", "state.json"} <= {p.name for p in state.iterdir()}
+        assert not list(stage.rglob("*.pt")) and not list(stage.rglob("*.pkl")), "no pickles"
+        assert (stage / "training.png").read_bytes()[:4] == b"\x89PNG"
+        results = json.loads((stage / "training_results.json").read_text())
+        task = default_catalog().get(number)
+        assert (results["task_id"], results["task_name"], results["instruction"]) == (task.id, task.name,
+                                                                                      task.instruction)
+        assert results["epochs"] == 3 and results["learning_rate"] == 0.002
+        assert set(results["final_validation"]) == {t.name for t in list(default_catalog())[:number]}
+        assert list(results["validation_matrix"]) == STAGES[:number]
+        assert set(results["forgetting"]) == {t.name for t in list(default_catalog())[:number - 1]}
+        assert all(e["label"] in ("retained", "slight", "significant") for e in results["forgetting"].values())
+        assert results["best_validation_loss"] == min(h["validation"][task.name] for h in results["history"])
+    assert "stage 4 (sorting): best validation loss" in stdout and "moving_grasp:" in stdout
+
+
+def test_the_loss_falls_on_a_learnable_task(full_run):
+    out, _ = full_run
+    history = json.loads((out / STAGES[0] / "training_results.json").read_text())["history"]
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"], history
+    first = history[0]["validation"]["moving_grasp"]
+    assert history[-1]["validation"]["moving_grasp"] < first
+
+
+def test_statistics_are_fixed_across_stages(full_run):
+    from safetensors.numpy import load_file
+
+    out, _ = full_run
+    stored = json.loads((out / "curriculum_stats.json").read_text())
+    np.testing.assert_allclose(stored[robot.STATE_FEATURE]["mean"], np.full(16, (1 + 2 + 3 + 4) / 16), atol=1e-6)
+    for name in STAGES:
+        files = list((out / name / "best").glob("policy_preprocessor_step_*normalizer*.safetensors"))
+        assert files, f"{name}: no normaliser state"
+        tensors = load_file(files[0])
+        np.testing.assert_allclose(tensors[f"{robot.STATE_FEATURE}.mean"], stored[robot.STATE_FEATURE]["mean"],
+                                   atol=1e-6)
+        np.testing.assert_allclose(tensors[f"{robot.ACTION_FEATURE}.std"], stored[robot.ACTION_FEATURE]["std"],
+                                   atol=1e-6)
+
+
+def test_tensorboard_logs(full_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = full_run
+    events = EventAccumulator(str(out / STAGES[1] / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "validation/task1_loss", "validation/task2_loss"} <= tags
+    assert len(events.Scalars("validation/task2_loss")) == 3
+
+
+def test_checkpoints_open_in_lerobot_and_the_runtime(full_run):
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime
+
+    out, _ = full_run
+    best = out / STAGES[-1] / "best"
+    assert isinstance(SmolVLAPolicy.from_pretrained(str(best)), SmolVLAPolicy)
+    runtime = PolicyRuntime.open(best)
+    chunk = runtime.predict_chunk(Observation({"head_cam_h": np.zeros((8, 8, 3), np.uint8)}, np.zeros(16),
+                                              default_catalog().get(4).instruction), seed=0)
+    assert chunk.shape == (50, 16) and np.isfinite(chunk).all()
+
+
+def test_a_stage_needs_the_previous_best(curriculum, tmp_path):
+    root, pretrained = curriculum
+    result = train("task=tasks/task3_placement", f"pretrained_path={pretrained}", f"data_root={root / 'data'}",
+                   f"output_root={tmp_path}", "num_workers=0")
+    assert result.returncode == 2
+    assert "starts from stage 2's best checkpoint" in result.stderr and "train task=tasks/task2_weighing" in \
+        result.stderr
+
+
+def test_missing_dataset_fails_before_training(curriculum, tmp_path):
+    _, pretrained = curriculum
+    result = train(f"pretrained_path={pretrained}", f"data_root={tmp_path / 'nowhere'}", f"output_root={tmp_path}")
+    assert result.returncode == 2 and "no LeRobot dataset at" in result.stderr and "nowhere" in result.stderr
