@@ -140,3 +140,75 @@ def test_missing_dataset_fails_before_training(curriculum, tmp_path):
     _, pretrained = curriculum
     result = train(f"pretrained_path={pretrained}", f"data_root={tmp_path / 'nowhere'}", f"output_root={tmp_path}")
     assert result.returncode == 2 and "no LeRobot dataset at" in result.stderr and "nowhere" in result.stderr
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_killed_run_resumes_with_the_same_steps_and_losses(curriculum, tmp_path):
+    """Kill stage 1 after its first epoch; the resumed run ends exactly like an uninterrupted one (CPU)."""
+    import os
+    import signal
+
+    root, pretrained = curriculum
+    args = ["task=tasks/task1_moving_grasp", f"pretrained_path={pretrained}", f"data_root={root / 'data'}",
+            "batch_size=4", "num_workers=0", "stage_overrides.epochs=3", "stage_overrides.lr=0.002",
+            "stage_overrides.warmup_steps=0", "policy.train_expert_only=false", "policy.freeze_vision_encoder=false"]
+    reference = train(*args, f"output_root={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    state = tmp_path / "killed" / STAGES[0] / "last" / "training_state" / "state.json"
+    process = subprocess.Popen([sys.executable, str(ROOT / "training" / "train_sequential.py"), *args,
+                                f"output_root={tmp_path / 'killed'}"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert _wait_for(lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1, 300)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_at = json.loads(state.read_text())["epoch"]
+    resumed = train(*args, f"output_root={tmp_path / 'killed'}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = json.loads((tmp_path / "reference" / STAGES[0] / "training_results.json").read_text())
+    got = json.loads((tmp_path / "killed" / STAGES[0] / "training_results.json").read_text())
+    assert (got["steps"] == expected["steps"] and killed_at < 3) or killed_at == 3
+    for mine, theirs in zip(got["history"], expected["history"], strict=True):
+        assert mine["step"] == theirs["step"]
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5, abs=1e-7)
+        assert mine["validation"] == pytest.approx(theirs["validation"], rel=1e-5, abs=1e-7)
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(curriculum, tmp_path):
+    import torch
+
+    from kuavo_smolvla_ros.training.sequential import fixed_stats
+    from kuavo_smolvla_ros.training.trainer import Settings, StageTrainer, TrainingError
+
+    root, pretrained = curriculum
+    from kuavo_smolvla_ros.training.curriculum import load_curriculum
+
+    stages = load_curriculum(ROOT / "training" / "configs", [f"tasks/{STAGES[0]}"], root / "data",
+                             overrides={"epochs": 2})
+    settings = Settings(output_root=tmp_path, batch_size=4, num_workers=0,
+                        policy={"train_expert_only": False, "freeze_vision_encoder": False})
+    trainer = StageTrainer(stages[0], stages, pretrained, fixed_stats(stages, tmp_path), settings)
+    trainer.train_epoch(0)
+    trainer.state["epoch"] = 1
+    good = trainer.save_checkpoint("last", with_state=True)
+    with torch.no_grad():
+        next(p for p in trainer.policy.parameters() if p.requires_grad).fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"non-finite loss nan at step \d+ \(epoch 2\); the last good checkpoint"):
+        trainer.train_epoch(1)
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(good / "model.safetensors").values())
+    assert json.loads((good / "training_state" / "state.json").read_text())["epoch"] == 1

@@ -111,6 +111,10 @@ class StageTrainer:
         resume = self.out / "last" / "training_state" / STATE_FILE
         self.state: dict[str, Any] = json.loads(resume.read_text()) if resume.is_file() else {
             "epoch": 0, "step": 0, "best": None, "history": []}
+        if not resume.is_file():  # a fresh stage: seed everything (a resumed one restores its RNG state)
+            from lerobot.utils.random_utils import set_seed
+
+            set_seed(settings.seed + stage.number)
         source = self.out / "last" if resume.is_file() else Path(init_checkpoint)
         self.info = inspect_checkpoint(source)
         self.policy = load_policy(self.info, settings.device, self._configure)
