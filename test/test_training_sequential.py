@@ -212,3 +212,29 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(curriculum, 
 
     assert all(torch.isfinite(t).all() for t in load_file(good / "model.safetensors").values())
     assert json.loads((good / "training_state" / "state.json").read_text())["epoch"] == 1
+
+
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(curriculum, tmp_path):
+    """torchrun with 2 CPU processes (DDP over gloo) and batch 8 = one process with batch 8."""
+    from safetensors.torch import load_file
+
+    root, pretrained = curriculum
+    args = ["task=tasks/task1_moving_grasp", f"pretrained_path={pretrained}", f"data_root={root / 'data'}",
+            "batch_size=8", "num_workers=0", "stage_overrides.epochs=2", "stage_overrides.lr=0.002",
+            "stage_overrides.warmup_steps=0", "policy.train_expert_only=false", "policy.freeze_vision_encoder=false"]
+    single = train(*args, f"output_root={tmp_path / 'one'}")
+    assert single.returncode == 0, single.stderr[-2000:]
+    import os
+
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(ROOT / "training" / "train_sequential.py"), *args, f"output_root={tmp_path / 'two'}"],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / STAGES[0] / "training_results.json").read_text())["history"]
+    two = json.loads((tmp_path / "two" / STAGES[0] / "training_results.json").read_text())["history"]
+    assert [h["step"] for h in one] == [h["step"] for h in two]
+    for a, b in zip(one, two, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    weights = [load_file(tmp_path / name / STAGES[0] / "last" / "model.safetensors") for name in ("one", "two")]
+    for key, value in weights[0].items():
+        assert np.allclose(value.numpy(), weights[1][key].numpy(), rtol=1e-4, atol=1e-6), key

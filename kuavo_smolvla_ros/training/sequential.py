@@ -13,6 +13,7 @@ import numpy as np
 
 from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError, find_stage, load_curriculum
 from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
+from kuavo_smolvla_ros.training.distributed import World, close_world, init_world
 from kuavo_smolvla_ros.training.trainer import RESULTS_FILE, Settings, StageTrainer, write_json
 
 LOG = logging.getLogger(__name__)
@@ -32,16 +33,18 @@ def settings_from(cfg: Mapping[str, Any]) -> Settings:
         slight=float(validation["forgetting"]["slight"]))
 
 
-def fixed_stats(stages: list[Stage], output_root: Path) -> dict:
-    """The curriculum's statistics: computed on the first run, then read back so every stage uses them."""
+def fixed_stats(stages: list[Stage], output_root: Path, write: bool = True) -> dict:
+    """The curriculum's statistics: computed on the first run (and saved when ``write``), then read back so
+    every later stage and run uses the very same values."""
     path = output_root / STATS_FILE
     metas = check_datasets(stages)
     if path.is_file():
         return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in json.loads(path.read_text()).items()}
-    stats = curriculum_stats(metas)
-    output_root.mkdir(parents=True, exist_ok=True)
-    write_json(path, {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()})
-    return stats
+    stats = {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in curriculum_stats(metas).items()}
+    if write:
+        output_root.mkdir(parents=True, exist_ok=True)
+        write_json(path, stats)
+    return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in stats.items()}
 
 
 def init_checkpoint(stage: Stage, stages: list[Stage], pretrained_path: str | None, output_root: Path) -> Path:
@@ -109,21 +112,28 @@ def run(cfg: Mapping[str, Any], configs_dir: Path) -> list[dict]:
         raise TrainingConfigError(f"stages must be 'one' or 'all', got {cfg['stages']!r}")
     todo = stages if cfg["stages"] == "all" else [find_stage(stages, str(cfg["task"]))]
     settings = settings_from(cfg)
-    stats = fixed_stats(stages, settings.output_root)
-    all_results = []
-    for stage in todo:
-        init = init_checkpoint(stage, stages, cfg.get("pretrained_path"), settings.output_root)
-        previous = {}
-        if stage.number > 1:
-            previous_file = settings.output_root / stages[stage.number - 2].output_name / RESULTS_FILE
-            previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
-        trainer = StageTrainer(stage, stages[: stage.number], init, stats, settings, previous)
-        results = trainer.run()
+    world = init_world(settings.device)
+    try:
+        stats = fixed_stats(stages, settings.output_root, write=world.is_main)
+        return [_run_stage(stage, stages, cfg, settings, stats, world) for stage in todo]
+    finally:
+        close_world(world)
+
+
+def _run_stage(stage: Stage, stages: list[Stage], cfg: Mapping[str, Any], settings: Settings, stats: dict,
+               world: World) -> dict:
+    init = init_checkpoint(stage, stages, cfg.get("pretrained_path"), settings.output_root)
+    previous = {}
+    if stage.number > 1:
+        previous_file = settings.output_root / stages[stage.number - 2].output_name / RESULTS_FILE
+        previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
+    trainer = StageTrainer(stage, stages[: stage.number], init, stats, settings, previous, world)
+    results = trainer.run()
+    if world.is_main:
         for line in forgetting_lines(results):
             LOG.info(line)
             print(line)
         trainer.writer.add_text("forgetting", "\n".join(forgetting_lines(results)), trainer.state["step"])
         trainer.writer.close()
         plot(results, trainer.out / "training.png")
-        all_results.append(results)
-    return all_results
+    return results

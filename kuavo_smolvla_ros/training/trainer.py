@@ -26,6 +26,7 @@ from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, inspect_chec
 from kuavo_smolvla_ros.policy.runtime import load_policy
 from kuavo_smolvla_ros.training.curriculum import Stage
 from kuavo_smolvla_ros.training.datasets import REPO_ID
+from kuavo_smolvla_ros.training.distributed import RankSlice, World, flow_noise, sum_over_ranks
 from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +60,13 @@ class Settings:
     max_val_batches: int | None = 20
     retained: float = 0.7
     slight: float = 1.0
+
+
+class _NoWriter:
+    """TensorBoard writer stand-in for the processes other than the main one."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def lr_factor(step: int, warmup: int, decay: int, peak: float, floor: float) -> float:
@@ -102,8 +110,12 @@ class StageTrainer:
     """Trains one stage; ``run()`` returns the stage's results (also written to ``training_results.json``)."""
 
     def __init__(self, stage: Stage, seen: Sequence[Stage], init_checkpoint: str | Path, stats: dict,
-                 settings: Settings, previous_results: dict | None = None):
+                 settings: Settings, previous_results: dict | None = None, world: World | None = None):
         self.stage, self.seen, self.settings = stage, list(seen), settings
+        self.world = world or World()
+        self.device = settings.device
+        if self.device.startswith("cuda") and self.world.distributed:
+            self.device = f"cuda:{self.world.local_rank}"
         self.stats = stats
         self.out = Path(settings.output_root) / stage.output_name
         self.out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +129,10 @@ class StageTrainer:
             set_seed(settings.seed + stage.number)
         source = self.out / "last" if resume.is_file() else Path(init_checkpoint)
         self.info = inspect_checkpoint(source)
-        self.policy = load_policy(self.info, settings.device, self._configure)
+        self.policy = load_policy(self.info, self.device, self._configure)
+        self.model = self.policy
+        if self.world.distributed:  # gradients averaged over the processes by torch's DDP
+            self.model = torch.nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
         self._make_processors()
         self._make_data()
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
@@ -129,7 +144,7 @@ class StageTrainer:
             self._load_training_state(resume.parent)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        self.writer = SummaryWriter(str(self.out / "tensorboard")) if self.world.is_main else _NoWriter()
 
     # ---------------------------------------------------------------------------------- set-up
     def _configure(self, config) -> None:
@@ -168,19 +183,33 @@ class StageTrainer:
         current = next(len(d) for name, d in self.train_sets if name == self.stage.task.name)
         self.sampler = ReplaySampler([len(d) for _, d in self.train_sets], weights, seed=self.settings.seed,
                                      num_samples=current)
+        batches = torch.utils.data.BatchSampler(self.sampler, self.settings.batch_size,
+                                                drop_last=self.world.distributed)
         self.loader = torch.utils.data.DataLoader(
-            torch.utils.data.ConcatDataset([d for _, d in self.train_sets]), batch_size=self.settings.batch_size,
-            sampler=self.sampler, num_workers=self.settings.num_workers, drop_last=False)
+            torch.utils.data.ConcatDataset([d for _, d in self.train_sets]),
+            batch_sampler=RankSlice(batches, self.world), num_workers=self.settings.num_workers)
 
     # -------------------------------------------------------------------------------- training
     def _autocast(self):
         enabled = self.settings.bf16 and self.settings.device.startswith("cuda")
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
-    def _loss(self, batch, noise=None, time=None) -> torch.Tensor:
+    def _loss(self, batch, noise=None, time=None, model=None) -> torch.Tensor:
         with self._autocast():
-            loss, _ = self.policy.forward(self.preprocessor(batch), noise=noise, time=time)
+            loss, _ = (model or self.policy)(self.preprocessor(batch), noise=noise, time=time)
         return loss
+
+    def _training_loss(self, batch, noise, time) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to differentiate, global loss to report): lerobot's mean over the unpadded actions of the
+        *global* batch. Each process scales its share so that DDP's gradient average equals it exactly."""
+        with self._autocast():
+            per_sample, _ = self.model(self.preprocessor(batch), noise=noise, time=time, reduction="none")
+        pad = batch.get("action_is_pad")
+        steps = (~pad).sum(dim=1) if pad is not None else torch.full((len(per_sample),), self.policy.config.chunk_size)
+        valid = steps.to(per_sample.device, torch.float32) * robot.ACTION_DIM
+        local_sum = (per_sample.float() * valid).sum()
+        total = sum_over_ranks(valid.sum(), self.world).clamp_min(1.0)
+        return local_sum / total * self.world.size, sum_over_ranks(local_sum.detach(), self.world) / total
 
     def train_epoch(self, epoch: int) -> float:
         from tqdm import tqdm
@@ -188,12 +217,16 @@ class StageTrainer:
         self.policy.train()
         self.sampler.set_epoch(epoch)
         losses = []
+        config = self.policy.config
         for batch in tqdm(self.loader, desc=f"{self.stage.output_name} epoch {epoch + 1}/{self.stage.epochs}",
-                          leave=False, disable=None):
-            loss = self._loss(batch)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss {float(loss)} at step {self.state['step']} (epoch {epoch + 1}); "
-                                    f"the last good checkpoint is {self.out / 'last'}")
+                          leave=False, disable=None if self.world.is_main else True):
+            share = len(batch[robot.ACTION_FEATURE])
+            noise, time = flow_noise(self.state["step"], self.settings.seed, share * self.world.size, share,
+                                     config.chunk_size, config.max_action_dim, self.world.rank)
+            loss, reported = self._training_loss(batch, noise.to(self.device), time.to(self.device))
+            if not torch.isfinite(reported):
+                raise TrainingError(f"non-finite loss {float(reported)} at step {self.state['step']} "
+                                    f"(epoch {epoch + 1}); the last good checkpoint is {self.out / 'last'}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
@@ -201,8 +234,8 @@ class StageTrainer:
             self.optimizer.step()
             self.scheduler.step()
             self.state["step"] += 1
-            losses.append(float(loss))
-            self.writer.add_scalar("train/loss", float(loss), self.state["step"])
+            losses.append(float(reported))
+            self.writer.add_scalar("train/loss", float(reported), self.state["step"])
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.state["step"])
         return float(np.mean(losses))
 
@@ -223,7 +256,7 @@ class StageTrainer:
                 noise = torch.randn((size, config.chunk_size, config.max_action_dim), generator=generator)
                 # SmolVLA's flow time ~ Beta(1.5, 1) (CDF t^1.5), drawn by inversion from our generator.
                 time = torch.rand(size, generator=generator) ** (2 / 3) * 0.999 + 0.001
-                loss = self._loss(batch, noise.to(self.settings.device), time.to(self.settings.device))
+                loss = self._loss(batch, noise.to(self.device), time.to(self.device))
                 total += float(loss) * size
                 count += size
             results[name] = total / max(count, 1)
@@ -280,6 +313,9 @@ class StageTrainer:
     def run(self) -> dict[str, Any]:
         for epoch in range(self.state["epoch"], self.stage.epochs):
             train_loss = self.train_epoch(epoch)
+            if not self.world.is_main:  # the main process validates and writes
+                self.state["epoch"] = epoch + 1
+                continue
             validation = self.validate()
             for name, value in validation.items():
                 task = next(s.task for s in self.seen if s.task.name == name)
@@ -295,7 +331,7 @@ class StageTrainer:
                 self.save_checkpoint(f"epoch{epoch + 1}")
             self.save_checkpoint("last", with_state=True)
         self.writer.flush()
-        return self.results()
+        return self.results() if self.world.is_main else {}
 
     def results(self) -> dict[str, Any]:
         final = self.state["history"][-1]["validation"] if self.state["history"] else {}
