@@ -131,3 +131,15 @@ def test_replay_batches_keep_each_task_instruction(tmp_path):
             assert task == catalog.get(int(state)).instruction
             seen.add(int(state))
     assert seen == {1, 2}
+
+
+def test_learning_rate_schedule_and_forgetting_labels():
+    from kuavo_smolvla_ros.training.trainer import forgetting_label, lr_factor
+
+    peak, floor = 5e-5, 1e-6
+    factors = [lr_factor(step, 100, 1000, peak, floor) for step in (0, 49, 99, 100, 600, 1100, 5000)]
+    assert factors[:3] == pytest.approx([0.01, 0.5, 1.0])  # linear warmup
+    assert factors[3] == pytest.approx(1.0) and factors[4] == pytest.approx((1 + floor / peak) / 2)
+    assert factors[5] * peak == pytest.approx(floor) and factors[6] * peak == pytest.approx(floor)
+    assert [forgetting_label(loss, 0.7, 1.0) for loss in (0.5, 0.7, 0.99, 1.0, 3.0)] == [
+        "retained", "slight", "slight", "significant", "significant"]

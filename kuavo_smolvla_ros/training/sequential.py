@@ -29,6 +29,7 @@ def settings_from(cfg: Mapping[str, Any]) -> Settings:
         weight_decay=float(optimizer["weight_decay"]), grad_clip_norm=float(optimizer["grad_clip_norm"]),
         min_lr=float(cfg["scheduler"]["min_lr"]), policy=dict(cfg["policy"]),
         select_best_by=str(validation["select_best_by"]), noise_seed=int(validation["noise_seed"]),
+        validate_every_epochs=int(validation["every_epochs"]),
         max_val_batches=validation["max_batches"], retained=float(validation["forgetting"]["retained"]),
         slight=float(validation["forgetting"]["slight"]))
 
@@ -66,7 +67,8 @@ def forgetting_lines(results: dict) -> list[str]:
     lines = [f"stage {results['stage']} ({results['task_name']}): best validation loss "
              f"{results['best_validation_loss']:.4f} at epoch {results['best_epoch']}"]
     for task, entry in results["forgetting"].items():
-        lines.append(f"  {task}: {entry['ratio']:.2f} x its own-stage loss -> {entry['label']}")
+        own = f", {entry['ratio']:.2f} x its loss after its own stage" if entry["ratio"] else ""
+        lines.append(f"  {task}: validation loss {entry['loss']:.4f}{own} -> {entry['label']}")
     return lines
 
 

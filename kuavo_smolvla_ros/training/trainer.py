@@ -57,6 +57,7 @@ class Settings:
     policy: dict[str, Any] = field(default_factory=dict)
     select_best_by: str = "current"
     noise_seed: int = 0
+    validate_every_epochs: int = 2
     max_val_batches: int | None = 20
     retained: float = 0.7
     slight: float = 1.0
@@ -78,10 +79,12 @@ def lr_factor(step: int, warmup: int, decay: int, peak: float, floor: float) -> 
     return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def forgetting_label(ratio: float, retained: float, slight: float) -> str:
-    if ratio < retained:
+def forgetting_label(loss: float, retained: float, slight: float) -> str:
+    """The users' labels by an earlier task's validation loss: below ``retained``, below ``slight``
+    (slight degradation), else significant forgetting."""
+    if loss < retained:
         return "retained"
-    return "slight" if ratio < slight else "significant"
+    return "slight" if loss < slight else "significant"
 
 
 def _atomic_dir(target: Path) -> Path:
@@ -316,6 +319,12 @@ class StageTrainer:
             if not self.world.is_main:  # the main process validates and writes
                 self.state["epoch"] = epoch + 1
                 continue
+            if (epoch + 1) % self.settings.validate_every_epochs and epoch + 1 != self.stage.epochs:
+                self.state["epoch"] = epoch + 1
+                self.state["history"].append({"epoch": epoch + 1, "step": self.state["step"],
+                                              "train_loss": train_loss, "validation": {}})
+                self.save_checkpoint("last", with_state=True)
+                continue
             validation = self.validate()
             for name, value in validation.items():
                 task = next(s.task for s in self.seen if s.task.name == name)
@@ -340,11 +349,12 @@ class StageTrainer:
         baseline = {name: row.get(name.split("_", 1)[1]) for name, row in matrix.items()}
         forgetting = {}
         for stage in self.seen[:-1]:
-            own = baseline.get(stage.output_name)
-            if own and stage.task.name in final:
-                ratio = final[stage.task.name] / own
-                forgetting[stage.task.name] = {
-                    "ratio": ratio, "label": forgetting_label(ratio, self.settings.retained, self.settings.slight)}
+            if stage.task.name not in final:
+                continue
+            loss, own = final[stage.task.name], baseline.get(stage.output_name)
+            forgetting[stage.task.name] = {
+                "loss": loss, "own_stage_loss": own, "ratio": loss / own if own else None,
+                "label": forgetting_label(loss, self.settings.retained, self.settings.slight)}
         results = {
             "task_id": self.stage.task.id, "task_name": self.stage.task.name,
             "instruction": self.stage.task.instruction, "stage": self.stage.number, "epochs": self.stage.epochs,
