@@ -241,3 +241,31 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(curriculu
     weights = [load_file(tmp_path / name / STAGES[0] / "last" / "model.safetensors") for name in ("one", "two")]
     for key, value in weights[0].items():
         assert np.allclose(value.numpy(), weights[1][key].numpy(), rtol=1e-4, atol=1e-6), key
+
+
+def test_stage_one_adapts_a_base_pretrained_on_another_robot(curriculum, tmp_path):
+    """Like lerobot/smolvla_base (6-dim SO-100 features, other camera names): the datasets' features
+    replace the base's, its weights load (projections are sized by the padded 32 dims)."""
+    import shutil
+
+    from kuavo_smolvla_ros.policy.checkpoint import CheckpointError, inspect_checkpoint
+    from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
+
+    root, pretrained = curriculum
+    base = tmp_path / "so100_base"
+    shutil.copytree(pretrained, base, ignore=shutil.ignore_patterns("vlm"))
+    config = json.loads((base / "config.json").read_text())
+    config["input_features"] = {"observation.state": {"type": "STATE", "shape": [6]},
+                                "observation.images.camera1": {"type": "VISUAL", "shape": [3, 256, 256]}}
+    config["output_features"] = {"action": {"type": "ACTION", "shape": [6]}}
+    (base / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not fit the Kuavo layout"):
+        inspect_checkpoint(base)  # the node refuses it
+    result = train("task=tasks/task1_moving_grasp", f"pretrained_path={base}", f"vlm_path={pretrained / 'vlm'}",
+                   f"data_root={root / 'data'}", f"output_root={tmp_path / 'out'}", "batch_size=4", "num_workers=0",
+                   "stage_overrides.epochs=1", "policy.train_expert_only=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = tmp_path / "out" / STAGES[0] / "best"
+    info = inspect_checkpoint(best)
+    assert info.cameras == ["head_cam_h"]
+    assert PolicyRuntime.open(best).chunk_size == 50

@@ -185,8 +185,12 @@ def resolve_vlm_path(config: dict[str, Any], override: str | Path | None, where:
     )
 
 
-def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None) -> CheckpointInfo:
-    """Check a checkpoint folder without building the model; raise :class:`CheckpointError` on a problem."""
+def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kuavo_layout: bool = True
+                       ) -> CheckpointInfo:
+    """Check a checkpoint folder without building the model; raise :class:`CheckpointError` on a problem.
+
+    ``kuavo_layout=False`` accepts other robots' features (a pretrained base such as lerobot/smolvla_base,
+    whose features training replaces by the datasets')."""
     folder = resolve_checkpoint_dir(path)
     config = _read_json(folder / CONFIG_FILE)
     policy_type = config.get("type")
@@ -198,16 +202,17 @@ def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None) -> 
 
     where = str(folder / CONFIG_FILE)
     inputs, outputs = config.get("input_features") or {}, config.get("output_features") or {}
-    state_shape = _feature_shape(inputs, robot.STATE_FEATURE, where)
-    action_shape = _feature_shape(outputs, robot.ACTION_FEATURE, where)
-    if state_shape != (robot.STATE_DIM,) or action_shape != (robot.ACTION_DIM,):
-        raise CheckpointError(
-            f"{where}: state {state_shape} / action {action_shape} do not fit the Kuavo layout "
-            f"({robot.STATE_DIM},) / ({robot.ACTION_DIM},)"
-        )
+    if kuavo_layout:
+        state_shape = _feature_shape(inputs, robot.STATE_FEATURE, where)
+        action_shape = _feature_shape(outputs, robot.ACTION_FEATURE, where)
+        if state_shape != (robot.STATE_DIM,) or action_shape != (robot.ACTION_DIM,):
+            raise CheckpointError(
+                f"{where}: state {state_shape} / action {action_shape} do not fit the Kuavo layout "
+                f"({robot.STATE_DIM},) / ({robot.ACTION_DIM},)"
+            )
     prefix = "observation.images."
     image_shapes = {k[len(prefix):]: _feature_shape(inputs, k, where) for k in inputs if k.startswith(prefix)}
-    if not image_shapes:
+    if not image_shapes and kuavo_layout:
         raise CheckpointError(f"{where}: the policy has no camera input features")
     for key in ("chunk_size", "n_action_steps", "num_steps"):
         if not isinstance(config.get(key), int) or config[key] < 1:

@@ -27,7 +27,7 @@ def settings_from(cfg: Mapping[str, Any]) -> Settings:
         batch_size=int(cfg["batch_size"]), num_workers=int(cfg["num_workers"]),
         save_every_epochs=int(cfg["save_every_epochs"]), betas=tuple(optimizer["betas"]), eps=float(optimizer["eps"]),
         weight_decay=float(optimizer["weight_decay"]), grad_clip_norm=float(optimizer["grad_clip_norm"]),
-        min_lr=float(cfg["scheduler"]["min_lr"]), policy=dict(cfg["policy"]),
+        min_lr=float(cfg["scheduler"]["min_lr"]), policy=dict(cfg["policy"]), vlm_path=cfg.get("vlm_path"),
         select_best_by=str(validation["select_best_by"]), noise_seed=int(validation["noise_seed"]),
         validate_every_epochs=int(validation["every_epochs"]),
         max_val_batches=validation["max_batches"], retained=float(validation["forgetting"]["retained"]),

@@ -55,6 +55,8 @@ class Settings:
     grad_clip_norm: float = 1.0
     min_lr: float = 1e-6
     policy: dict[str, Any] = field(default_factory=dict)
+    #: Local VLM folder for a pretrained base whose config names a hub id (None: the recorded path or <ckpt>/vlm).
+    vlm_path: str | None = None
     select_best_by: str = "current"
     noise_seed: int = 0
     validate_every_epochs: int = 2
@@ -131,7 +133,7 @@ class StageTrainer:
 
             set_seed(settings.seed + stage.number)
         source = self.out / "last" if resume.is_file() else Path(init_checkpoint)
-        self.info = inspect_checkpoint(source)
+        self.info = inspect_checkpoint(source, settings.vlm_path, kuavo_layout=False)
         self.policy = load_policy(self.info, self.device, self._configure)
         self.model = self.policy
         if self.world.distributed:  # gradients averaged over the processes by torch's DDP
@@ -151,6 +153,15 @@ class StageTrainer:
 
     # ---------------------------------------------------------------------------------- set-up
     def _configure(self, config) -> None:
+        """The base config's policy settings, and the datasets' features (a pretrained base was trained on
+        another robot: its state/action projections are sized by max_state_dim / max_action_dim, so its
+        weights fit any robot's features)."""
+        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+        from lerobot.utils.feature_utils import dataset_to_policy_features
+
+        features = dataset_to_policy_features(LeRobotDatasetMetadata(REPO_ID, root=self.stage.dataset).features)
+        config.output_features = {k: v for k, v in features.items() if k == robot.ACTION_FEATURE}
+        config.input_features = {k: v for k, v in features.items() if k != robot.ACTION_FEATURE}
         for key, value in self.settings.policy.items():
             if not hasattr(config, key):
                 raise ValueError(f"policy.{key} is not a SmolVLA setting")
