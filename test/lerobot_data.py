@@ -11,13 +11,13 @@ from kuavo_smolvla_ros.training.datasets import REPO_ID
 
 
 def write_dataset(root: Path, state_value: float, episodes: int = 3, frames: int = 6, fps: int = 10,
-                  instruction: str = "task"):
-    """Constant state ``state_value`` and action ``state_value + 0.5`` (learnable per task), 8x8 images."""
+                  instruction: str = "task", image_size: int = 8):
+    """Constant state ``state_value`` and action ``state_value + 0.5`` (learnable per task), small images."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
     features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
-                "observation.images.head_cam_h": {"dtype": "image", "shape": (8, 8, 3),
+                "observation.images.head_cam_h": {"dtype": "image", "shape": (image_size, image_size, 3),
                                                   "names": ["height", "width", "channels"]}}
     dataset = LeRobotDataset.create(REPO_ID, fps, features, root=root, robot_type=robot.ROBOT_TYPE,
                                     use_videos=False, video_backend="pyav")
@@ -25,7 +25,8 @@ def write_dataset(root: Path, state_value: float, episodes: int = 3, frames: int
         for _ in range(frames):
             dataset.add_frame({robot.STATE_FEATURE: np.full(16, state_value, np.float32),
                                robot.ACTION_FEATURE: np.full(16, state_value + 0.5, np.float32),
-                               "observation.images.head_cam_h": np.zeros((8, 8, 3), np.uint8), "task": instruction})
+                               "observation.images.head_cam_h": np.zeros((image_size, image_size, 3), np.uint8),
+                               "task": instruction})
         dataset.save_episode()
     dataset.finalize()
     return root

@@ -112,6 +112,11 @@ def test_datasets_are_checked_and_stats_are_aggregated_once(tmp_path):
               stages[1]]
     with pytest.raises(TrainingConfigError, match=r"other/weighing runs at 15 fps but .*moving_grasp at 10 fps"):
         check_datasets(stages)
+    write_dataset(tmp_path / "bigger" / "weighing", 3.0, image_size=16)
+    stages[1] = stages[1].__class__(**{**stages[1].__dict__, "dataset": tmp_path / "bigger" / "weighing"})
+    with pytest.raises(TrainingConfigError, match=r"bigger/weighing and .*moving_grasp have different features: .*"
+                                                  r"observation.images.head_cam_h"):
+        check_datasets(stages)
 
 
 def test_replay_batches_keep_each_task_instruction(tmp_path):
