@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import kill_when
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.data.cli import main as cli
@@ -218,15 +217,6 @@ def test_generic_joint_state_recordings(tmp_path):
     np.testing.assert_allclose(first[robot.ACTION_FEATURE].numpy()[0], action_at(t), atol=1e-5)
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_interrupted_run_resumes_without_duplicates(tmp_path):
     bags = tmp_path / "bags"
     for i, seconds in enumerate((2, 2, 2)):
@@ -236,14 +226,8 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path):
                "-t", "2", "-q"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=os.environ | {"OMP_NUM_THREADS": "1"})
-    try:
-        parts = output.with_name("out.parts")
-        assert _wait_for(lambda: any(parts.glob("*/episode.json")), 120), "no episode finished in time"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    parts = output.with_name("out.parts")
+    kill_when(process, lambda: any(parts.glob("*/episode.json")), 120, "a finished episode")
     # Whatever the moment of the kill, the output is absent or a dataset lerobot opens.
     assert not output.exists() or validate(output).ok
     result = convert([bags], output, task="2", resume=True, progress=False)
