@@ -50,17 +50,10 @@ def gripper_command_units(msg, gripper_type: str, scaling: robot.GripperScaling)
         units = (scaling.command_to_unit(left.mean()), scaling.command_to_unit(right.mean()))
     else:
         data = getattr(msg, "data", msg)
-        positions, names = list(data.position), list(data.name) or list(robot.CLAW_NAMES[: len(data.position)])
-        if len(positions) != len(names):
-            raise ValueError(f"gripper command has {len(positions)} positions for {len(names)} names")
-        by_name = dict(zip(names, positions, strict=True))
-        missing = [n for n in robot.CLAW_NAMES if n not in by_name]
-        if missing:
-            raise ValueError(f"gripper command lacks {missing} (names: {names})")
-        units = tuple(scaling.command_to_unit(by_name[n]) for n in robot.CLAW_NAMES)
+        units = robot.grippers_from_claw(data.position, data.name, scaling, command=True)
     if not np.all(np.isfinite(units)):
         raise ValueError("non-finite gripper command")
-    return units  # type: ignore[return-value]
+    return units
 
 
 def _finite(state: np.ndarray, what: str) -> np.ndarray:

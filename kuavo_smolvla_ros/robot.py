@@ -205,17 +205,20 @@ def state_from_sensors(joint_q: Sequence[float], gripper_units: Sequence[float])
 
 
 def grippers_from_claw(positions: Sequence[float], names: Sequence[str] = CLAW_NAMES,
-                       scaling: GripperScaling = GRIPPERS["leju_claw"]) -> tuple[float, float]:
-    """(left, right) gripper units from a claw/gripper state's ``position`` and ``name`` lists."""
+                       scaling: GripperScaling = GRIPPERS["leju_claw"], command: bool = False) -> tuple[float, float]:
+    """(left, right) gripper units from a claw/gripper state's (or, with ``command``, a recorded
+    command's) ``position`` and ``name`` lists."""
+    what = "claw command" if command else "claw state"
+    to_unit = scaling.command_to_unit if command else scaling.state_to_unit
     values = list(positions)
     names = list(names) if names else list(CLAW_NAMES[: len(values)])
     if len(values) != len(names):
-        raise ValueError(f"claw state has {len(values)} positions for {len(names)} names")
+        raise ValueError(f"{what} has {len(values)} positions for {len(names)} names")
     by_name = dict(zip(names, values, strict=True))
     try:
-        return tuple(scaling.state_to_unit(by_name[n]) for n in CLAW_NAMES)  # type: ignore[return-value]
+        return tuple(to_unit(by_name[n]) for n in CLAW_NAMES)  # type: ignore[return-value]
     except KeyError as err:
-        raise ValueError(f"claw state lacks {err.args[0]!r} (names: {names})") from None
+        raise ValueError(f"{what} lacks {err.args[0]!r} (names: {names})") from None
 
 
 def state_from_kuavo(sensors, claw_state=None, *, hand_state=None,

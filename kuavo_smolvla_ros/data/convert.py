@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.data import dataset as lerobot_io
 from kuavo_smolvla_ros.data.bags import BagError, find_bags, read_messages
 from kuavo_smolvla_ros.data.config import ConversionConfig, config_from_dict, load_config
@@ -84,15 +84,16 @@ def peek_image_shapes(bags: list[Path], config: ConversionConfig) -> dict[str, t
     """Camera sizes for a new dataset: ``images.size`` if set, else the first readable frame of each camera."""
     if config.images.size:
         return {c.name: tuple(config.images.size) for c in config.cameras}
+    topics = {c.topic: c.name for c in config.cameras}
     for bag in bags:
+        decoder = MessageDecoder(config)
         try:
             check_topics(bag, plan_streams(config))
-            topics = {c.topic: c.name for c in config.cameras}
             shapes: dict[str, tuple[int, int]] = {}
             for message in read_messages(bag, list(topics)):
                 name = topics[message.topic]
                 if name not in shapes:
-                    frame = MessageDecoder(config).image(name, message.msg)
+                    frame = decoder.image(name, message.msg)
                     shapes[name] = (frame.height, frame.width)
                 if len(shapes) == len(topics):
                     return shapes
@@ -135,17 +136,11 @@ def convert_one(bag: str, part: str, config_data: dict, instruction: str,
             if bar:
                 bar.close()
         report = episode_report(episode, time.perf_counter() - start)
-        _write_json(part_dir / PART_DONE, report)  # written last: marks the part complete
+        write_json(part_dir / PART_DONE, report)  # written last: marks the part complete
         return report
     except Exception as err:
         shutil.rmtree(part_dir, ignore_errors=True)
         return {"error": describe_error(err).removeprefix(f"{bag}: ")}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def read_report(output: Path) -> dict[str, Any]:
@@ -233,7 +228,7 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
                            "bags": [asdict(r) | {"episode": None} for r in results]})
 
     def finish(root: Path) -> None:
-        _write_json(root / "meta" / REPORT_NAME, report)
+        write_json(root / "meta" / REPORT_NAME, report)
 
     if finished:
         lerobot_io.assemble(output, [part / "dataset" for _, part in finished], finish)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.atomic import replace_dir
 from kuavo_smolvla_ros.data.config import ConversionConfig
 from kuavo_smolvla_ros.data.episode import Episode
 
@@ -247,11 +248,7 @@ def assemble(output: Path, parts: list[Path], finish: Callable[[Path], None]) ->
     else:
         aggregate_datasets([REPO_ID] * len(sources), REPO_ID, roots=sources, aggr_root=tmp)
     finish(tmp)
-    if output.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(output, old)
-    os.replace(tmp, output)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, output, old)
 
 
 def sibling(output: Path, suffix: str) -> Path:

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError, find_stage, load_curriculum
 from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
 from kuavo_smolvla_ros.training.distributed import World, close_world, init_world
-from kuavo_smolvla_ros.training.trainer import RESULTS_FILE, Settings, StageTrainer, write_json
+from kuavo_smolvla_ros.training.trainer import RESULTS_FILE, Settings, StageTrainer
 
 LOG = logging.getLogger(__name__)
 STATS_FILE = "curriculum_stats.json"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.atomic import replace_dir, write_json
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, inspect_checkpoint
 from kuavo_smolvla_ros.policy.runtime import load_policy
 from kuavo_smolvla_ros.training.curriculum import Stage
@@ -89,28 +89,6 @@ def forgetting_label(loss: float, retained: float, slight: float) -> str:
     return "slight" if loss < slight else "significant"
 
 
-def _atomic_dir(target: Path) -> Path:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _commit_dir(tmp: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
-
-
 class StageTrainer:
     """Trains one stage; ``run()`` returns the stage's results (also written to ``training_results.json``)."""
 
@@ -175,9 +153,10 @@ class StageTrainer:
         self.preprocessor, self.postprocessor = make_smolvla_pre_post_processors(self.policy.config, stats)
 
     def _dataset(self, stage: Stage, episodes: list[int]):
+        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-        fps = LeRobotDataset(REPO_ID, root=stage.dataset, video_backend="pyav").meta.fps
+        fps = LeRobotDatasetMetadata(REPO_ID, root=stage.dataset).fps
         chunk = self.policy.config.chunk_size
         return LeRobotDataset(REPO_ID, root=stage.dataset, episodes=episodes, video_backend="pyav",
                               delta_timestamps={robot.ACTION_FEATURE: [i / fps for i in range(chunk)]})
@@ -261,15 +240,13 @@ class StageTrainer:
         results = {}
         for name, dataset in self.val_sets.items():
             loader = torch.utils.data.DataLoader(dataset, batch_size=self.settings.batch_size, shuffle=False)
-            generator = torch.Generator().manual_seed(self.settings.noise_seed)
             total, count = 0.0, 0
             for index, batch in enumerate(loader):
                 if self.settings.max_val_batches is not None and index >= self.settings.max_val_batches:
                     break
                 size = len(batch[robot.ACTION_FEATURE])
-                noise = torch.randn((size, config.chunk_size, config.max_action_dim), generator=generator)
-                # SmolVLA's flow time ~ Beta(1.5, 1) (CDF t^1.5), drawn by inversion from our generator.
-                time = torch.rand(size, generator=generator) ** (2 / 3) * 0.999 + 0.001
+                noise, time = flow_noise(index, self.settings.noise_seed, size, size, config.chunk_size,
+                                         config.max_action_dim)
                 loss = self._loss(batch, noise.to(self.device), time.to(self.device))
                 total += float(loss) * size
                 count += size
@@ -289,7 +266,9 @@ class StageTrainer:
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
         target = self.out / name
-        tmp = _atomic_dir(target)
+        tmp = target.with_name(f".{name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         self.policy.save_pretrained(tmp)
         self.preprocessor.save_pretrained(tmp)
         self.postprocessor.save_pretrained(tmp)
@@ -305,7 +284,7 @@ class StageTrainer:
             save_scheduler_state(self.scheduler, state_dir)
             save_rng_state(state_dir)
             write_json(state_dir / STATE_FILE, self.state)
-        _commit_dir(tmp, target)
+        replace_dir(tmp, target)
         return target
 
     def _load_training_state(self, state_dir: Path) -> None:
