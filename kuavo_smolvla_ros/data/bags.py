@@ -97,7 +97,7 @@ def read_messages(path: str | Path, topics: Sequence[str] | None = None) -> Iter
         with AnyReader([path], default_typestore=kuavo_typestore(ros1)) as reader:
             connections = [c for c in reader.connections if topics is None or c.topic in topics]
             for connection, timestamp, raw in reader.messages(connections=connections):
-                yield BagMessage(connection.topic, connection.msgtype, timestamp * 1e-9,
+                yield BagMessage(connection.topic, connection.msgtype, timestamp / 1e9,
                                  reader.deserialize(raw, connection.msgtype))
     except Exception as err:
         raise _bag_error(path, err) from None

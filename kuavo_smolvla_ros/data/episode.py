@@ -147,7 +147,7 @@ def _joint_units(vector: np.ndarray, units: str) -> np.ndarray:
 
 def _stamp(msg) -> float | None:
     header = getattr(msg, "header", None)
-    return None if header is None else header.stamp.sec + header.stamp.nanosec * 1e-9
+    return None if header is None else header.stamp.sec + header.stamp.nanosec / 1e9
 
 
 def _summary(values: list[float]) -> dict[str, float]:

@@ -16,14 +16,16 @@ from kuavo_smolvla_ros.msg import (
     EndEffectorData,
     LatencyStats,
     LejuClawCommand,
+    LejuClawState,
     PolicyStatus,
     RobotHandPosition,
+    SensorsData,
 )
 
 
 def seconds(stamp) -> float:
     """A ``builtin_interfaces/Time`` in seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
+    return stamp.sec + stamp.nanosec / 1e9  # correctly rounded: a stamp on a tick stays on it
 
 
 def to_time(value: float) -> Time:
@@ -159,4 +161,35 @@ def diagnostics_message(snap: Snapshot, stamp: Time, node_name: str, checkpoint:
     msg = DiagnosticArray()
     msg.header.stamp = stamp
     msg.status = [status]
+    return msg
+
+
+def sensors_data(state16: np.ndarray, stamp: Time) -> SensorsData:
+    """/sensors_data_raw for a 16-dim state: the arm joints in ``joint_q`` (28 entries, legs and head 0),
+    a level IMU at rest; the layout the robot's recorder writes (``data.recording``)."""
+    state = np.asarray(state16, dtype=np.float64)
+    q = np.zeros(robot.SENSORS_JOINT_COUNT)
+    q[robot.SENSORS_LEFT_ARM] = state[robot.LEFT_ARM]
+    q[robot.SENSORS_RIGHT_ARM] = state[robot.RIGHT_ARM]
+    zeros = [0.0] * robot.SENSORS_JOINT_COUNT
+    msg = SensorsData()
+    msg.header.stamp = stamp
+    msg.sensor_time = stamp
+    msg.joint_data.joint_q = q.tolist()
+    msg.joint_data.joint_v, msg.joint_data.joint_vd, msg.joint_data.joint_torque = zeros, zeros, zeros
+    msg.imu_data.acc.z = msg.imu_data.free_acc.z = 9.81
+    msg.imu_data.quat.w = 1.0
+    msg.end_effector_data = EndEffectorData(name=list(robot.CLAW_NAMES), position=[0.0, 0.0],
+                                            velocity=[0.0, 0.0], effort=[0.0, 0.0])
+    return msg
+
+
+def claw_state(units, stamp: Time, scaling: robot.GripperScaling, states=None) -> LejuClawState:
+    """/leju_claw_state for (left, right) gripper values 0..1 (raw = unit x the state scale); ``states``
+    are the per-claw ``LejuClawState.STATE_*`` codes (default: reached)."""
+    raw = [scaling.unit_to_command(u) * scaling.state_scale / scaling.command_scale for u in units]
+    msg = LejuClawState()
+    msg.header.stamp = stamp
+    msg.state = list(states) if states is not None else [LejuClawState.STATE_REACHED] * len(raw)
+    msg.data = EndEffectorData(name=list(robot.CLAW_NAMES), position=raw, velocity=[0.0, 0.0], effort=[0.0, 0.0])
     return msg
