@@ -12,7 +12,7 @@ from lerobot_data import write_dataset
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.tasks import default_catalog
-from kuavo_smolvla_ros.training.curriculum import TrainingConfigError, find_stage, load_curriculum
+from kuavo_smolvla_ros.training.curriculum import TrainingConfigError, find_stage, load_curriculum, without_replay
 from kuavo_smolvla_ros.training.datasets import REPO_ID, check_datasets, curriculum_stats
 from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
 
@@ -35,6 +35,18 @@ def test_the_shipped_recipe():
     assert BASE["policy"] | {} == {"chunk_size": 50, "n_action_steps": 8, "num_steps": 10, "max_state_dim": 32,
                                   "max_action_dim": 32, "freeze_vision_encoder": True, "train_expert_only": True,
                                   "train_state_proj": True}
+
+    assert BASE["replay"] is True
+    ablation = without_replay(stages)
+    assert [dict(s.replay) for s in ablation] == [{s.task.name: 1.0} for s in stages]
+    assert [(s.epochs, s.lr, s.dataset) for s in ablation] == [(s.epochs, s.lr, s.dataset) for s in stages]
+
+
+def test_the_demo_recipe_trains_the_tiny_model_whole():
+    demo = yaml.safe_load((CONFIGS / "demo_tiny.yaml").read_text())
+    assert demo["defaults"] == ["smolvla_sequential_base", "_self_"]
+    assert demo["policy"] == {"freeze_vision_encoder": False, "train_expert_only": False, "tokenizer_max_length": 24}
+    assert demo["data_cache"] == "memory" and demo["stages"] == "all"
 
 
 def _stage_file(tmp_path, name, **fields):

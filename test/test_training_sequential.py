@@ -252,3 +252,225 @@ def test_stage_one_adapts_a_base_pretrained_on_another_robot(curriculum, tmp_pat
     info = inspect_checkpoint(best)
     assert info.cameras == ["head_cam_h"]
     assert PolicyRuntime.open(best).chunk_size == 50
+
+
+# ------------------------------------------------------------------ relative actions and the data cache
+CONFIGS = ROOT / "training" / "configs"
+
+
+def write_varied_dataset(root: Path, seed: int, lengths: list[int], instruction: str, image_size: int = 8) -> Path:
+    """Random-walk states, actions near the next state, random images; episodes of ``lengths`` frames."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from kuavo_smolvla_ros.training.datasets import REPO_ID
+
+    rng = np.random.default_rng(seed)
+    vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
+    features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
+                "observation.images.head_cam_h": {"dtype": "image", "shape": (image_size, image_size, 3),
+                                                  "names": ["height", "width", "channels"]}}
+    dataset = LeRobotDataset.create(REPO_ID, 10, features, root=root, robot_type=robot.ROBOT_TYPE, use_videos=False,
+                                    video_backend="pyav")
+    for frames in lengths:
+        state = np.cumsum(rng.normal(0.0, 0.2, (frames, 16)), axis=0) + rng.normal(0.0, 1.0, 16)
+        for t in range(frames):
+            action = state[min(t + 1, frames - 1)] + rng.normal(0.3, 0.1, 16)
+            dataset.add_frame({robot.STATE_FEATURE: state[t].astype(np.float32),
+                               robot.ACTION_FEATURE: action.astype(np.float32),
+                               "observation.images.head_cam_h": rng.integers(0, 256, (image_size, image_size, 3),
+                                                                             dtype=np.uint8),
+                               "task": instruction})
+        dataset.save_episode()
+    dataset.finalize()
+    return root
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    """Two datasets with varying states and actions (stages 1-2) and a tiny relative-action checkpoint."""
+    from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
+
+    root = tmp_path_factory.mktemp("varied")
+    catalog = default_catalog()
+    for task_id, name in enumerate(STAGES[:2], start=1):
+        write_varied_dataset(root / "data" / name, task_id, [7, 5, 9], catalog.get(task_id).instruction)
+    relative = build_checkpoint(root / "relative", TinyCheckpointSpec(
+        cameras=("head_cam_h",), image_shape=(8, 8), train_everything=True, action_mode="relative"))
+    return root, relative
+
+
+def two_stage_config(root: Path, pretrained: Path, output_root: Path, **changes) -> dict:
+    """The base config (as Hydra composes it) for stages 1-2 on ``root``'s datasets, chunks of 4 actions."""
+    import yaml
+
+    cfg = yaml.safe_load((CONFIGS / "smolvla_sequential_base.yaml").read_text())
+    cfg.pop("hydra")
+    cfg.update(curriculum=[f"tasks/{name}" for name in STAGES[:2]], pretrained_path=str(pretrained),
+               data_root=str(root / "data"), output_root=str(output_root), batch_size=4, num_workers=0,
+               save_every_epochs=0)
+    cfg["stage_overrides"].update(epochs=1, lr=0.002, warmup_steps=0)
+    cfg["policy"].update(chunk_size=4, n_action_steps=4, train_expert_only=False, freeze_vision_encoder=False)
+    cfg["validation"]["every_epochs"] = 1
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def numpy_delta_stats(roots: list[Path], chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """mean and std of action[t+k] - state[t] over every episode, t and k < chunk with t+k in the episode,
+    straight from the parquet files."""
+    import pandas as pd
+
+    deltas = []
+    for root in roots:
+        frame = pd.concat(pd.read_parquet(f) for f in sorted(root.glob("data/**/*.parquet")))
+        for _, episode in frame.groupby("episode_index"):
+            episode = episode.sort_values("frame_index")
+            state = np.stack(episode[robot.STATE_FEATURE].to_numpy()).astype(np.float64)
+            action = np.stack(episode[robot.ACTION_FEATURE].to_numpy()).astype(np.float64)
+            deltas += [action[t + k] - state[t] for t in range(len(state)) for k in range(chunk)
+                       if t + k < len(state)]
+    deltas = np.array(deltas)
+    assert len(deltas) == sum(n * 4 - 6 for n in (7, 5, 9)) * len(roots)  # sum over t of min(chunk, n - t)
+    return deltas.mean(axis=0), deltas.std(axis=0)
+
+
+def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied, tmp_path):
+    import torch
+    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
+    from kuavo_smolvla_ros.training.curriculum import TrainingConfigError, load_curriculum
+    from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
+    from kuavo_smolvla_ros.training.distributed import flow_noise
+    from kuavo_smolvla_ros.training.sequential import fixed_stats, run, settings_from
+    from kuavo_smolvla_ros.training.trainer import StageTrainer
+
+    root, relative = varied
+    out = tmp_path / "out"
+    cfg = two_stage_config(root, relative, out)
+    run(cfg, CONFIGS)
+    for folder in ("best", "last"):  # the mode comes from the pretrained checkpoint's metadata
+        assert json.loads((out / STAGES[0] / folder / "kuavo_smolvla.json").read_text())["action_mode"] == "relative"
+    stored = json.loads((out / "curriculum_stats.json").read_text())
+    assert stored["action_mode"] == "relative" and stored["chunk_size"] == 4
+    mean, std = numpy_delta_stats([root / "data" / name for name in STAGES[:2]], chunk=4)
+    np.testing.assert_allclose(stored[robot.ACTION_FEATURE]["mean"], mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stored[robot.ACTION_FEATURE]["std"], std, rtol=1e-9, atol=1e-12)
+    stages = load_curriculum(CONFIGS, cfg["curriculum"], root / "data",
+                             overrides={k: v for k, v in cfg["stage_overrides"].items() if v is not None})
+    absolute = curriculum_stats(check_datasets(stages))
+    for stat in ("mean", "std"):  # the state keeps the datasets' statistics
+        np.testing.assert_allclose(stored[robot.STATE_FEATURE][stat], absolute[robot.STATE_FEATURE][stat])
+    assert not np.allclose(absolute[robot.ACTION_FEATURE]["mean"], mean, atol=0.1)
+
+    with pytest.raises(TrainingConfigError, match="holds statistics of relative actions, but this run trains "
+                                                  "absolute"):
+        run(two_stage_config(root, relative, out, action_mode="absolute"), CONFIGS)
+
+    # The trainer's loss is the policy's loss on (action - state) normalised by the delta statistics.
+    stats = fixed_stats(stages, out, write=False, action_mode="relative", chunk_size=4)
+    trainer = StageTrainer(stages[0], stages[:1], relative, stats, settings_from(cfg))  # resumes last/ (relative)
+    assert trainer.action_mode == "relative"
+    trainer.policy.eval()
+    batch = next(iter(trainer.loader))
+    deltas = batch[robot.ACTION_FEATURE] - batch[robot.STATE_FEATURE][:, None, :]
+    processed = trainer.preprocessor(trainer.targets(batch))
+    np.testing.assert_allclose(processed[robot.ACTION_FEATURE][..., :16].numpy(),
+                               ((deltas.numpy() - mean) / std), rtol=1e-4, atol=1e-4)
+    noise, time = flow_noise(0, 0, 4, 4, 4, 32)
+    hand_stats = {robot.STATE_FEATURE: {k: torch.tensor(v) for k, v in stored[robot.STATE_FEATURE].items()},
+                  robot.ACTION_FEATURE: {"mean": torch.tensor(mean, dtype=torch.float32),
+                                         "std": torch.tensor(std, dtype=torch.float32)}}
+    by_hand, _ = make_smolvla_pre_post_processors(trainer.policy.config, hand_stats)
+    with torch.no_grad():
+        loss = float(trainer._loss(batch, noise, time))
+        expected = float(trainer.policy(by_hand({**batch, robot.ACTION_FEATURE: deltas}), noise=noise, time=time)[0])
+        on_absolute = float(trainer.policy(by_hand(dict(batch)), noise=noise, time=time)[0])
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert abs(loss - on_absolute) > 1e-3 * loss
+
+
+def test_the_action_mode_and_data_cache_settings(curriculum, tmp_path):
+    from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
+    from kuavo_smolvla_ros.training.sequential import settings_from
+    from kuavo_smolvla_ros.training.trainer import training_action_mode
+
+    _, pretrained = curriculum
+    assert training_action_mode(pretrained) == "absolute"  # the checkpoint's, unless forced
+    assert training_action_mode(pretrained, "relative") == "relative"
+    cfg = two_stage_config(tmp_path, pretrained, tmp_path, action_mode="sideways")
+    with pytest.raises(TrainingConfigError, match="action_mode must be null"):
+        settings_from(cfg)
+    with pytest.raises(TrainingConfigError, match="data_cache must be one of"):
+        settings_from(cfg | {"action_mode": None, "data_cache": "disk"})
+
+
+def _assert_same_item(mine: dict, theirs: dict) -> None:
+    import torch
+
+    assert list(mine) == list(theirs)
+    for key, value in theirs.items():
+        if isinstance(value, torch.Tensor):
+            assert mine[key].dtype == value.dtype and mine[key].shape == value.shape, key
+            assert torch.equal(mine[key], value), key
+        else:
+            assert mine[key] == value, key
+
+
+def test_the_memory_cache_holds_the_datasets_items(varied, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from torch.utils.data import default_collate
+
+    from kuavo_smolvla_ros.training.datasets import REPO_ID
+    from kuavo_smolvla_ros.training.memory import cached, cached_lerobot
+
+    root, _ = varied
+    dataset = LeRobotDataset(REPO_ID, root=root / "data" / STAGES[1], episodes=[0, 2], video_backend="pyav",
+                             delta_timestamps={robot.ACTION_FEATURE: [i / 10 for i in range(4)]})
+    memory = cached_lerobot(dataset, tmp_path, num_workers=1, batch_size=5)
+    assert memory.origin == "built" and len(memory) == len(dataset) == 16
+    assert memory.uint8_images == {"observation.images.head_cam_h"}  # stored as uint8, returned as float32
+    for index in range(len(dataset)):
+        _assert_same_item(memory[index], dataset[index])
+    rows = [5, 0, 15, 7]
+    _assert_same_item(memory[rows], default_collate([dataset[i] for i in rows]))  # a batch in one gather
+    (file,) = tmp_path.glob("*.pt")
+    written = file.stat().st_mtime_ns
+    again = cached(tmp_path, dataset.root, [0, 2], dataset.delta_timestamps,
+                   lambda: pytest.fail("the cache was rebuilt"))
+    assert again.origin == "cache" and file.stat().st_mtime_ns == written
+    _assert_same_item(again[rows], memory[rows])
+    other = cached_lerobot(LeRobotDataset(REPO_ID, root=root / "data" / STAGES[1], episodes=[1], video_backend="pyav",
+                                          delta_timestamps=dataset.delta_timestamps), tmp_path)
+    assert other.origin == "built" and len(other) == 5 and len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_training_from_the_memory_cache_is_training_from_the_datasets(varied, tmp_path):
+    """Two stages (replay, two validation sets) with data_cache none and memory: the same batches reach the
+    model (the cache's items equal the datasets' bit for bit, the sampler and noise are the same, building the
+    cache leaves the RNG as it was), so the losses are equal; they were bit-identical on CPU when this was
+    written, the tolerance only spares the test from summation-order changes in a future torch."""
+    from kuavo_smolvla_ros.training.sequential import run
+
+    root, relative = varied
+    histories = {}
+    for mode in ("none", "memory", "memory"):  # the second memory run reads the cache the first one wrote
+        out = tmp_path / mode
+        results = run(two_stage_config(root, relative, out, stages="all", data_cache=mode,
+                                       stage_overrides={"epochs": 2}), CONFIGS)
+        histories.setdefault(mode, []).append([r["history"] for r in results])
+        if mode == "memory":
+            assert len(list((out / ".data_cache").glob("*.pt"))) == 4  # (train, validation) x 2 tasks
+            (out / STAGES[0] / "last" / "training_state" / "state.json").unlink()  # train anew next time
+            (out / STAGES[1] / "last" / "training_state" / "state.json").unlink()
+    assert not (tmp_path / "none" / ".data_cache").exists()
+    reference = histories["none"][0]
+    for history in histories["memory"]:
+        for stage, expected in zip(history, reference, strict=True):
+            for mine, theirs in zip(stage, expected, strict=True):
+                assert mine["step"] == theirs["step"]
+                assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5, abs=1e-7)
+                assert mine["validation"] == pytest.approx(theirs["validation"], rel=1e-5, abs=1e-7)

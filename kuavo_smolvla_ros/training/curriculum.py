@@ -8,7 +8,7 @@ validation episodes. Every problem is reported with the file and key it comes fr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +141,8 @@ def find_stage(stages: Sequence[Stage], name: str) -> Stage:
         if name in (stage.task.name, str(stage.task.id), *stage.task.aliases):
             return stage
     raise TrainingConfigError(f"task={name!r} is not a stage of the curriculum {[s.name for s in stages]}")
+
+
+def without_replay(stages: Sequence[Stage]) -> list[Stage]:
+    """The same stages with replay switched off: each trains on its own task only (the forgetting ablation)."""
+    return [replace(stage, replay={stage.task.name: 1.0}) for stage in stages]

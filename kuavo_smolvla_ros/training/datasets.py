@@ -4,15 +4,21 @@ Statistics are aggregated once over every stage's dataset (lerobot's ``aggregate
 same for all four stages, so an earlier task never sees shifted normalisation; they travel in every
 checkpoint. Only the 16 real dimensions have statistics: SmolVLA pads state and action to 32 after
 normalising, so the padding is identity.
+
+With relative actions (``action_mode: relative``) the policy learns ``action[t+k] - state[t]`` for
+k in 0..chunk_size-1, so the action statistics are those of these deltas: over every (episode, t, k)
+with t+k inside the episode (the unpadded targets), computed from the datasets' parquet data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
 from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError
 
 REPO_ID = "local/kuavo"
@@ -60,12 +66,70 @@ def check_datasets(stages: Sequence[Stage]) -> list:
     return metas
 
 
-def curriculum_stats(metas: Sequence) -> dict[str, dict[str, np.ndarray]]:
-    """State and action statistics aggregated over every dataset of the curriculum (lerobot's way)."""
+def curriculum_stats(metas: Sequence, action_mode: str = "absolute", chunk_size: int | None = None
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """State and action statistics aggregated over every dataset of the curriculum (lerobot's way); with
+    ``action_mode="relative"`` the action statistics are those of the deltas (:func:`delta_action_stats`)."""
     from lerobot.datasets.compute_stats import aggregate_stats
 
+    if action_mode not in ACTION_MODES:
+        raise TrainingConfigError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
     stats = aggregate_stats([{k: m.stats[k] for k in NORMALISED} for m in metas])
+    if action_mode == "relative":
+        if not chunk_size or chunk_size < 1:
+            raise TrainingConfigError(f"relative actions need the policy's chunk_size, got {chunk_size!r}")
+        stats[robot.ACTION_FEATURE] = delta_action_stats([m.root for m in metas], chunk_size)
     for key in NORMALISED:
         std = np.asarray(stats[key]["std"], dtype=np.float64)
         stats[key]["std"] = np.maximum(std, 1e-6)  # a constant joint must not divide by zero
     return stats
+
+
+def episode_arrays(root: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(episode index, state (N, 16), action (N, 16)) of every episode in ``root/data/**/*.parquet``, frames
+    in order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ["episode_index", "frame_index", robot.STATE_FEATURE, robot.ACTION_FEATURE]
+    files = sorted(Path(root).glob("data/**/*.parquet"))
+    if not files:
+        raise TrainingConfigError(f"{root}: no parquet files under data/")
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+    def matrix(name: str) -> np.ndarray:
+        column = table.column(name).combine_chunks()
+        return column.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(column), -1)
+
+    episodes = table.column("episode_index").to_numpy()
+    frames = table.column("frame_index").to_numpy()
+    state, action = matrix(robot.STATE_FEATURE), matrix(robot.ACTION_FEATURE)
+    order = np.lexsort((frames, episodes))
+    episodes, state, action = episodes[order], state[order], action[order]
+    starts = np.flatnonzero(np.r_[True, episodes[1:] != episodes[:-1]])
+    for start, end in zip(starts, [*starts[1:], len(episodes)], strict=True):
+        yield int(episodes[start]), state[start:end], action[start:end]
+
+
+def delta_action_stats(roots: Sequence[str | Path], chunk_size: int) -> dict[str, np.ndarray]:
+    """mean / std / min / max / count of ``action[t+k] - state[t]`` over every episode of every dataset in
+    ``roots``, every frame t and every k in 0..chunk_size-1 with t+k inside the episode (float64,
+    population std; combined per episode with Chan's parallel update, so any dataset size is fine)."""
+    count, mean, m2 = 0, np.zeros(robot.ACTION_DIM), np.zeros(robot.ACTION_DIM)
+    low, high = np.full(robot.ACTION_DIM, np.inf), np.full(robot.ACTION_DIM, -np.inf)
+    for root in roots:
+        for _, state, action in episode_arrays(root):
+            frames = len(state)
+            t, k = np.nonzero(np.arange(frames)[:, None] + np.arange(chunk_size)[None, :] < frames)
+            deltas = action[t + k] - state[t]
+            n, block_mean = len(deltas), deltas.mean(axis=0)
+            block_m2 = ((deltas - block_mean) ** 2).sum(axis=0)
+            total = count + n
+            step = block_mean - mean
+            mean = mean + step * n / total
+            m2 = m2 + block_m2 + step**2 * count * n / total
+            count = total
+            low, high = np.minimum(low, deltas.min(axis=0)), np.maximum(high, deltas.max(axis=0))
+    if not count:
+        raise TrainingConfigError(f"no frames to compute relative action statistics from in {list(roots)}")
+    return {"mean": mean, "std": np.sqrt(m2 / count), "min": low, "max": high, "count": np.array([count])}

@@ -6,16 +6,32 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kuavo_smolvla_ros.atomic import write_json
-from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError, find_stage, load_curriculum
+from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
+from kuavo_smolvla_ros.training.curriculum import (
+    Stage,
+    TrainingConfigError,
+    find_stage,
+    load_curriculum,
+    without_replay,
+)
 from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
 from kuavo_smolvla_ros.training.distributed import World, close_world, init_world
-from kuavo_smolvla_ros.training.trainer import RESULTS_FILE, Settings, StageTrainer
+from kuavo_smolvla_ros.training.trainer import (
+    DATA_CACHES,
+    RESULTS_FILE,
+    Settings,
+    StageTrainer,
+    checkpoint_chunk_size,
+    stage_source,
+    training_action_mode,
+)
 
 LOG = logging.getLogger(__name__)
 STATS_FILE = "curriculum_stats.json"
@@ -23,6 +39,12 @@ STATS_FILE = "curriculum_stats.json"
 
 def settings_from(cfg: Mapping[str, Any]) -> Settings:
     optimizer, validation = cfg["optimizer"], cfg["validation"]
+    action_mode, data_cache = cfg.get("action_mode"), str(cfg.get("data_cache") or "none")
+    if action_mode is not None and action_mode not in ACTION_MODES:
+        raise TrainingConfigError(f"action_mode must be null (the checkpoint's) or one of {ACTION_MODES}, "
+                                  f"got {action_mode!r}")
+    if data_cache not in DATA_CACHES:
+        raise TrainingConfigError(f"data_cache must be one of {DATA_CACHES}, got {data_cache!r}")
     return Settings(
         output_root=Path(cfg["output_root"]), seed=int(cfg["seed"]), device=str(cfg["device"]), bf16=bool(cfg["bf16"]),
         batch_size=int(cfg["batch_size"]), num_workers=int(cfg["num_workers"]),
@@ -32,20 +54,34 @@ def settings_from(cfg: Mapping[str, Any]) -> Settings:
         select_best_by=str(validation["select_best_by"]), noise_seed=int(validation["noise_seed"]),
         validate_every_epochs=int(validation["every_epochs"]),
         max_val_batches=validation["max_batches"], retained=float(validation["forgetting"]["retained"]),
-        slight=float(validation["forgetting"]["slight"]))
+        slight=float(validation["forgetting"]["slight"]), action_mode=action_mode, data_cache=data_cache)
 
 
-def fixed_stats(stages: list[Stage], output_root: Path, write: bool = True) -> dict:
-    """The curriculum's statistics: computed on the first run (and saved when ``write``), then read back so
-    every later stage and run uses the very same values."""
+def fixed_stats(stages: list[Stage], output_root: Path, write: bool = True, action_mode: str = "absolute",
+                chunk_size: int | None = None) -> dict:
+    """The curriculum's statistics: computed on the first run (and saved when ``write``, with the
+    ``action_mode`` and ``chunk_size`` they were computed for), then read back so every later stage and run
+    uses the very same values. Saved statistics of the other action mode (or, relative, of another chunk
+    size) are refused: normalisation would not fit the targets."""
     path = output_root / STATS_FILE
     metas = check_datasets(stages)
     if path.is_file():
-        return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in json.loads(path.read_text()).items()}
-    stats = {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in curriculum_stats(metas).items()}
+        saved = json.loads(path.read_text())
+        saved_mode, saved_chunk = saved.pop("action_mode", "absolute"), saved.pop("chunk_size", None)
+        if saved_mode != action_mode:
+            raise TrainingConfigError(
+                f"{path} holds statistics of {saved_mode} actions, but this run trains {action_mode} actions "
+                f"(action_mode, or the init checkpoint's kuavo_smolvla.json): use a new output_root, or "
+                f"action_mode={saved_mode}")
+        if action_mode == "relative" and saved_chunk != chunk_size:
+            raise TrainingConfigError(f"{path} holds relative-action statistics for chunk_size {saved_chunk}, "
+                                      f"but policy.chunk_size is {chunk_size}: use a new output_root")
+        return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in saved.items()}
+    stats = {k: {s: np.asarray(v).tolist() for s, v in d.items()}
+             for k, d in curriculum_stats(metas, action_mode, chunk_size).items()}
     if write:
         output_root.mkdir(parents=True, exist_ok=True)
-        write_json(path, stats)
+        write_json(path, {**stats, "action_mode": action_mode, "chunk_size": chunk_size})
     return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in stats.items()}
 
 
@@ -113,19 +149,25 @@ def run(cfg: Mapping[str, Any], configs_dir: Path) -> list[dict]:
                                         if v is not None})
     if cfg["stages"] not in ("one", "all"):
         raise TrainingConfigError(f"stages must be 'one' or 'all', got {cfg['stages']!r}")
+    if not cfg.get("replay", True):
+        stages = without_replay(stages)
     todo = stages if cfg["stages"] == "all" else [find_stage(stages, str(cfg["task"]))]
     settings = settings_from(cfg)
     world = init_world(settings.device)
     try:
-        stats = fixed_stats(stages, settings.output_root, write=world.is_main)
-        return [_run_stage(stage, stages, cfg, settings, stats, world) for stage in todo]
+        check_datasets(stages)  # every dataset, before any training
+        return [_run_stage(stage, stages, cfg, settings, world) for stage in todo]
     finally:
         close_world(world)
 
 
-def _run_stage(stage: Stage, stages: list[Stage], cfg: Mapping[str, Any], settings: Settings, stats: dict,
-               world: World) -> dict:
+def _run_stage(stage: Stage, stages: list[Stage], cfg: Mapping[str, Any], settings: Settings, world: World) -> dict:
     init = init_checkpoint(stage, stages, cfg.get("pretrained_path"), settings.output_root)
+    source = stage_source(stage, settings, init)
+    mode = training_action_mode(source, settings.action_mode)
+    chunk = settings.policy.get("chunk_size") or checkpoint_chunk_size(source)
+    stats = fixed_stats(stages, settings.output_root, write=world.is_main, action_mode=mode, chunk_size=int(chunk))
+    settings = replace(settings, action_mode=mode)
     previous = {}
     if stage.number > 1:
         previous_file = settings.output_root / stages[stage.number - 2].output_name / RESULTS_FILE

@@ -4,6 +4,11 @@ held-out episodes of every task seen so far with fixed noise, atomic checkpoints
 Outputs under ``<output_root>/task{k}_{name}/``: ``best/``, ``epoch{N}/``, ``last/`` (lerobot checkpoints
 plus ``kuavo_smolvla.json``), ``last/training_state/`` (optimizer, scheduler, RNG as safetensors/JSON, no
 pickles), ``training_results.json`` and ``tensorboard/``.
+
+Actions are trained as the init checkpoint's ``kuavo_smolvla.json`` says (``action_mode``, absolute when
+it has none) unless the config forces one: relative targets are ``action[t+k] - state[t]``, made here before
+lerobot's preprocessor (its own delta option is not implemented for SmolVLA), with the statistics of the
+deltas. ``data_cache: memory`` trains from in-memory copies of the datasets (``training/memory.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +27,15 @@ import torch
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.atomic import replace_dir, write_json
-from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, inspect_checkpoint
+from kuavo_smolvla_ros.policy.checkpoint import (
+    ACTION_MODES,
+    CONFIG_FILE,
+    CheckpointMetadata,
+    inspect_checkpoint,
+    resolve_checkpoint_dir,
+)
 from kuavo_smolvla_ros.policy.runtime import load_policy
-from kuavo_smolvla_ros.training.curriculum import Stage
+from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError
 from kuavo_smolvla_ros.training.datasets import REPO_ID
 from kuavo_smolvla_ros.training.distributed import RankSlice, World, flow_noise, sum_over_ranks
 from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
@@ -32,6 +43,7 @@ from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
 LOG = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 RESULTS_FILE = "training_results.json"
+DATA_CACHES = ("none", "memory")
 
 
 class TrainingError(RuntimeError):
@@ -63,6 +75,10 @@ class Settings:
     max_val_batches: int | None = 20
     retained: float = 0.7
     slight: float = 1.0
+    #: "absolute" / "relative" forces the action mode; None: the init checkpoint's (absolute without metadata).
+    action_mode: str | None = None
+    #: "memory": train from in-memory copies of the datasets, cached under <output_root>/.data_cache/.
+    data_cache: str = "none"
 
 
 class _NoWriter:
@@ -79,6 +95,25 @@ def lr_factor(step: int, warmup: int, decay: int, peak: float, floor: float) -> 
     progress = min(max(step - warmup, 0) / max(decay, 1), 1.0)
     low = floor / peak if peak > 0 else 0.0
     return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def stage_source(stage: Stage, settings: Settings, init_checkpoint: str | Path) -> Path:
+    """The checkpoint a stage's trainer loads: its own ``last/`` when resuming, else ``init_checkpoint``."""
+    last = Path(settings.output_root) / stage.output_name / "last"
+    return last if (last / "training_state" / STATE_FILE).is_file() else Path(init_checkpoint)
+
+
+def training_action_mode(source: str | Path, forced: str | None = None) -> str:
+    """The action mode to train: ``forced``, else the one in ``source``'s metadata (absolute without any)."""
+    mode = forced or getattr(CheckpointMetadata.load(resolve_checkpoint_dir(source)), "action_mode", "absolute")
+    if mode not in ACTION_MODES:
+        raise TrainingConfigError(f"action_mode must be one of {ACTION_MODES}, got {mode!r}")
+    return mode
+
+
+def checkpoint_chunk_size(source: str | Path) -> int:
+    """``chunk_size`` in a checkpoint's ``config.json``."""
+    return int(json.loads((resolve_checkpoint_dir(source) / CONFIG_FILE).read_text())["chunk_size"])
 
 
 def forgetting_label(loss: float, retained: float, slight: float) -> str:
@@ -103,6 +138,7 @@ class StageTrainer:
         self.out = Path(settings.output_root) / stage.output_name
         self.out.mkdir(parents=True, exist_ok=True)
         self.previous = previous_results or {}
+        source = stage_source(stage, settings, init_checkpoint)
         resume = self.out / "last" / "training_state" / STATE_FILE
         self.state: dict[str, Any] = json.loads(resume.read_text()) if resume.is_file() else {
             "epoch": 0, "step": 0, "best": None, "history": []}
@@ -110,8 +146,10 @@ class StageTrainer:
             from lerobot.utils.random_utils import set_seed
 
             set_seed(settings.seed + stage.number)
-        source = self.out / "last" if resume.is_file() else Path(init_checkpoint)
         self.info = inspect_checkpoint(source, settings.vlm_path, kuavo_layout=False)
+        self.action_mode = training_action_mode(source, settings.action_mode)
+        if settings.data_cache not in DATA_CACHES:
+            raise TrainingConfigError(f"data_cache must be one of {DATA_CACHES}, got {settings.data_cache!r}")
         self.policy = load_policy(self.info, self.device, self._configure)
         self.model = self.policy
         if self.world.distributed:  # gradients averaged over the processes by torch's DDP
@@ -152,14 +190,37 @@ class StageTrainer:
                  for k, d in self.stats.items()}
         self.preprocessor, self.postprocessor = make_smolvla_pre_post_processors(self.policy.config, stats)
 
+    @property
+    def in_memory(self) -> bool:
+        return self.settings.data_cache == "memory"
+
     def _dataset(self, stage: Stage, episodes: list[int]):
+        """The LeRobot dataset of ``episodes`` with action chunks, or (``data_cache: memory``) its cached
+        in-memory copy (built from it only when the cache has none)."""
         from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         fps = LeRobotDatasetMetadata(REPO_ID, root=stage.dataset).fps
         chunk = self.policy.config.chunk_size
-        return LeRobotDataset(REPO_ID, root=stage.dataset, episodes=episodes, video_backend="pyav",
-                              delta_timestamps={robot.ACTION_FEATURE: [i / fps for i in range(chunk)]})
+        deltas = {robot.ACTION_FEATURE: [i / fps for i in range(chunk)]}
+
+        def open_dataset():
+            return LeRobotDataset(REPO_ID, root=stage.dataset, episodes=episodes, video_backend="pyav",
+                                  delta_timestamps=deltas)
+
+        if not self.in_memory:
+            return open_dataset()
+        from kuavo_smolvla_ros.training.memory import CACHE_DIR, cached
+
+        return cached(Path(self.settings.output_root) / CACHE_DIR, stage.dataset, episodes, deltas, open_dataset,
+                      num_workers=self.settings.num_workers, batch_size=self.settings.batch_size)
+
+    def _loader(self, dataset, batches, num_workers: int):
+        """A DataLoader of ``batches`` (lists of indices). In-memory datasets gather a whole batch at once
+        (the same tensors default_collate would stack), in this process."""
+        if self.in_memory:
+            return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, num_workers=0)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
 
     def _make_data(self) -> None:
         from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
@@ -178,25 +239,38 @@ class StageTrainer:
                                      num_samples=current)
         batches = torch.utils.data.BatchSampler(self.sampler, self.settings.batch_size,
                                                 drop_last=self.world.distributed)
-        self.loader = torch.utils.data.DataLoader(
-            torch.utils.data.ConcatDataset([d for _, d in self.train_sets]),
-            batch_sampler=RankSlice(batches, self.world), num_workers=self.settings.num_workers)
+        if self.in_memory:
+            from kuavo_smolvla_ros.training.memory import MemoryDataset
+
+            data = MemoryDataset.concat([d for _, d in self.train_sets])
+        else:
+            data = torch.utils.data.ConcatDataset([d for _, d in self.train_sets])
+        self.loader = self._loader(data, RankSlice(batches, self.world), self.settings.num_workers)
 
     # -------------------------------------------------------------------------------- training
     def _autocast(self):
         enabled = self.settings.bf16 and self.settings.device.startswith("cuda")
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
+    def targets(self, batch: dict) -> dict:
+        """``batch`` with the training targets: its actions, or ``action - state`` (each chunk relative to the
+        state it starts from) in relative mode."""
+        if self.action_mode != "relative":
+            return batch
+        action, state = batch[robot.ACTION_FEATURE], batch[robot.STATE_FEATURE]
+        return {**batch, robot.ACTION_FEATURE: action - state.unsqueeze(1).to(action.dtype)}
+
     def _loss(self, batch, noise=None, time=None, model=None) -> torch.Tensor:
         with self._autocast():
-            loss, _ = (model or self.policy)(self.preprocessor(batch), noise=noise, time=time)
+            loss, _ = (model or self.policy)(self.preprocessor(self.targets(batch)), noise=noise, time=time)
         return loss
 
     def _training_loss(self, batch, noise, time) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss to differentiate, global loss to report): lerobot's mean over the unpadded actions of the
         *global* batch. Each process scales its share so that DDP's gradient average equals it exactly."""
         with self._autocast():
-            per_sample, _ = self.model(self.preprocessor(batch), noise=noise, time=time, reduction="none")
+            per_sample, _ = self.model(self.preprocessor(self.targets(batch)), noise=noise, time=time,
+                                       reduction="none")
         pad = batch.get("action_is_pad")
         steps = (~pad).sum(dim=1) if pad is not None else torch.full((len(per_sample),), self.policy.config.chunk_size)
         valid = steps.to(per_sample.device, torch.float32) * robot.ACTION_DIM
@@ -239,7 +313,8 @@ class StageTrainer:
         config = self.policy.config
         results = {}
         for name, dataset in self.val_sets.items():
-            loader = torch.utils.data.DataLoader(dataset, batch_size=self.settings.batch_size, shuffle=False)
+            loader = self._loader(dataset, torch.utils.data.BatchSampler(
+                torch.utils.data.SequentialSampler(dataset), self.settings.batch_size, drop_last=False), 0)
             total, count = 0.0, 0
             for index, batch in enumerate(loader):
                 if self.settings.max_val_batches is not None and index >= self.settings.max_val_batches:
@@ -255,11 +330,12 @@ class StageTrainer:
 
     # ------------------------------------------------------------------------------- saving
     def _metadata(self) -> CheckpointMetadata:
-        previous = self.info.metadata or CheckpointMetadata()
+        action = "action - state deltas (chunks of the policy's chunk_size)" if self.action_mode == "relative" \
+            else "action"
         return CheckpointMetadata(
-            action_mode=previous.action_mode, cameras=list(self.info.cameras),
+            action_mode=self.action_mode, cameras=list(self.info.cameras),
             instructions=[s.task.instruction for s in self.seen], stage=self.stage.number,
-            normalization="mean/std of state and action aggregated over the curriculum's datasets: "
+            normalization=f"mean/std of state and {action} aggregated over the curriculum's datasets: "
                           + ", ".join(str(s.dataset) for s in self.seen[:1]) + " ... (fixed for all stages)",
             origin=f"kuavo_smolvla_ros.training: stage {self.stage.number} ({self.stage.task.name})",
             extra={"stage_config": self.stage.name, "epoch": self.state["epoch"], "step": self.state["step"]})
