@@ -54,6 +54,8 @@ setup(
             "kuavo-smolvla-inspect = kuavo_smolvla_ros.policy.checkpoint:main",
             "kuavo-rosbag-to-lerobot = kuavo_smolvla_ros.data.cli:main",
             "policy_node = kuavo_smolvla_ros.ros.policy_node:main",
+            "sim_robot = kuavo_smolvla_ros.ros.sim_node:main",
+            "kuavo-sim-record = kuavo_smolvla_ros.sim.record:main",
         ],
     },
 )

@@ -1,0 +1,167 @@
+"""Record the scripted expert's demonstrations as real Kuavo bags: the converter's input.
+
+Each episode is one bag (ROS 1 ``.bag`` with the ``kuavo_msgs`` types, or a ROS 2 MCAP/sqlite3 folder with
+this package's) holding what the robot's recorder holds: the three JPEG cameras, ``/sensors_data_raw``,
+``/leju_claw_state``, and the teleoperation commands ``/kuavo_arm_traj`` (degrees) and
+``/leju_claw_command``. The simulation runs in simulated time, so recording is much faster than real time.
+
+Command line: ``kuavo-sim-record OUTPUT --tasks all --episodes 20 [--format ros1|mcap|sqlite3]``;
+bags go to ``OUTPUT/task{id}_{name}/episode_{seed}.bag`` (or a folder for ROS 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.recording import KuavoRecorder, encode_jpeg
+from kuavo_smolvla_ros.sim.expert import ScriptedExpert
+from kuavo_smolvla_ros.sim.render import render_cameras
+from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
+from kuavo_smolvla_ros.tasks import Task, default_catalog
+
+FORMATS = {"ros1": ".bag", "mcap": "", "sqlite3": ""}
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """Stream rates (Hz), camera size and how long to keep recording after success."""
+
+    camera_hz: float = 30.0
+    sensors_hz: float = 100.0
+    claw_state_hz: float = 50.0
+    command_hz: float = 30.0  # the expert's (teleoperator's) command rate
+    image_size: tuple[int, int] = (64, 64)
+    jpeg_quality: int = 90
+    tail_s: float = 0.5
+    #: Seconds at the start before the expert moves (the operator taking over).
+    lead_s: float = 0.0
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+
+def _ticks(rate: float, end: float) -> Iterator[float]:
+    k = 0
+    while k / rate <= end + 1e-9:
+        yield k / rate
+        k += 1
+
+
+def record_episode(path: str | Path, task: Task | str, seed: int, storage: str = "ros1",
+                   config: RecordingConfig | None = None) -> dict:
+    """Run the expert on ``task`` with object seed ``seed`` and write the bag; returns a summary.
+
+    Raises ``RuntimeError`` if the expert fails (the bag is then removed)."""
+    config = config or RecordingConfig()
+    world = SimWorld(config.world)
+    episode = world.reset(task, seed)
+    expert = ScriptedExpert(world, rate_hz=config.command_hz)
+    streams = {"camera": config.camera_hz, "sensors": config.sensors_hz, "claw_state": config.claw_state_hz,
+               "command": config.command_hz}
+    order = {name: i for i, name in enumerate(("command", "claw_state", "sensors", "camera"))}
+    limit = config.world.max_episode_s + config.lead_s
+    queue = [(0.0, order[name], name, rate, 0) for name, rate in streams.items()]
+    heapq.heapify(queue)
+    sizes = {name: config.image_size for name in robot.CAMERA_NAMES}
+    command = world.state
+    end = None
+    path = Path(path)
+    with KuavoRecorder(path, storage) as bag:
+        while queue:
+            t, _, name, rate, k = heapq.heappop(queue)
+            if (end is not None and t > end + 1e-9) or t > limit:
+                continue
+            world.step(t - world.time)
+            if name == "command":
+                if t >= config.lead_s - 1e-9:
+                    command = expert.act()
+                world.arms.set_command(command)
+                bag.arm_command(t, command)
+                bag.claw_command(t, command)
+            elif name == "sensors":
+                bag.sensors(t, world.state)
+            elif name == "claw_state":
+                bag.claw_state(t, robot.gripper_units(world.state))
+            else:
+                for camera, image in render_cameras(world, sizes).items():
+                    topic = next(c.topic for c in robot.CAMERAS if c.name == camera)
+                    bag.camera(topic, t, encode_jpeg(image, config.jpeg_quality))
+            if end is None and world.success:
+                end = world.time + config.tail_s
+            heapq.heappush(queue, ((k + 1) / rate, order[name], name, rate, k + 1))
+    if not world.success:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise RuntimeError(f"the expert failed {episode.task.name} with seed {seed} within "
+                           f"{config.world.max_episode_s} s")
+    return {"path": str(path), "task": episode.task.name, "seed": seed, "success_time": episode.success_time,
+            "duration": end, "object": [float(v) for v in episode.object_start]}
+
+
+def episode_path(output: Path, task: Task, seed: int, storage: str) -> Path:
+    return output / task.stage_dir / f"episode_{seed:05d}{FORMATS[storage]}"
+
+
+def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: str = "ros1", first_seed: int = 0,
+           config: RecordingConfig | None = None, progress: bool = True) -> list[dict]:
+    """Record ``episodes`` bags per task (seeds ``first_seed``...); existing bags are kept (skipped)."""
+    from tqdm import tqdm
+
+    if storage not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {storage!r}")
+    output = Path(output)
+    jobs = [(task, first_seed + i) for task in tasks for i in range(episodes)]
+    written = []
+    for task, seed in tqdm(jobs, desc="recording", unit="bag", disable=not progress):
+        path = episode_path(output, task, seed, storage)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        summary = record_episode(tmp, task, seed, storage, config)
+        tmp.rename(path)
+        written.append(summary | {"path": str(path)})
+    return written
+
+
+def parse_tasks(text: str) -> list[Task]:
+    catalog = default_catalog()
+    if text.strip().lower() == "all":
+        return list(catalog)
+    return [catalog.get(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Record the simulated Kuavo's scripted expert as Kuavo bags.")
+    parser.add_argument("output", type=Path, help="folder; bags go to OUTPUT/task{id}_{name}/")
+    parser.add_argument("--tasks", default="all", help="'all' or a comma-separated list of task ids/names/aliases")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="ros1",
+                        help="ros1 (.bag, kuavo_msgs types) | mcap | sqlite3 (ROS 2 folders)")
+    parser.add_argument("--first-seed", type=int, default=0, help="object-position seed of the first episode")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=(64, 64))
+    parser.add_argument("--camera-hz", type=float, default=30.0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        tasks = parse_tasks(args.tasks)
+    except KeyError as err:
+        print(f"error: --tasks: {err.args[0]}", file=sys.stderr)
+        return 2
+    if args.episodes < 1:
+        print("error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    config = RecordingConfig(camera_hz=args.camera_hz, image_size=tuple(args.image_size))
+    written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config, not args.quiet)
+    kept = len(tasks) * args.episodes - len(written)
+    print(f"wrote {len(written)} bag(s) under {args.output} ({kept} already there)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

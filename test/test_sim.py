@@ -1,0 +1,232 @@
+"""The simulated Kuavo without ROS: kinematics and limits, rendering, the tasks' success tests, the expert,
+and the recorder's bags going through the real converter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.sim import scenes
+from kuavo_smolvla_ros.sim.evaluate import run_episode
+from kuavo_smolvla_ros.sim.expert import ScriptedExpert, plan
+from kuavo_smolvla_ros.sim.kinematics import (
+    GEOMETRY,
+    KinematicArms,
+    arm_pose,
+    arm_slice,
+    home_state,
+    reachable,
+)
+from kuavo_smolvla_ros.sim.record import RecordingConfig, record_episode
+from kuavo_smolvla_ros.sim.render import HEAD_VIEW, find_object, render_cameras, wrist_view
+from kuavo_smolvla_ros.sim.scenes import Event, Scene
+from kuavo_smolvla_ros.sim.world import SimWorld
+from kuavo_smolvla_ros.tasks import default_catalog
+
+TASKS = list(default_catalog())
+
+
+def solve(world: SimWorld, task, seed: int) -> SimWorld:
+    world.reset(task, seed)
+    expert = ScriptedExpert(world)
+    while not world.done:
+        world.arms.set_command(expert.act())
+        world.step(expert.dt)
+    return world
+
+
+# ------------------------------------------------------------------------------------ kinematics
+def test_joints_track_commands_first_order():
+    arms = KinematicArms(arm_tau_s=0.1, gripper_tau_s=0.2)
+    start = arms.state.copy()
+    target = start.copy()
+    target[robot.LEFT_ARM] += 0.3
+    target[robot.RIGHT_GRIPPER] = 1.0
+    assert arms.set_command(target)
+    for _ in range(20):
+        arms.step(0.01)  # 0.2 s
+    expected_arm = target[0] - 0.3 * np.exp(-0.2 / 0.1)
+    expected_grip = 1.0 - np.exp(-0.2 / 0.2)
+    assert arms.state[0] == pytest.approx(expected_arm, abs=1e-9)
+    assert arms.state[robot.RIGHT_GRIPPER] == pytest.approx(expected_grip, abs=1e-9)
+    assert arms.state[robot.RIGHT_ARM] == pytest.approx(start[robot.RIGHT_ARM])
+
+
+def test_commands_are_clipped_into_the_limits_and_bad_ones_rejected():
+    arms = KinematicArms()
+    wild = np.full(robot.ACTION_DIM, 10.0)
+    assert arms.set_command(wild)
+    assert arms.commands_clipped == 1
+    np.testing.assert_array_equal(arms.command, robot.UPPER_LIMITS)
+    for _ in range(500):
+        arms.step(0.01)
+    assert robot.within_limits(arms.state)
+    before = arms.command.copy()
+    assert not arms.set_command([np.nan] * robot.ACTION_DIM)
+    assert not arms.set_command([0.0] * 15)
+    assert arms.commands_rejected == 2
+    np.testing.assert_array_equal(arms.command, before)
+
+
+def test_arm_pose_puts_the_hand_where_asked_and_every_target_is_reachable():
+    for arm, geometry in GEOMETRY.items():
+        for xy in [(0.0, 0.4), (geometry.shoulder[0], 0.6)]:
+            np.testing.assert_allclose(geometry.hand(arm_pose(arm, xy)), xy, atol=1e-12)
+    for scene in scenes.SCENES.values():
+        needed = [*scene.targets, *scene.via] + ([scene.handover] if scene.handover else [])
+        for xy in needed:
+            assert reachable(scene.holders[-1], xy) or reachable(scene.holders[0], xy), (scene.task_name, xy)
+    for x in scenes.CONVEYOR_X:
+        assert reachable("left", (x, scenes.CONVEYOR_Y)) and reachable("right", (x, scenes.CONVEYOR_Y))
+    assert robot.within_limits(home_state())
+
+
+# ------------------------------------------------------------------------------------- rendering
+@pytest.mark.parametrize("size", [(64, 64), (480, 640)])
+def test_the_object_is_drawn_where_the_world_says(size):
+    world = SimWorld()
+    for seed in range(5):
+        world.reset("sorting", seed)
+        head = render_cameras(world, {"head_cam_h": size})["head_cam_h"]
+        assert head.shape == (*size, 3) and head.dtype == np.uint8
+        found = find_object(head)
+        assert found is not None
+        assert np.linalg.norm(found - world.object) < 1.5 * HEAD_VIEW.width_m / size[1] + 1e-3
+
+
+def test_wrist_cameras_follow_their_hands():
+    world = SimWorld()
+    world.reset("moving_grasp", 0)
+    world.object = np.array([-0.2, scenes.CONVEYOR_Y])  # far from the right hand's view
+    world.arms.state[arm_slice("left")] = arm_pose("left", world.object + np.array([0.0, -0.1]))
+    images = render_cameras(world, {name: (96, 96) for name in robot.CAMERA_NAMES})
+    left = find_object(images["wrist_cam_l"], wrist_view(world.hand("left")))
+    assert left is not None and np.linalg.norm(left - world.object) < 0.02
+    assert find_object(images["wrist_cam_r"], wrist_view(world.hand("right"))) is None  # out of its view
+
+
+# ------------------------------------------------------------------------------------- success tests
+def _events(*steps):
+    return [Event(kind, arm, xy, float(t)) for t, (kind, arm, xy) in enumerate(steps)]
+
+
+def test_success_needs_the_holders_and_the_targets_in_order():
+    scene = scenes.SCENES["moving_grasp"]
+    a, b = scene.targets
+    good = _events(("grasp", "left", (0, 0.55)), ("release", "left", a), ("grasp", "left", a), ("release", "left", b))
+    assert scene.success(good, held=False)
+    assert not scene.success(good, held=True)
+    assert not scene.success(good[:2], held=False)  # only the first target
+    swapped = _events(("grasp", "left", (0, 0.55)), ("release", "left", b), ("grasp", "left", b),
+                      ("release", "left", a))
+    assert not scene.success(swapped, held=False)
+    wrong_hand = [Event(e.kind, "right", e.xy, e.t) for e in good]
+    assert not scene.success(wrong_hand, held=False)
+    off = _events(("grasp", "left", (0, 0.55)), ("release", "left", a), ("grasp", "left", a),
+                  ("release", "left", (b[0] + 0.06, b[1])))
+    assert not scene.success(off, held=False)
+
+
+def test_handover_success_needs_both_hands_in_order():
+    scene = scenes.SCENES["placement"]
+    (y,) = scene.targets
+    good = _events(("grasp", "left", (0, 0.55)), ("grasp", "right", scene.handover), ("release", "right", y))
+    assert scene.success(good, held=False)
+    right_only = _events(("grasp", "right", (0, 0.55)), ("release", "right", y))
+    assert not scene.success(right_only, held=False)
+
+
+def test_every_scene_is_a_task_of_the_task_list_and_targets_differ():
+    assert sorted(scenes.SCENES) == sorted(t.name for t in TASKS)
+    finals = [scene.targets[-1] for scene in scenes.SCENES.values()]
+    assert min(np.linalg.norm(np.subtract(p, q)) for i, p in enumerate(finals) for q in finals[i + 1:]) > 0.1
+    assert isinstance(scenes.scene_for("task3"), Scene)
+    with pytest.raises(KeyError, match="unknown task"):
+        scenes.scene_for("juggling")
+
+
+# ------------------------------------------------------------------------------------- the expert
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
+def test_the_expert_solves_every_task(task):
+    world = SimWorld()
+    for seed in range(10):
+        solve(world, task, seed)
+        assert world.success, (task.name, seed, world.episode.events)
+        assert world.arms.commands_clipped == 0
+        holders = [e.arm for e in world.episode.events if e.kind == "grasp"]
+        assert tuple(dict.fromkeys(holders)) == scenes.SCENES[task.name].holders
+
+
+def test_the_expert_stays_within_the_nodes_safety_limits():
+    world = SimWorld()
+    world.reset("placement", 3)
+    expert = ScriptedExpert(world)
+    previous = world.state
+    per_tick = robot.DEFAULT_MAX_VELOCITY / robot.CONTROL_RATE_HZ
+    while not world.done:
+        commands = []
+        for _ in range(3):  # one policy tick = three expert ticks at 30 Hz
+            commands.append(expert.act())
+            world.arms.set_command(commands[-1])
+            world.step(expert.dt)
+        assert np.all(np.abs(commands[-1] - previous) <= per_tick + 1e-9)
+        previous = commands[-1]
+    assert world.success
+
+
+def test_the_plan_starts_at_the_object():
+    world = SimWorld()
+    world.reset("weighing", 1)
+    first = plan(world)[0]
+    assert first.kind == "move" and first.arm == "right"
+    np.testing.assert_allclose(first.xy, world.episode.object_start)
+    world.reset("weighing", 2)
+    assert not np.allclose(plan(world)[0].xy, first.xy)
+
+
+def test_a_policy_that_holds_still_fails_in_the_closed_loop():
+    task = default_catalog().get("sorting")
+    result = run_episode(lambda obs: np.repeat(obs.state[None].astype(np.float64), 50, axis=0), task, 7,
+                         {"head_cam_h": (64, 64)})
+    assert not result.success and result.duration == pytest.approx(SimWorld().config.max_episode_s)
+    assert result.inferences == pytest.approx(len(result.states) / 8, abs=1)
+    np.testing.assert_allclose(result.states[-1], home_state(), atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------- recorder
+@pytest.mark.parametrize("storage", ["ros1", "mcap"])
+def test_recorded_bags_convert_cleanly(tmp_path, storage):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from kuavo_smolvla_ros.data.convert import convert
+
+    path = tmp_path / ("episode.bag" if storage == "ros1" else "episode")
+    summary = record_episode(path, "weighing", 4, storage, RecordingConfig(image_size=(48, 64)))
+    result = convert([path], tmp_path / "dataset", "weighing", storage="png", progress=False)
+    assert result.failed == []
+    report = json.loads((tmp_path / "dataset" / "meta" / "kuavo_conversion.json").read_text())
+    episode = report["episodes"][0]
+    assert episode["dropped_ticks"] == 0 and episode["rejected"] == {}
+    expected_frames = int(np.floor(summary["duration"] * 10 + 1e-6)) + 1 - 6  # 10 fps, 3 trimmed at each end
+    assert abs(episode["frames"] - expected_frames) <= 1
+    dataset = LeRobotDataset("local/kuavo", root=tmp_path / "dataset", video_backend="pyav")
+    assert dataset.meta.robot_type == robot.ROBOT_TYPE
+    # Replay the expert to know the true states: frame k of the dataset is at t = (k + 3) / 10.
+    world = SimWorld()
+    world.reset("weighing", 4)
+    expert = ScriptedExpert(world)
+    truth = {}
+    for k in range(int(summary["duration"] * 30) + 1):
+        if k % 3 == 0:
+            truth[k // 3] = (world.state, render_cameras(world, {"head_cam_h": (48, 64)})["head_cam_h"])
+        world.arms.set_command(expert.act())
+        world.step(expert.dt)
+    for index in (0, len(dataset) // 2, len(dataset) - 1):
+        item = dataset[index]
+        state, image = truth[index + 3]
+        np.testing.assert_allclose(item["observation.state"].numpy(), state, atol=1e-5)
+        head = (item["observation.images.head_cam_h"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        assert np.linalg.norm(find_object(head) - find_object(image)) < 0.02  # JPEG-decoded, same place
