@@ -37,7 +37,7 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
-def _parse_bool(name: str, value: str) -> bool:
+def parse_bool(name: str, value: str) -> bool:
     lowered = value.lower()
     if lowered not in ("true", "false"):
         raise ValueError(f"launch argument {name}:={value!r} is invalid: use true or false (or leave it empty)")
@@ -56,11 +56,11 @@ def node_overrides(values: dict[str, str]) -> dict[str, str | bool]:
         overrides["device"] = values["device"]
     for name in ("dry_run", "use_sim_time"):
         if values[name]:
-            overrides[name] = _parse_bool(name, values[name])
+            overrides[name] = parse_bool(name, values[name])
     return overrides
 
 
-def _launch_setup(context, *args, **kwargs):
+def launch_setup(context, *args, **kwargs):
     values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     params_file = values["params_file"]
     # launch_ros only warns and skips a parameter file that does not exist; refuse to start without it.
@@ -90,4 +90,4 @@ def generate_launch_description() -> LaunchDescription:
                               description=description)
         for name, (default, description) in ARGUMENTS.items()
     ]
-    return LaunchDescription([*declared, OpaqueFunction(function=_launch_setup)])
+    return LaunchDescription([*declared, OpaqueFunction(function=launch_setup)])

@@ -1,4 +1,5 @@
-"""launch/policy.launch.py: declared arguments, the one Node it builds, and the parameter overrides.
+"""launch/policy.launch.py and launch/sim.launch.py: declared arguments, the Nodes they build, and the
+parameter overrides (sim.launch.py builds the policy node through policy.launch.py).
 
 `launch` and `launch_ros` are not on PyPI, so this test puts small fakes of `launch`, `launch.actions`,
 `launch.substitutions`, `launch_ros`, `launch_ros.actions` and `launch_ros.parameter_descriptions` into
@@ -25,8 +26,10 @@ from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "policy.launch.py"
+SIM_LAUNCH_FILE = ROOT / "launch" / "sim.launch.py"
 PACKAGE = "kuavo_smolvla_ros"
 ARGUMENT_NAMES = ["checkpoint", "params_file", "device", "dry_run", "use_sim_time", "namespace"]
+SIM_ARGUMENT_NAMES = [*ARGUMENT_NAMES, "policy", "sim_params_file", "task", "seed", "auto_reset"]
 
 
 # ---- fakes of launch / launch_ros (only what the launch file uses, real signatures) -----------------------
@@ -104,9 +107,8 @@ def _module(name: str, **attributes) -> types.ModuleType:
     return module
 
 
-@pytest.fixture()
-def launch_file(monkeypatch):
-    """policy.launch.py loaded against the fakes; sys.modules is restored afterwards."""
+def _load_launch_file(monkeypatch, path: Path, module_name: str) -> types.ModuleType:
+    """A launch file loaded against the fakes (as launch loads it: by path, not registered in sys.modules)."""
     actions = _module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument, OpaqueFunction=OpaqueFunction)
     substitutions = _module("launch.substitutions", LaunchConfiguration=LaunchConfiguration,
                             SubstitutionFailure=SubstitutionFailure)
@@ -116,10 +118,22 @@ def launch_file(monkeypatch):
     launch_ros = _module("launch_ros", actions=ros_actions, parameter_descriptions=descriptions)
     for module in (launch, actions, substitutions, launch_ros, ros_actions, descriptions):
         monkeypatch.setitem(sys.modules, module.__name__, module)
-    spec = importlib.util.spec_from_file_location("kuavo_policy_launch", LAUNCH_FILE)
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # not registered in sys.modules
     return module
+
+
+@pytest.fixture()
+def launch_file(monkeypatch):
+    """policy.launch.py loaded against the fakes; sys.modules is restored afterwards."""
+    return _load_launch_file(monkeypatch, LAUNCH_FILE, "kuavo_policy_launch")
+
+
+@pytest.fixture()
+def sim_launch_file(monkeypatch):
+    """sim.launch.py loaded against the fakes (it loads policy.launch.py from its own folder)."""
+    return _load_launch_file(monkeypatch, SIM_LAUNCH_FILE, "kuavo_sim_launch")
 
 
 def _share() -> Path:
@@ -247,3 +261,98 @@ def test_node_gets_the_fastdds_profile_unless_one_is_set(launch_file, params_fil
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", "/etc/mine.xml")
     (node,) = _run_setup(launch_file.generate_launch_description(), _configurations(params_file))
     assert node.kwargs["additional_env"] == {}
+
+
+# ---- sim.launch.py --------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def sim_params_file(tmp_path) -> Path:
+    path = tmp_path / "sim.yaml"
+    path.write_text("/**:\n  ros__parameters: {}\n")
+    return path
+
+
+def _sim_configurations(params_file: Path, sim_params_file: Path, **set_arguments: str) -> dict[str, str]:
+    """As `ros2 launch` fills them: the policy's as in _configurations, then the simulator's (policy true)."""
+    values = _configurations(params_file, **dict.fromkeys(SIM_ARGUMENT_NAMES[len(ARGUMENT_NAMES):], ""))
+    values.update({"policy": "true", "sim_params_file": str(sim_params_file), **set_arguments})
+    return values
+
+
+def test_sim_declares_the_policy_arguments_then_its_own(sim_launch_file, launch_file):
+    description = sim_launch_file.generate_launch_description()
+    declared = {e.name: e for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    assert list(declared) == SIM_ARGUMENT_NAMES
+    policy_declared = {e.name: e for e in launch_file.generate_launch_description().entities
+                       if isinstance(e, DeclareLaunchArgument)}
+    for name, arg in policy_declared.items():  # the same declarations as policy.launch.py's
+        assert (declared[name].default_value, declared[name].description) == (arg.default_value, arg.description)
+    defaults = {name: declared[name].default_value for name in SIM_ARGUMENT_NAMES[len(ARGUMENT_NAMES):]}
+    assert defaults == {"policy": "true", "sim_params_file": str(_share() / "config" / "sim.yaml"), "task": "",
+                        "seed": "", "auto_reset": ""}
+    for name, arg in declared.items():
+        assert isinstance(arg.description, str) and len(arg.description) > 10, name
+    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 12
+
+
+@pytest.mark.parametrize(
+    ("set_arguments", "sim_overrides"),
+    [
+        ({}, {}),
+        ({"checkpoint": "/ck", "task": "weighing", "seed": "42", "auto_reset": "TRUE", "namespace": "robot1"},
+         {"task": "weighing", "seed": 42, "auto_reset": True}),
+        ({"use_sim_time": "true", "dry_run": "true", "device": "cuda:0"}, {"publish_clock": True}),
+        ({"use_sim_time": "false", "auto_reset": "false"}, {"auto_reset": False, "publish_clock": False}),
+    ],
+)
+def test_sim_builds_the_simulator_and_the_policy_node_as_policy_launch_does(
+        sim_launch_file, launch_file, params_file, sim_params_file, set_arguments, sim_overrides):
+    configurations = _sim_configurations(params_file, sim_params_file, **set_arguments)
+    entities = _run_setup(sim_launch_file.generate_launch_description(), configurations)
+    assert len(entities) == 2 and all(isinstance(e, Node) for e in entities)
+    simulator, policy = (e.kwargs for e in entities)
+    assert (simulator["package"], simulator["executable"], simulator["name"]) == (PACKAGE, "sim_robot", "kuavo_sim")
+    assert simulator["namespace"] == set_arguments.get("namespace", "")
+    assert simulator["output"] == "screen" and simulator["emulate_tty"] is True
+    assert simulator["parameters"] == [str(sim_params_file), sim_overrides]
+    got = simulator["parameters"][1]
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in sim_overrides.items()}
+    (expected,) = _run_setup(launch_file.generate_launch_description(), configurations)
+    assert policy == expected.kwargs
+
+
+def test_sim_without_the_policy_starts_only_the_simulator(sim_launch_file, sim_params_file, tmp_path):
+    # policy:=false needs no checkpoint and ignores the policy's params file (even a missing one).
+    configurations = _sim_configurations(tmp_path / "absent.yaml", sim_params_file, policy="false")
+    (simulator,) = _run_setup(sim_launch_file.generate_launch_description(), configurations)
+    assert simulator.kwargs["executable"] == "sim_robot"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("policy", "no", r"policy:='no' is invalid: use true or false"),
+        ("auto_reset", "1", r"auto_reset:='1' is invalid: use true or false"),
+        ("seed", "-3", r"seed:='-3' is invalid: use an integer >= 0"),
+        ("use_sim_time", "yes", r"use_sim_time:='yes' is invalid: use true or false"),
+    ],
+)
+def test_sim_invalid_argument_values_are_rejected_clearly(sim_launch_file, params_file, sim_params_file, name, value,
+                                                          message):
+    with pytest.raises(ValueError, match=message):
+        _run_setup(sim_launch_file.generate_launch_description(),
+                   _sim_configurations(params_file, sim_params_file, **{name: value}))
+
+
+def test_sim_missing_params_file_is_rejected(sim_launch_file, params_file, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"sim_params_file:=.*nope\.yaml' is not a file"):
+        _run_setup(sim_launch_file.generate_launch_description(),
+                   _sim_configurations(params_file, tmp_path / "nope.yaml"))
+
+
+def test_sim_executable_and_params_file_are_installed(sim_launch_file):
+    executable = Path(get_package_prefix(PACKAGE)) / "lib" / PACKAGE / sim_launch_file.EXECUTABLE
+    config = _share() / "config" / "sim.yaml"
+    if not executable.exists() or not config.exists():
+        pytest.skip("scripts/sim_robot and config/sim.yaml not installed yet (make setup)")
+    assert executable.is_file() and os.access(executable, os.X_OK) and config.is_file()

@@ -1,0 +1,318 @@
+"""``sim_robot``: the simulated Kuavo (:mod:`kuavo_smolvla_ros.sim`) behind the real robot's ROS interface.
+
+Publishes the three JPEG cameras, the joint state (``/sensors_data_raw`` + ``/leju_claw_state``, or
+``/joint_states``), ``/simulator/success`` and ``/simulator/episode`` (JSON); follows ``/kuavo_arm_traj`` +
+``/leju_claw_command`` (or ``/kuavo_smolvla/action``); ``/task_instruction`` naming a task and the ``task``
+parameter select the task of the next episode; ``/simulator/reset`` (std_srvs/Trigger) starts one. With
+``publish_clock`` it publishes ``/clock`` (for nodes run with ``use_sim_time:=true``). Run:
+``ros2 run kuavo_smolvla_ros sim_robot`` or ``ros2 launch kuavo_smolvla_ros sim.launch.py checkpoint:=/path``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import CompressedImage, JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.recording import encode_jpeg
+from kuavo_smolvla_ros.msg import LejuClawCommand, LejuClawState, SensorsData
+from kuavo_smolvla_ros.ros import messages, sim_params
+from kuavo_smolvla_ros.ros.spin import spin_node
+from kuavo_smolvla_ros.sim.kinematics import ARMS, gripper_index
+from kuavo_smolvla_ros.sim.render import render_cameras
+from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
+from kuavo_smolvla_ros.tasks import Task, default_catalog
+
+NODE_NAME = "kuavo_sim"
+ACTION_TOPIC = "/kuavo_smolvla/action"
+SUCCESS_TOPIC = "/simulator/success"
+EPISODE_TOPIC = "/simulator/episode"
+RESET_SERVICE = "/simulator/reset"
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+JPEG_FORMAT = "rgb8; jpeg compressed bgr8"
+SUCCESS_RATE_HZ = 10.0
+EPISODE_RATE_HZ = 2.0
+#: The world never advances more than this per tick (a stalled process slows the simulation down).
+MAX_STEP_S = 0.1
+#: With auto_reset, seconds (simulated) between the end of an episode and the next.
+AUTO_RESET_DELAY_S = 1.0
+#: A gripper this far (0..1) from its command reads as moving in /leju_claw_state.
+CLAW_MOVING = 0.02
+
+
+def episode_report(world: SimWorld, number: int, success: bool, done: bool, **extra) -> dict:
+    """The JSON object of /simulator/episode and the reset service's reply for the world's episode."""
+    episode = world.episode
+    return {
+        "task": episode.task.name, "task_id": episode.task.id, "seed": episode.seed, "episode": number,
+        "object_start": [float(v) for v in episode.object_start], "time": round(world.time, 6),
+        "success": success, "success_time": episode.success_time if success else None,
+        "events": [{"kind": e.kind, "arm": e.arm, "xy": [float(v) for v in e.xy], "t": round(e.t, 6)}
+                   for e in episode.events],
+        "done": done, **extra,
+    }
+
+
+class _Stream:
+    """A publication due every ``1/rate`` seconds of simulated time, polled once per physics tick: one due
+    within ``slack`` (half a tick, for timer jitter) goes out on this tick."""
+
+    def __init__(self, rate_hz: float, publish, slack: float):
+        self.period, self.publish, self.slack, self.due = 1.0 / rate_hz, publish, slack, 0.0
+
+    def poll(self, now: float) -> None:
+        if now + self.slack >= self.due:
+            self.publish()
+            self.due = max(self.due + self.period, now)  # after a stall: on time again, no burst
+
+
+class SimNode(Node):
+    """Parameters, publishers, subscriptions, the reset service and one timer; the world is :class:`SimWorld`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.settings = s = sim_params.declare(self)
+        self.catalog = default_catalog()
+        self.scaling = robot.GRIPPERS["leju_claw"]
+        self.world = SimWorld(WorldConfig(physics_hz=s.physics_rate_hz, max_episode_s=s.max_episode_s))
+        self.sizes = s.camera_sizes()
+        self.next_task: Task = sim_params.resolve_task(s.task)
+        self.next_seed = s.seed
+        self.episode_number = 0
+        self.sim_time = 0.0  # simulated seconds since start, across episodes (the /clock time)
+        self.commands = {"received": 0, "malformed": 0}
+        self._make_publishers()
+        self._make_subscriptions()
+        self.create_service(Trigger, RESET_SERVICE, self._on_reset)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._reset()
+        # One timer on the steady clock: the world's steps never wait for a /clock (not even its own).
+        self._last_tick = time.monotonic()
+        self.create_timer(1.0 / s.physics_rate_hz, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        sizes = ", ".join(f"{name} {h}x{w}" for name, (h, w) in self.sizes.items())
+        self.get_logger().info(
+            f"simulating task {self.world.episode.task.id} ({self.world.episode.task.name}), seed {s.seed}: "
+            f"{s.state_output} state, {s.command_input} commands, cameras {sizes}"
+            f"{', publishing /clock' if s.publish_clock else ''}")
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _make_publishers(self) -> None:
+        s = self.settings
+        self.camera_pubs = {c.name: self.create_publisher(CompressedImage, c.topic, qos_profile_sensor_data)
+                            for c in robot.CAMERAS}
+        self.success_pub = self.create_publisher(Bool, SUCCESS_TOPIC, LATCHED_QOS)
+        self.episode_pub = self.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
+        self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if s.publish_clock else None
+        rates = {self._publish_cameras: s.camera_rate_hz, self._publish_success: SUCCESS_RATE_HZ,
+                 self._publish_episode: EPISODE_RATE_HZ}
+        if s.state_output == "kuavo":
+            self.sensors_pub = self.create_publisher(SensorsData, robot.TOPICS.sensors, qos_profile_sensor_data)
+            self.claw_pub = self.create_publisher(LejuClawState, robot.TOPICS.claw_state, qos_profile_sensor_data)
+            rates |= {self._publish_sensors: s.state_rate_hz, self._publish_claw_state: s.claw_state_rate_hz}
+        else:
+            self.joint_pub = self.create_publisher(JointState, robot.TOPICS.joint_states, qos_profile_sensor_data)
+            rates[self._publish_joint_state] = s.state_rate_hz
+        self.streams = [_Stream(rate, publish, 0.5 / s.physics_rate_hz) for publish, rate in rates.items()]
+
+    def _make_subscriptions(self) -> None:
+        if self.settings.command_input == "kuavo":
+            self.create_subscription(JointState, robot.TOPICS.arm_command, self._on_arm_command, 10)
+            self.create_subscription(LejuClawCommand, robot.TOPICS.claw_command, self._on_claw_command, 10)
+        else:
+            self.create_subscription(JointState, ACTION_TOPIC, self._on_action, 10)
+        self.create_subscription(String, robot.TOPICS.task_instruction, self._on_instruction, 10)
+
+    def _stamp(self):
+        if self.settings.publish_clock:
+            return messages.to_time(self.sim_time)
+        return self.get_clock().now().to_msg()
+
+    # ---------------------------------------------------------------------------------- episodes
+    def _reset(self) -> dict:
+        """A new episode of the selected task with the next seed: arms home, grippers open, a new object."""
+        self.world.reset(self.next_task, self.next_seed)
+        self.episode_number += 1
+        self.next_seed += 1
+        self._done_at: float | None = None
+        self._reported = (0, False, False)  # (events, success, done) last published
+        report = self._report()
+        self.get_logger().info(f"episode {report['episode']}: task {report['task']}, seed {report['seed']}, "
+                               f"object at ({report['object_start'][0]:.3f}, {report['object_start'][1]:.3f})")
+        self._publish_success()
+        self._publish_episode(report)
+        return report
+
+    @property
+    def succeeded(self) -> bool:
+        """Solved within the time limit (a late completion after a time-out does not count)."""
+        info = self.world.episode
+        return info.success_time is not None and info.success_time <= self.world.config.max_episode_s + 1e-9
+
+    def _report(self) -> dict:
+        arms = self.world.arms
+        counters = {**self.commands, "clipped": arms.commands_clipped, "rejected": arms.commands_rejected}
+        return episode_report(self.world, self.episode_number, self.succeeded, self.world.done,
+                              next_task=self.next_task.name, commands=counters)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        report = self._reset()
+        response.success, response.message = True, json.dumps(report)
+        return response
+
+    def _select_task(self, task: Task, why: str) -> None:
+        if task != self.next_task:
+            self.next_task = task
+            self.get_logger().info(f"{why}: task {task.id} ({task.name}) from the next reset")
+            self._publish_episode()
+
+    # ------------------------------------------------------------------------------------- tick
+    def _tick(self) -> None:
+        now = time.monotonic()
+        dt, self._last_tick = min(now - self._last_tick, MAX_STEP_S), now
+        try:
+            self.world.step(dt)
+            self.sim_time += dt
+            if self.clock_pub is not None:
+                self.clock_pub.publish(ClockMsg(clock=messages.to_time(self.sim_time)))
+            outcome = (len(self.world.episode.events), self.succeeded, self.world.done)
+            if outcome != self._reported:  # an event, success or the end: say so at once
+                if outcome[1] != self._reported[1]:
+                    self._publish_success()
+                if outcome[1:] != self._reported[1:]:
+                    self._log_outcome()
+                self._reported = outcome
+                self._publish_episode()
+            for stream in self.streams:
+                stream.poll(self.sim_time)
+            if self.world.done and self.settings.auto_reset:
+                self._done_at = self.sim_time if self._done_at is None else self._done_at
+                if self.sim_time - self._done_at >= AUTO_RESET_DELAY_S:
+                    self._reset()
+        except Exception as err:  # a bug here must not stop the simulated robot
+            self.get_logger().error(f"simulation tick failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
+
+    def _log_outcome(self) -> None:
+        info = self.world.episode
+        if self.succeeded:
+            self.get_logger().info(
+                f"episode {self.episode_number} ({info.task.name}) solved at {info.success_time:.2f} s")
+        elif self.world.done:
+            self.get_logger().info(f"episode {self.episode_number} ({info.task.name}) failed: "
+                                   f"{self.world.config.max_episode_s:.1f} s without success")
+
+    # ------------------------------------------------------------------------------- publishing
+    def _publish_cameras(self) -> None:
+        stamp = self._stamp()
+        for name, image in render_cameras(self.world, self.sizes).items():
+            msg = CompressedImage(format=JPEG_FORMAT, data=encode_jpeg(image, self.settings.jpeg_quality))
+            msg.header.stamp = stamp
+            msg.header.frame_id = name
+            self.camera_pubs[name].publish(msg)
+
+    def _publish_sensors(self) -> None:
+        self.sensors_pub.publish(messages.sensors_data(self.world.state, self._stamp()))
+
+    def _publish_claw_state(self) -> None:
+        state, command = self.world.state, self.world.arms.command
+        codes = []
+        for arm in ARMS:
+            index = gripper_index(arm)
+            if arm in self.world.holders:
+                codes.append(LejuClawState.STATE_GRABBED)
+            elif abs(command[index] - state[index]) > CLAW_MOVING:
+                codes.append(LejuClawState.STATE_MOVING)
+            else:
+                codes.append(LejuClawState.STATE_REACHED)
+        self.claw_pub.publish(messages.claw_state(robot.gripper_units(state), self._stamp(), self.scaling, codes))
+
+    def _publish_joint_state(self) -> None:
+        self.joint_pub.publish(messages.action_joint_state(self.world.state, self._stamp()))
+
+    def _publish_success(self) -> None:
+        self.success_pub.publish(Bool(data=self.succeeded))
+
+    def _publish_episode(self, report: dict | None = None) -> None:
+        self.episode_pub.publish(String(data=json.dumps(report or self._report())))
+
+    # -------------------------------------------------------------------------------- commands
+    def _malformed(self, what: str, err: Exception) -> None:
+        self.commands["malformed"] += 1
+        self.get_logger().warning(f"ignored {what}: {err}", throttle_duration_sec=2.0)
+
+    def _command(self, what: str, indices, values) -> None:
+        self.commands["received"] += 1
+        if not self.world.arms.set_partial(indices, values):
+            self.get_logger().warning(f"rejected {what}: non-finite values", throttle_duration_sec=2.0)
+
+    def _on_arm_command(self, msg: JointState) -> None:
+        try:
+            names = list(msg.name) or list(robot.ARM_COMMAND_NAMES)  # unnamed: in arm_joint_0..13 order
+            degrees = robot.layout_from_named(names, msg.position, robot.ARM_COMMAND_NAMES)
+        except ValueError as err:
+            self._malformed("arm command", err)
+            return
+        self._command("arm command", robot.ARM_INDICES, np.radians(degrees))
+
+    def _on_claw_command(self, msg: LejuClawCommand) -> None:
+        try:
+            units = robot.grippers_from_claw(msg.data.position, msg.data.name, self.scaling, command=True)
+        except ValueError as err:
+            self._malformed("claw command", err)
+            return
+        self._command("claw command", robot.GRIPPER_INDICES, units)
+
+    def _on_action(self, msg: JointState) -> None:
+        try:
+            action = robot.layout_from_named(msg.name, msg.position)
+        except ValueError as err:
+            self._malformed("action", err)
+            return
+        self._command("action", np.arange(robot.ACTION_DIM), action)
+
+    # ----------------------------------------------------------------------------- task choice
+    def _on_instruction(self, msg: String) -> None:
+        task = self.catalog.find(msg.data)
+        if task is None:
+            self.get_logger().info(f"instruction {msg.data[:80]!r} names no task: the simulated task stays "
+                                   f"{self.next_task.name}")
+            return
+        # Through the parameter, so that it always tells the task of the next episode.
+        self.set_parameters([Parameter("task", value=task.name)])
+
+    def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        for parameter in parameters:
+            if parameter.name == "task":
+                try:
+                    sim_params.resolve_task(str(parameter.value))
+                except ValueError as err:
+                    return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, parameters: list[Parameter]) -> None:
+        for parameter in parameters:
+            if parameter.name == "task":
+                self.settings.task = parameter.value
+                self._select_task(sim_params.resolve_task(parameter.value), f"parameter task:={parameter.value}")
+            elif parameter.name == "auto_reset":
+                self.settings.auto_reset = bool(parameter.value)
+                self.get_logger().info(f"auto_reset {'on' if parameter.value else 'off'}")
+
+
+def main() -> int:
+    return spin_node(SimNode, startup_errors=(ValueError,))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

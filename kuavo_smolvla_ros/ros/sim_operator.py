@@ -1,0 +1,148 @@
+"""An operator for the simulated Kuavo: runs closed-loop episodes of the policy node over ROS.
+
+For each episode it disables the policy (``~/enable``), resets the simulator (``/simulator/reset``),
+publishes the task's instruction on ``/task_instruction``, re-enables the policy (which ramps in from the
+measured state) and records the measured 16-dim state until ``/simulator/episode`` reports the episode
+done. The demo and the end-to-end test drive the real nodes with it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.inputs import StateAssembler
+from kuavo_smolvla_ros.msg import LejuClawState, PolicyStatus, SensorsData
+from kuavo_smolvla_ros.ros.sim_node import EPISODE_TOPIC, RESET_SERVICE
+from kuavo_smolvla_ros.tasks import Task
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class OperatorError(RuntimeError):
+    """The simulator or the policy node did not answer in time."""
+
+
+@dataclass
+class RosEpisode:
+    task: str
+    seed: int
+    success: bool
+    success_time: float | None
+    object_start: tuple[float, float]
+    states: np.ndarray  # (N, 16) measured states as published by the simulator
+    events: list = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class SimOperator(Node):
+    """Drives ``sim_robot`` and ``policy_node`` through their topics and services."""
+
+    def __init__(self, policy_node: str = "/kuavo_smolvla_policy", **kwargs):
+        super().__init__("kuavo_sim_operator", **kwargs)
+        self._cond = threading.Condition()
+        self.episode: dict = {}
+        self.status: PolicyStatus | None = None
+        self._states: list[np.ndarray] = []
+        self._assembler = StateAssembler("leju_claw")
+        self.instruction_pub = self.create_publisher(String, robot.TOPICS.task_instruction, 10)
+        self.reset_client = self.create_client(Trigger, RESET_SERVICE)
+        self.enable_client = self.create_client(SetBool, f"{policy_node}/enable")
+        self.create_subscription(String, EPISODE_TOPIC, self._on_episode, LATCHED)
+        self.create_subscription(PolicyStatus, "/kuavo_smolvla/status", self._on_status, LATCHED)
+        self.create_subscription(SensorsData, robot.TOPICS.sensors, self._on_sensors, qos_profile_sensor_data)
+        self.create_subscription(LejuClawState, robot.TOPICS.claw_state, self._assembler.update_grippers,
+                                 qos_profile_sensor_data)
+        self.create_subscription(JointState, robot.TOPICS.joint_states, self._on_joint_state, qos_profile_sensor_data)
+
+    # ------------------------------------------------------------------------------- callbacks
+    def _on_episode(self, msg: String) -> None:
+        with self._cond:
+            self.episode = json.loads(msg.data)
+            self._cond.notify_all()
+
+    def _on_status(self, msg: PolicyStatus) -> None:
+        with self._cond:
+            self.status = msg
+            self._cond.notify_all()
+
+    def _on_sensors(self, msg: SensorsData) -> None:
+        state = self._assembler.from_sensors(msg)
+        if state is not None:
+            with self._cond:
+                self._states.append(state)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        with self._cond:
+            self._states.append(self._assembler.from_joint_state(msg))
+
+    # ------------------------------------------------------------------------------- waiting
+    def wait_for(self, predicate, timeout: float, what: str):
+        """Block until ``predicate()`` is truthy (checked on every message), or raise :class:`OperatorError`."""
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise OperatorError(f"timed out after {timeout:.0f} s waiting for {what}")
+            return predicate()
+
+    def _call(self, client, request, timeout: float):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise OperatorError(f"service {client.srv_name} is not available")
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            raise OperatorError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
+        return future.result()
+
+    def wait_until_ready(self, timeout: float = 120.0) -> None:
+        """Until the policy node has loaded its checkpoint and the simulator publishes."""
+        self.wait_for(lambda: self.status is not None, timeout, "the policy node's status")
+        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+            raise OperatorError("the simulator's reset service is not available")
+
+    def set_enabled(self, enabled: bool, timeout: float = 10.0) -> None:
+        self._call(self.enable_client, SetBool.Request(data=enabled), timeout)
+        self.wait_for(lambda: self.status is not None and self.status.enabled == enabled, timeout,
+                      f"the policy to report enabled={enabled}")
+
+    # ------------------------------------------------------------------------------- episodes
+    def select_task(self, task: Task, timeout: float = 30.0) -> None:
+        """Publish ``task``'s instruction (the policy's instruction and the simulator's next task) until
+        the simulator reports it selected (a first message can precede discovery)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.instruction_pub.publish(String(data=task.instruction))
+            try:
+                self.wait_for(lambda: self.episode.get("next_task") == task.name, 1.0, "")
+                return
+            except OperatorError:
+                if time.monotonic() > deadline:
+                    raise OperatorError(f"the simulator did not select {task.name} within {timeout:.0f} s") from None
+
+    def run_episode(self, task: Task, timeout: float = 60.0) -> RosEpisode:
+        """One closed-loop episode of ``task``; returns what happened and the measured trajectory."""
+        self.set_enabled(False)
+        self.select_task(task, timeout)
+        report = json.loads(self._call(self.reset_client, Trigger.Request(), timeout).message)
+        number = report["episode"]
+        with self._cond:
+            self._states = []
+        start = time.monotonic()
+        self.set_enabled(True)
+        final = self.wait_for(lambda: self.episode if self.episode.get("episode") == number
+                              and self.episode.get("done") else None, timeout, f"episode {number} to end")
+        self.set_enabled(False)
+        with self._cond:
+            states = np.array(self._states) if self._states else np.zeros((0, robot.STATE_DIM))
+        return RosEpisode(task.name, final["seed"], bool(final["success"]), final.get("success_time"),
+                          tuple(final["object_start"]), states, final["events"], time.monotonic() - start)
