@@ -68,26 +68,45 @@ def train(name: str, overrides: list[str], datasets: Path, epochs: int, retrain:
     if not (final / "model.safetensors").is_file():
         command = [sys.executable, str(ROOT / "training" / "train_sequential.py"), "--config-name", "demo_tiny",
                    f"pretrained_path={base}", f"data_root={datasets}", f"output_root={output}",
-                   f"stage_overrides.epochs={epochs}", f"stage_overrides.decay_steps={epochs * STEPS_PER_EPOCH}",
-                   *overrides]
+                   f"data_cache_dir={HERE / 'data_cache'}", f"stage_overrides.epochs={epochs}",
+                   f"stage_overrides.decay_steps={epochs * STEPS_PER_EPOCH}", *overrides]
         print(">> " + " ".join(command[1:]), flush=True)
         subprocess.run(command, check=True)
     return output
 
 
-def success_matrix(output: Path, episodes: int) -> dict[str, dict[str, float]]:
-    """stage folder -> task -> success rate of that stage's best checkpoint."""
+Rates = dict[str, dict[str, float]]
+
+
+def success_matrix(output: Path, episodes: int) -> tuple[Rates, Rates]:
+    """(stage folder -> task -> success rate of that stage's best checkpoint, and for the last stage's:
+    task -> conveyor slot -> success rate)."""
     from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
     from kuavo_smolvla_ros.sim.evaluate import evaluate, success_rates
 
     tasks = list(default_catalog())
-    matrix = {}
+    matrix, results = {}, {}
     for task in tasks:
         runtime = PolicyRuntime.open(output / task.stage_dir / "best")
-        matrix[task.stage_dir] = success_rates(evaluate(runtime, tasks, episodes, progress=False))
+        results = evaluate(runtime, tasks, episodes, progress=False)
+        matrix[task.stage_dir] = success_rates(results)
         rates = "  ".join(f"{t} {100 * v:.0f}%" for t, v in matrix[task.stage_dir].items())
         print(f"   after {task.stage_dir}: {rates}", flush=True)
-    return matrix
+    return matrix, by_slot(results)
+
+
+def by_slot(results) -> dict[str, dict[str, float]]:
+    """Success per task and per conveyor slot of the object (where only the cameras say it is)."""
+    from kuavo_smolvla_ros.sim.scenes import CONVEYOR_SLOTS
+
+    table = {}
+    for task, runs in results.items():
+        slots = {f"{x:+.2f}": [] for x in CONVEYOR_SLOTS}
+        for run in runs:
+            nearest = min(CONVEYOR_SLOTS, key=lambda x: abs(x - run.object_start[0]))
+            slots[f"{nearest:+.2f}"].append(run.success)
+        table[task] = {slot: float(np.mean(v)) if v else float("nan") for slot, v in slots.items()}
+    return table
 
 
 def table(name: str, matrix: dict[str, dict[str, float]]) -> list[str]:
@@ -134,10 +153,10 @@ def main() -> int:
     datasets = prepare_data(args.demos)
     outputs = {name: train(name, overrides, datasets, args.epochs, args.retrain) for name, overrides in RUNS.items()}
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    matrices = {}
+    matrices, slots = {}, {}
     for name, output in outputs.items():
         print(f">> evaluating {name} ({args.episodes} episodes per task and stage)", flush=True)
-        matrices[name] = success_matrix(output, args.episodes)
+        matrices[name], slots[name] = success_matrix(output, args.episodes)
     final = {name: matrix[list(matrix)[-1]] for name, matrix in matrices.items()}
     lines = [f"machine: {machine()}", f"{args.demos} demonstrations per task, {args.epochs} epochs per stage, "
              f"{args.episodes} evaluation episodes per task and checkpoint", "",
@@ -147,11 +166,15 @@ def main() -> int:
                      f"{100 * final['no replay'][task.name]:.0f} |")
     for name, matrix in matrices.items():
         lines += ["", *table(name, matrix)]
+    lines += ["", "final model with replay: success (%) by the object's conveyor slot (x, m)",
+              "| task | " + " | ".join(next(iter(slots["replay"].values()))) + " |", "|---|---|---|---|"]
+    for task, row in slots["replay"].items():
+        lines.append(f"| {task} | " + " | ".join(f"{100 * v:.0f}" for v in row.values()) + " |")
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(matrices, RESULTS / "closed_loop.png")
     path = save("closed_loop", {"machine": machine(), "demos": args.demos, "epochs": args.epochs,
-                                "episodes": args.episodes, "matrices": matrices, "final": final,
+                                "episodes": args.episodes, "matrices": matrices, "final": final, "by_slot": slots,
                                 "seconds": time.perf_counter() - start})
     print(f"results: {path}, {RESULTS / 'closed_loop.png'}")
     return 0

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo")
     parser.add_argument("--force", action="store_true", help="delete --out and redo every step")
-    parser.add_argument("--episodes", type=int, default=30, help="recorded demonstrations per task")
+    parser.add_argument("--episodes", type=int, default=20, help="recorded demonstrations per task")
     parser.add_argument("--eval-episodes", type=int, default=10, help="simulated-time episodes per task")
     parser.add_argument("--ros-rounds", type=int, default=2, help="rounds of the four tasks over ROS")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the training (e.g. stage_overrides.epochs=4)")

@@ -185,20 +185,27 @@ def running(checkpoint, state_source: str = "kuavo", camera_type: str = "compres
     types = [camera_type] * len(robot.CAMERAS)
     node = PolicyNode(context=context, parameter_overrides=node_parameters(
         checkpoint, state_source=state_source, camera_types=types, **overrides))
-    # Each node on its own single-threaded executor and thread, as in two processes (minus the GIL).
+    with spinning(context, fake, node):
+        yield node, fake
+
+
+@contextmanager
+def spinning(context, *nodes: Node):
+    """Each node on its own single-threaded executor and thread, as in separate processes (minus the
+    GIL); on exit the executors stop, the nodes are destroyed and ``context`` is shut down."""
     executors = []
-    for member in (fake, node):
+    for member in nodes:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(member)
         thread = threading.Thread(target=executor.spin, daemon=True)
         thread.start()
         executors.append((executor, thread))
     try:
-        yield node, fake
+        yield nodes
     finally:
         for executor, thread in executors:
             executor.shutdown(timeout_sec=5)
             thread.join(5)
-        node.destroy_node()
-        fake.destroy_node()
+        for member in nodes:
+            member.destroy_node()
         rclpy.shutdown(context=context)

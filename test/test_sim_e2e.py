@@ -44,8 +44,8 @@ def trained(tmp_path_factory) -> Path:
                                                               train_everything=True, tokenizer_max_length=24))
     command = [sys.executable, str(ROOT / "training" / "train_sequential.py"), "--config-name", "demo_tiny",
                f"pretrained_path={base}", f"data_root={root / 'datasets'}", f"output_root={root / 'train'}",
-               "curriculum=[tasks/task1_moving_grasp,tasks/task2_weighing]", "stage_overrides.epochs=30",
-               "stage_overrides.decay_steps=250", "validation.every_epochs=30",
+               "curriculum=[tasks/task1_moving_grasp,tasks/task2_weighing]", "stage_overrides.epochs=40",
+               "stage_overrides.decay_steps=300", "validation.every_epochs=40",
                "stage_overrides.validation_episodes=[0]"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -77,6 +77,9 @@ def test_the_node_drives_the_simulator_and_the_instruction_selects_the_arm(train
         assert status.actions_published > 50 and status.inferences >= 8
         assert status.non_finite_replaced == 0
         assert operator.episode["commands"]["malformed"] == 0 and operator.episode["commands"]["rejected"] == 0
+    print("how far each hand got from home (m):", reach)
     left_task, right_task = (reach[t.name] for t in TASKS)
-    assert left_task["left"] > 0.1 and left_task["left"] > 2 * left_task["right"], reach
-    assert right_task["right"] > 0.1 and right_task["right"] > 2 * right_task["left"], reach
+    # Each task's own hand does most of the work, and switching the instruction moves the work across.
+    assert left_task["left"] > 0.15 and left_task["left"] > left_task["right"] + 0.05, reach
+    assert right_task["right"] > 0.15 and right_task["right"] > right_task["left"] + 0.05, reach
+    assert left_task["left"] > right_task["left"] + 0.1 and right_task["right"] > left_task["right"] + 0.1, reach

@@ -19,11 +19,10 @@ import pytest
 import rclpy
 import yaml
 from kuavo_smolvla_ros.msg import EndEffectorData, LejuClawCommand, LejuClawState, SensorsData
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from ros_harness import FakeRobot
+from ros_harness import FakeRobot, spinning
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import Bool, String
@@ -133,22 +132,8 @@ def simulator(**overrides):
     values = {**SMALL, **overrides}
     node = SimNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
     client = SimClient(context)
-    executors = []
-    for member in (node, client):
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(member)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
-        executors.append((executor, thread))
-    try:
+    with spinning(context, node, client):
         yield node, client
-    finally:
-        for executor, thread in executors:
-            executor.shutdown(timeout_sec=5)
-            thread.join(5)
-        node.destroy_node()
-        client.destroy_node()
-        rclpy.shutdown(context=context)
 
 
 def _rgb(msg: CompressedImage) -> np.ndarray:

@@ -137,17 +137,24 @@ _RANGES = {
 DYNAMIC = {"dry_run", "num_steps"}
 
 
-def _descriptor(name: str, default) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=_DESCRIPTIONS[name], read_only=name not in DYNAMIC)
-    if isinstance(default, tuple):
-        descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
-    if name in _RANGES:
-        low, high = _RANGES[name]
+def descriptor(name: str, description: str, value_range: tuple | None = None,
+               read_only: bool = True) -> ParameterDescriptor:
+    """A parameter descriptor with a description and, for numbers, an inclusive range."""
+    result = ParameterDescriptor(name=name, description=description, read_only=read_only)
+    if value_range is not None:
+        low, high = value_range
         if isinstance(low, float):
-            descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+            result.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
         else:
-            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-    return descriptor
+            result.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+    return result
+
+
+def _descriptor(name: str, default) -> ParameterDescriptor:
+    result = descriptor(name, _DESCRIPTIONS[name], _RANGES.get(name), read_only=name not in DYNAMIC)
+    if isinstance(default, tuple):
+        result.type = ParameterType.PARAMETER_STRING_ARRAY
+    return result
 
 
 def declare(node: Node) -> NodeSettings:

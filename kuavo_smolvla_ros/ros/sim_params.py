@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.ros.params import descriptor
 from kuavo_smolvla_ros.sim.scenes import scene_for
 from kuavo_smolvla_ros.tasks import Task, default_catalog
 
@@ -100,19 +100,6 @@ RANGES = {
 }
 #: Parameters the running node applies when they are set; all others are read-only.
 DYNAMIC = {"task", "auto_reset"}
-
-
-def descriptor(name: str, description: str, value_range: tuple | None = None,
-               read_only: bool = True) -> ParameterDescriptor:
-    """A parameter descriptor with a description and, for numbers, an inclusive range."""
-    result = ParameterDescriptor(name=name, description=description, read_only=read_only)
-    if value_range is not None:
-        low, high = value_range
-        if isinstance(low, float):
-            result.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-        else:
-            result.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-    return result
 
 
 def declare(node: Node) -> SimSettings:

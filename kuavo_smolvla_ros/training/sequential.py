@@ -54,7 +54,8 @@ def settings_from(cfg: Mapping[str, Any]) -> Settings:
         select_best_by=str(validation["select_best_by"]), noise_seed=int(validation["noise_seed"]),
         validate_every_epochs=int(validation["every_epochs"]),
         max_val_batches=validation["max_batches"], retained=float(validation["forgetting"]["retained"]),
-        slight=float(validation["forgetting"]["slight"]), action_mode=action_mode, data_cache=data_cache)
+        slight=float(validation["forgetting"]["slight"]), action_mode=action_mode, data_cache=data_cache,
+        data_cache_dir=cfg.get("data_cache_dir"))
 
 
 def fixed_stats(stages: list[Stage], output_root: Path, write: bool = True, action_mode: str = "absolute",

@@ -79,6 +79,8 @@ class Settings:
     action_mode: str | None = None
     #: "memory": train from in-memory copies of the datasets, cached under <output_root>/.data_cache/.
     data_cache: str = "none"
+    #: Where the in-memory caches are kept (None: <output_root>/.data_cache); runs may share one.
+    data_cache_dir: str | None = None
 
 
 class _NoWriter:
@@ -212,7 +214,8 @@ class StageTrainer:
             return open_dataset()
         from kuavo_smolvla_ros.training.memory import CACHE_DIR, cached
 
-        return cached(Path(self.settings.output_root) / CACHE_DIR, stage.dataset, episodes, deltas, open_dataset,
+        cache_dir = self.settings.data_cache_dir or Path(self.settings.output_root) / CACHE_DIR
+        return cached(cache_dir, stage.dataset, episodes, deltas, open_dataset,
                       num_workers=self.settings.num_workers, batch_size=self.settings.batch_size)
 
     def _loader(self, dataset, batches, num_workers: int):
