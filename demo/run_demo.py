@@ -103,7 +103,8 @@ def run_over_ros(out: Path, checkpoint: Path, rounds: int) -> dict:
     policy_params = params_file(POLICY_NODE, {"checkpoint": str(checkpoint), "camera_height": height,
                                               "camera_width": width, "torch_threads": 1, "seed": 0},
                                 out / "policy_params.yaml")
-    sim_params = params_file(SIM_NODE, {"camera_height": height, "camera_width": width}, out / "sim_params.yaml")
+    sim_params = params_file(SIM_NODE, {"camera_height": height, "camera_width": width, "max_episode_s": 15.0},
+                             out / "sim_params.yaml")
     print(f"    = {launch_command(policy_params, sim_params)}  (node output in {out / 'logs'})", flush=True)
     runs: dict[str, list] = {}
     with bringup(policy_params, sim_params, out / "logs") as operator:
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="delete --out and redo every step")
     parser.add_argument("--episodes", type=int, default=20, help="recorded demonstrations per task")
     parser.add_argument("--eval-episodes", type=int, default=10, help="simulated-time episodes per task")
-    parser.add_argument("--ros-rounds", type=int, default=2, help="rounds of the four tasks over ROS")
+    parser.add_argument("--ros-rounds", type=int, default=1, help="rounds of the four tasks over ROS")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the training (e.g. stage_overrides.epochs=4)")
     args = parser.parse_args(argv)
     out = args.out.resolve()

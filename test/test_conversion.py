@@ -307,7 +307,7 @@ def test_the_converted_dataset_trains_the_policy(tmp_path):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step == 2:
             break
     assert len(losses) == 3 and all(np.isfinite(losses))
