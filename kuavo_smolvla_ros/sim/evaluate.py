@@ -43,7 +43,7 @@ def run_episode(predict: Callable[[Observation], np.ndarray], task: Task, seed: 
     """One closed-loop episode of ``task`` (object drawn from ``seed``)."""
     world = SimWorld(world_config)
     episode = world.reset(task, seed)
-    safety = SafetyFilter(ramp_ticks=0)
+    safety = SafetyFilter(ramp_ticks=0)  # the node's limits; no ramp-in: episodes start from rest
     safety.reset(world.state)
     queue: list[np.ndarray] = []
     states, inferences = [world.state], 0

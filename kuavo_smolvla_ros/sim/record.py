@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -94,9 +95,10 @@ def record_episode(path: str | Path, task: Task | str, seed: int, storage: str =
                 end = world.time + config.tail_s
             heapq.heappush(queue, ((k + 1) / rate, order[name], name, rate, k + 1))
     if not world.success:
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         raise RuntimeError(f"the expert failed {episode.task.name} with seed {seed} within "
                            f"{config.world.max_episode_s} s")
     return {"path": str(path), "task": episode.task.name, "seed": seed, "success_time": episode.success_time,
