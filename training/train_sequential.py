@@ -9,28 +9,20 @@ Configs: training/configs/smolvla_sequential_base.yaml and training/configs/task
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @hydra.main(config_path=str(CONFIGS), config_name="smolvla_sequential_base", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
+    from kuavo_smolvla_ros.training.cli import run_or_exit
     from kuavo_smolvla_ros.training.sequential import run
-    from kuavo_smolvla_ros.training.trainer import TrainingError
 
-    try:
-        run(OmegaConf.to_container(cfg, resolve=True), CONFIGS)
-    except (TrainingConfigError, TrainingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(run, cfg, CONFIGS)
 
 
 if __name__ == "__main__":

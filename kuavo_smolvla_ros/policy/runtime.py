@@ -66,6 +66,21 @@ def load_policy(info: CheckpointInfo, device: str = "cpu", configure: Callable[[
     return policy.to(device)
 
 
+def load_processors(info: CheckpointInfo, config, device: str = "cpu"):
+    """The checkpoint's saved (preprocessor, postprocessor): its normalisation statistics, the tokenizer of
+    its local VLM folder, tensors moved to ``device``."""
+    from lerobot.policies.factory import make_pre_post_processors
+
+    return make_pre_post_processors(
+        config,
+        pretrained_path=str(info.path),
+        preprocessor_overrides={
+            "tokenizer_processor": {"tokenizer_name": str(info.vlm_path)},
+            "device_processor": {"device": device},
+        },
+    )
+
+
 class PolicyRuntime:
     """A loaded SmolVLA checkpoint that predicts (chunk_size, 16) float32 actions in robot units."""
 
@@ -92,21 +107,11 @@ class PolicyRuntime:
         """Load ``checkpoint`` on ``device``; ``vlm_path`` overrides the recorded VLM folder and the
         step counts override the checkpoint's (``chunk_size`` may only shrink)."""
         info = inspect_checkpoint(checkpoint, vlm_path)
-        from lerobot.policies.factory import make_pre_post_processors
-
         device = _check_device(device)
         policy = load_policy(info, device, lambda config: _apply_overrides(config, info, num_steps, chunk_size,
                                                                            n_action_steps))
-        config = policy.config
         policy.eval()
-        preprocessor, postprocessor = make_pre_post_processors(
-            config,
-            pretrained_path=str(info.path),
-            preprocessor_overrides={
-                "tokenizer_processor": {"tokenizer_name": str(info.vlm_path)},
-                "device_processor": {"device": device},
-            },
-        )
+        preprocessor, postprocessor = load_processors(info, policy.config, device)
         runtime = cls(policy, preprocessor, postprocessor, info, device)
         LOG.info("opened %s on %s (%d steps, chunk %d)", info.path, device, runtime.num_steps, runtime.chunk_size)
         return runtime

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +237,12 @@ def cached_lerobot(dataset, cache_dir: str | Path, num_workers: int = 0, batch_s
     """:func:`cached` for an open ``LeRobotDataset`` (its root, episodes and delta timestamps)."""
     return cached(cache_dir, dataset.root, dataset.episodes, dataset.delta_timestamps, lambda: dataset,
                   num_workers=num_workers, batch_size=batch_size)
+
+
+def batch_loader(dataset, batches: Iterable[list[int]], num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader yielding the collated items of each index list in ``batches``. A :class:`MemoryDataset`
+    gathers a whole batch at once (the tensors default_collate would stack), in this process; other datasets
+    load items in ``num_workers`` worker processes."""
+    if isinstance(dataset, MemoryDataset) or getattr(dataset, "gathers_batches", False):
+        return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, num_workers=0)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)

@@ -126,6 +126,46 @@ def forgetting_label(loss: float, retained: float, slight: float) -> str:
     return "slight" if loss < slight else "significant"
 
 
+def write_checkpoint(target: Path, policy, preprocessor, postprocessor, metadata: CheckpointMetadata,
+                     training_state: tuple[Any, Any, dict] | None = None) -> Path:
+    """Write a lerobot checkpoint folder (``save_pretrained`` of the policy and both processors) plus
+    ``kuavo_smolvla.json`` at ``target``, complete or not at all. ``training_state`` (optimizer, scheduler,
+    progress dict) adds ``training_state/`` (safetensors and JSON, no pickles) to resume from."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    policy.save_pretrained(tmp)
+    preprocessor.save_pretrained(tmp)
+    postprocessor.save_pretrained(tmp)
+    metadata.save(tmp)
+    if training_state is not None:
+        from lerobot.optim.optimizers import save_optimizer_state
+        from lerobot.optim.schedulers import save_scheduler_state
+        from lerobot.utils.random_utils import save_rng_state
+
+        optimizer, scheduler, progress = training_state
+        state_dir = tmp / "training_state"
+        state_dir.mkdir()
+        save_optimizer_state(optimizer, state_dir)
+        save_scheduler_state(scheduler, state_dir)
+        save_rng_state(state_dir)
+        write_json(state_dir / STATE_FILE, progress)
+    replace_dir(tmp, target)
+    return target
+
+
+def load_training_state(state_dir: Path, optimizer, scheduler):
+    """(optimizer, scheduler) restored from a ``training_state/`` folder, and the RNG state with them."""
+    from lerobot.optim.optimizers import load_optimizer_state
+    from lerobot.optim.schedulers import load_scheduler_state
+    from lerobot.utils.random_utils import load_rng_state
+
+    optimizer = load_optimizer_state(optimizer, state_dir)
+    scheduler = load_scheduler_state(scheduler, state_dir)
+    load_rng_state(state_dir)
+    return optimizer, scheduler
+
+
 class StageTrainer:
     """Trains one stage; ``run()`` returns the stage's results (also written to ``training_results.json``)."""
 
@@ -221,9 +261,9 @@ class StageTrainer:
     def _loader(self, dataset, batches, num_workers: int):
         """A DataLoader of ``batches`` (lists of indices). In-memory datasets gather a whole batch at once
         (the same tensors default_collate would stack), in this process."""
-        if self.in_memory:
-            return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, num_workers=0)
-        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
+        from kuavo_smolvla_ros.training.memory import batch_loader
+
+        return batch_loader(dataset, batches, num_workers)
 
     def _make_data(self) -> None:
         from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
@@ -344,36 +384,11 @@ class StageTrainer:
             extra={"stage_config": self.stage.name, "epoch": self.state["epoch"], "step": self.state["step"]})
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
-        target = self.out / name
-        tmp = target.with_name(f".{name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.policy.save_pretrained(tmp)
-        self.preprocessor.save_pretrained(tmp)
-        self.postprocessor.save_pretrained(tmp)
-        self._metadata().save(tmp)
-        if with_state:
-            from lerobot.optim.optimizers import save_optimizer_state
-            from lerobot.optim.schedulers import save_scheduler_state
-            from lerobot.utils.random_utils import save_rng_state
-
-            state_dir = tmp / "training_state"
-            state_dir.mkdir()
-            save_optimizer_state(self.optimizer, state_dir)
-            save_scheduler_state(self.scheduler, state_dir)
-            save_rng_state(state_dir)
-            write_json(state_dir / STATE_FILE, self.state)
-        replace_dir(tmp, target)
-        return target
+        return write_checkpoint(self.out / name, self.policy, self.preprocessor, self.postprocessor, self._metadata(),
+                                (self.optimizer, self.scheduler, self.state) if with_state else None)
 
     def _load_training_state(self, state_dir: Path) -> None:
-        from lerobot.optim.optimizers import load_optimizer_state
-        from lerobot.optim.schedulers import load_scheduler_state
-        from lerobot.utils.random_utils import load_rng_state
-
-        self.optimizer = load_optimizer_state(self.optimizer, state_dir)
-        self.scheduler = load_scheduler_state(self.scheduler, state_dir)
-        load_rng_state(state_dir)
+        self.optimizer, self.scheduler = load_training_state(state_dir, self.optimizer, self.scheduler)
         LOG.info("resuming %s at epoch %d, step %d", self.out, self.state["epoch"], self.state["step"])
 
     # ----------------------------------------------------------------------------------- run

@@ -1,0 +1,172 @@
+"""The reflow run's settings, read from the Hydra config (``training/configs/reflow_base.yaml``) and checked
+before any work: the teacher checkpoint first, then every knob, naming the key at fault.
+
+The users' older command lines carry flags their update removed: ``load_vlm_weights`` (the VLM's weights
+come from the teacher checkpoint, read once) and ``train_expert_only`` (the student always trains the action
+expert and its projections). Both are accepted and handled here; a value that cannot be honoured
+(``train_expert_only=false``, ``freeze_vision_encoder=false``: the VLM is the frozen teacher's) is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kuavo_smolvla_ros.policy.checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
+from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
+
+DATA_CACHES = ("none", "memory")
+
+
+@dataclass(frozen=True)
+class ReflowConfig:
+    """Everything a reflow run needs (``teacher`` already checked)."""
+
+    teacher: CheckpointInfo
+    output_dir: Path
+    curriculum: tuple[str, ...]
+    data_root: Path
+    num_steps: int = 2
+    teacher_num_steps: int = 10
+    steps: int = 20_000
+    batch_size: int = 64
+    lr: float = 2e-5
+    warmup_steps: int = 500
+    decay_steps: int = 20_000
+    min_lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 5e-7
+    grad_clip_norm: float = 1.0
+    save_freq: int = 2000
+    log_freq: int = 100
+    validation_freq: int = 1000
+    validation_frames: int | None = 256
+    pairs_per_observation: int = 1
+    pairs_max_frames: int | None = None
+    pairs_batch_size: int = 64
+    pairs_cache_dir: Path | None = None
+    seed: int = 1000
+    device: str = "cpu"
+    bf16: bool = False
+    num_workers: int = 2
+    data_cache: str = "none"
+    data_cache_dir: Path | None = None
+    vlm_path: str | None = None
+    #: Lines for the log: how the removed flags were handled.
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def pairs_dir(self) -> Path:
+        return self.pairs_cache_dir or self.output_dir / "pairs"
+
+    def settings(self) -> dict[str, Any]:
+        """The reflow settings recorded in the student's metadata."""
+        return {"teacher": str(self.teacher.path), "teacher_num_steps": self.teacher_num_steps,
+                "num_steps": self.num_steps, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                "warmup_steps": self.warmup_steps, "decay_steps": self.decay_steps, "seed": self.seed,
+                "pairs_per_observation": self.pairs_per_observation, "pairs_max_frames": self.pairs_max_frames,
+                "curriculum": list(self.curriculum), "data_root": str(self.data_root),
+                "trained": "action expert and projections; VLM shared with the frozen teacher"}
+
+
+def teacher_path(cfg: Mapping[str, Any]) -> str:
+    """``teacher`` or ``teacher_model_path`` (the same setting under the users' older name)."""
+    short, long = cfg.get("teacher"), cfg.get("teacher_model_path")
+    if short and long and str(short) != str(long):
+        raise TrainingConfigError(f"teacher={short} and teacher_model_path={long} disagree: set one of them")
+    path = short or long
+    if not path or path == "???":
+        raise TrainingConfigError("no teacher: set teacher=PATH (or teacher_model_path=PATH) to the final "
+                                  "multi-task checkpoint, e.g. outputs/train/smolvla_sequential/task4_sorting/best")
+    return str(path)
+
+
+def open_teacher(cfg: Mapping[str, Any]) -> CheckpointInfo:
+    """The teacher checkpoint, checked from its files alone (nothing is built or read beyond headers)."""
+    path = teacher_path(cfg)
+    try:
+        return inspect_checkpoint(path, cfg.get("vlm_path"))
+    except CheckpointError as err:
+        raise TrainingConfigError(f"teacher_model_path {path}: {err}") from None
+
+
+def legacy_notes(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """How ``use_reflow``, ``load_vlm_weights``, ``train_expert_only`` and ``freeze_vision_encoder`` are
+    handled; raises for values that cannot be."""
+    if cfg.get("use_reflow", True) is False:
+        raise TrainingConfigError("use_reflow=false: this command only distils (use_reflow is implied); train "
+                                  "with plain flow matching with training/train_sequential.py")
+    if cfg.get("train_expert_only") is False:
+        raise TrainingConfigError("train_expert_only=false cannot be honoured: the student shares the frozen "
+                                  "teacher's VLM and trains the action expert and its projections (drop the flag)")
+    if cfg.get("freeze_vision_encoder", True) is False:
+        raise TrainingConfigError("freeze_vision_encoder=false cannot be honoured: the vision encoder is part of "
+                                  "the VLM the student shares with the frozen teacher")
+    notes = []
+    if cfg.get("load_vlm_weights") is not None:
+        notes.append(f"load_vlm_weights={cfg['load_vlm_weights']} ignored (a removed flag): the VLM's weights "
+                     "come from the teacher checkpoint, read once")
+    if cfg.get("train_expert_only") is not None:
+        notes.append("train_expert_only=true is implied (a removed flag): the student trains the action expert "
+                     "and its projections")
+    return tuple(notes)
+
+
+def _positive(cfg: Mapping[str, Any], key: str, kind: type = int, allow_zero: bool = False,
+              allow_none: bool = False) -> Any:
+    value = cfg
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if value is None and allow_none:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise TrainingConfigError(f"{key} must be a number, got {value!r}") from None
+    if number < 0 or (number == 0 and not allow_zero):
+        raise TrainingConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return number
+
+
+def reflow_config(cfg: Mapping[str, Any]) -> ReflowConfig:
+    """Check the teacher, then the rest of ``cfg``; raises :class:`TrainingConfigError` naming the key."""
+    teacher = open_teacher(cfg)
+    notes = legacy_notes(cfg)
+    teacher_steps = _positive(cfg, "teacher_num_steps", allow_none=True) or teacher.num_steps
+    num_steps = _positive(cfg, "num_steps")
+    if num_steps >= teacher_steps:
+        raise TrainingConfigError(f"num_steps ({num_steps}) must be below the teacher's {teacher_steps} steps: "
+                                  "the student is distilled to fewer (1 or 2)")
+    steps = _positive(cfg, "steps")
+    data_cache = str(cfg.get("data_cache") or "none")
+    if data_cache not in DATA_CACHES:
+        raise TrainingConfigError(f"data_cache must be one of {DATA_CACHES}, got {data_cache!r}")
+    optimizer, pairs, validation = cfg.get("optimizer") or {}, cfg.get("pairs") or {}, cfg.get("validation") or {}
+    batch_size = _positive(cfg, "batch_size")
+    if not cfg.get("output_dir"):
+        raise TrainingConfigError("output_dir is not set")
+    return ReflowConfig(
+        teacher=teacher, output_dir=Path(cfg["output_dir"]), curriculum=tuple(cfg["curriculum"]),
+        data_root=Path(cfg["data_root"]), num_steps=num_steps, teacher_num_steps=teacher_steps, steps=steps,
+        batch_size=batch_size, lr=_positive(cfg, "lr", float),
+        warmup_steps=_positive(cfg, "warmup_steps", allow_zero=True),
+        decay_steps=_positive(cfg, "decay_steps", allow_none=True) or steps,
+        min_lr=float((cfg.get("scheduler") or {}).get("min_lr", 1e-6)),
+        betas=tuple(optimizer.get("betas", (0.9, 0.999))), eps=float(optimizer.get("eps", 1e-8)),
+        weight_decay=float(optimizer.get("weight_decay", 5e-7)),
+        grad_clip_norm=float(optimizer.get("grad_clip_norm", 1.0)),
+        save_freq=_positive(cfg, "save_freq", allow_zero=True), log_freq=_positive(cfg, "log_freq"),
+        validation_freq=_positive(cfg, "validation.every_steps", allow_zero=True),
+        validation_frames=_positive(cfg, "validation.max_frames_per_task", allow_none=True),
+        pairs_per_observation=_positive(cfg, "pairs.per_observation"),
+        pairs_max_frames=_positive(cfg, "pairs.max_frames_per_task", allow_none=True),
+        pairs_batch_size=_positive(cfg, "pairs.batch_size", allow_none=True) or batch_size,
+        pairs_cache_dir=Path(pairs["cache_dir"]) if pairs.get("cache_dir") else None,
+        seed=int(cfg.get("seed", 1000)), device=str(cfg.get("device", "cpu")), bf16=bool(cfg.get("bf16", False)),
+        num_workers=_positive(cfg, "num_workers", allow_zero=True), data_cache=data_cache,
+        data_cache_dir=Path(cfg["data_cache_dir"]) if cfg.get("data_cache_dir") else None,
+        vlm_path=cfg.get("vlm_path"), notes=notes + tuple(
+            [] if validation.get("every_steps") else ["validation.every_steps=0: no validation; best/ is the last"]))

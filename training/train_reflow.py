@@ -1,0 +1,31 @@
+"""Reflow distillation of the final multi-task SmolVLA into a 1-2 step student (Hydra).
+
+    python training/train_reflow.py teacher=outputs/train/smolvla_sequential/task4_sorting/best data_root=datasets
+    python training/train_reflow.py teacher_model_path=/ckpt/best num_steps=1 steps=20000 batch_size=64 \
+        lr=2e-5 save_freq=2000 output_dir=outputs/train/reflow device=cuda
+
+The teacher's VLM is loaded once and shared, frozen, with the student; the student trains the action expert
+and its projections. Configs: training/configs/reflow_base.yaml (the curriculum comes from the sequential
+task files beside it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+@hydra.main(config_path=str(CONFIGS), config_name="reflow_base", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from kuavo_smolvla_ros.training.cli import run_or_exit
+    from kuavo_smolvla_ros.training.reflow import run
+
+    run_or_exit(run, cfg, CONFIGS)
+
+
+if __name__ == "__main__":
+    main()
