@@ -3,6 +3,7 @@ bad inputs, model failures, dry run and ~/enable."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
@@ -253,3 +254,24 @@ def test_dry_run_and_num_steps_can_be_changed_at_run_time(tiny_checkpoint):
         rejected = node.set_parameters([Parameter("max_input_age_s", value=2.0)])
         assert not rejected[0].successful and "read-only" in rejected[0].reason
     assert status.dry_run and chunk.num_inference_steps == 3
+
+
+def test_the_node_runs_a_checkpoint_at_its_own_step_count_unless_told_otherwise(checkpoint_copy):
+    """A reflow student's config.json says 2 steps: the node's default (num_steps 0) keeps them; setting the
+    parameter overrides them, and 0 goes back to the checkpoint's."""
+    from rclpy.parameter import Parameter
+
+    config = json.loads((checkpoint_copy / "config.json").read_text())
+    (checkpoint_copy / "config.json").write_text(json.dumps({**config, "num_steps": 2}))
+    with running(checkpoint_copy, default_instruction="task1") as (node, fake):
+        def next_status_with(steps: int, what: str):
+            seen = len(fake.received["status"])
+            return fake.wait_for(lambda: next((s for s in fake.received["status"][seen:]
+                                               if s.num_inference_steps == steps), None), 15, what)
+
+        next_status_with(2, "the checkpoint's 2 steps")
+        assert node.get_parameter("num_steps").value == 0
+        assert all(r.successful for r in node.set_parameters([Parameter("num_steps", value=5)]))
+        next_status_with(5, "5 steps once set")
+        assert all(r.successful for r in node.set_parameters([Parameter("num_steps", value=0)]))
+        next_status_with(2, "back to the checkpoint's 2 steps")

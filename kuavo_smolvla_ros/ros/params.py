@@ -22,7 +22,8 @@ class NodeSettings:
     checkpoint: str = ""
     vlm_path: str = ""
     device: str = "cpu"
-    num_steps: int = 10
+    #: 0: the checkpoint's own (10 for a flow-matching checkpoint, 1-2 for a reflow student).
+    num_steps: int = 0
     chunk_size: int = 50
     n_action_steps: int = 8
     control_rate_hz: float = robot.CONTROL_RATE_HZ
@@ -87,7 +88,7 @@ _DESCRIPTIONS = {
     "checkpoint": "SmolVLA checkpoint folder (lerobot format; a lerobot-train step folder works too)",
     "vlm_path": "local VLM folder overriding the one recorded in the checkpoint (empty: recorded path)",
     "device": "torch device: cpu, cuda or cuda:N",
-    "num_steps": "flow-matching (denoising) steps per chunk",
+    "num_steps": "flow-matching (denoising) steps per chunk (0: the checkpoint's own, e.g. 2 for a reflow student)",
     "chunk_size": "actions per predicted chunk (at most the checkpoint's)",
     "n_action_steps": "actions executed from each chunk before the next takes over",
     "control_rate_hz": "rate at which actions are published (Kuavo data rate: 10 Hz)",
@@ -126,7 +127,7 @@ _DESCRIPTIONS = {
 }
 
 _RANGES = {
-    "num_steps": (1, 100), "chunk_size": (1, 1000), "n_action_steps": (1, 1000), "blend_steps": (0, 50),
+    "num_steps": (0, 100), "chunk_size": (1, 1000), "n_action_steps": (1, 1000), "blend_steps": (0, 50),
     "camera_height": (0, 10000), "camera_width": (0, 10000), "seed": (-1, 2**31 - 1),
     "warmup_iterations": (0, 100), "torch_threads": (0, 1024),
     "control_rate_hz": (0.5, 200.0), "max_input_age_s": (0.01, 60.0), "max_joint_velocity": (0.01, 10.0),

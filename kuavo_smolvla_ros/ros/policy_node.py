@@ -47,7 +47,7 @@ class PolicyNode(Node):
 
         torch.set_num_threads(s.torch_threads or max(1, (os.cpu_count() or 2) - 1))
         self.runtime = PolicyRuntime.open(s.checkpoint, device=s.device, vlm_path=s.vlm_path or None,
-                                          num_steps=s.num_steps, chunk_size=s.chunk_size,
+                                          num_steps=s.num_steps or None, chunk_size=s.chunk_size,
                                           n_action_steps=s.n_action_steps)
         missing = [c for c in self.runtime.cameras if c not in s.camera_names]
         if missing:
@@ -188,7 +188,8 @@ class PolicyNode(Node):
             if parameter.name == "dry_run":
                 self.settings.dry_run = bool(parameter.value)
             elif parameter.name == "num_steps":
-                self.runtime.num_steps = int(parameter.value)  # read at the start of each inference
+                # read at the start of each inference; 0 goes back to the checkpoint's own
+                self.runtime.num_steps = int(parameter.value) or self.runtime.info.num_steps
             self.get_logger().info(f"parameter {parameter.name} set to {parameter.value}")
         self._publish_status()
 
