@@ -52,7 +52,7 @@ from kuavo_smolvla_ros.training.trainer import (
     STATE_FILE,
     TrainingError,
     load_training_state,
-    lr_factor,
+    make_optimizer,
     write_checkpoint,
 )
 
@@ -113,11 +113,9 @@ class ReflowTrainer:
             LOG.info(line)
         self.preprocessor, self.postprocessor = load_processors(config.teacher, self.student.config, config.device)
         self._make_data()
-        trainable = [p for p in self.student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
-                                           weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(
-            step, config.warmup_steps, config.decay_steps, config.lr, config.min_lr))
+        self.optimizer, self.scheduler = make_optimizer(
+            self.student, config.lr, config.betas, config.eps, config.weight_decay, config.warmup_steps,
+            config.decay_steps, config.min_lr)
         if resume.is_file():
             self.optimizer, self.scheduler = load_training_state(resume.parent, self.optimizer, self.scheduler)
             LOG.info("[reflow] resuming %s at step %d", self.out, self.state["step"])

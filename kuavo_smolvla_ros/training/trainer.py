@@ -99,6 +99,16 @@ def lr_factor(step: int, warmup: int, decay: int, peak: float, floor: float) -> 
     return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, betas: Sequence[float], eps: float, weight_decay: float,
+                   warmup_steps: int, decay_steps: int, min_lr: float):
+    """(AdamW over ``model``'s trainable parameters, its scheduler: linear warmup then cosine decay to ``min_lr``)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, warmup_steps, decay_steps, lr, min_lr))
+    return optimizer, scheduler
+
+
 def stage_source(stage: Stage, settings: Settings, init_checkpoint: str | Path) -> Path:
     """The checkpoint a stage's trainer loads: its own ``last/`` when resuming, else ``init_checkpoint``."""
     last = Path(settings.output_root) / stage.output_name / "last"
@@ -198,11 +208,9 @@ class StageTrainer:
             self.model = torch.nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
         self._make_processors()
         self._make_data()
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=stage.lr, betas=tuple(settings.betas), eps=settings.eps,
-                                           weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(
-            step, stage.warmup_steps, stage.decay_steps, stage.lr, settings.min_lr))
+        self.optimizer, self.scheduler = make_optimizer(
+            self.policy, stage.lr, settings.betas, settings.eps, settings.weight_decay, stage.warmup_steps,
+            stage.decay_steps, settings.min_lr)
         if resume.is_file():
             self._load_training_state(resume.parent)
         from torch.utils.tensorboard import SummaryWriter
