@@ -104,7 +104,8 @@ def full_size(repeats: int) -> tuple[dict, dict]:
              "trainable_share": models.trainable_share, "vlm_instances": models.vlm_instances,
              "vlm_loads": models.vlm_loads}
     del models
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     runtime = PolicyRuntime.open(path)
     observation = runtime.dummy_observation()
     row = timing_rows({"teacher": runtime, "student": runtime}, observation, repeats, "full (random weights)")
@@ -117,6 +118,7 @@ def held_out_observations(datasets: Path, frames: int) -> dict[str, list]:
 
     from kuavo_smolvla_ros.policy.runtime import Observation
     from kuavo_smolvla_ros.training.curriculum import load_curriculum
+    from kuavo_smolvla_ros.training.datasets import REPO_ID, open_metadata
     from kuavo_smolvla_ros.training.pairs import evenly_spaced
     from kuavo_smolvla_ros.training.sampling import split_episodes
 
@@ -124,9 +126,9 @@ def held_out_observations(datasets: Path, frames: int) -> dict[str, list]:
                              datasets)
     observations = {}
     for stage in stages:
-        meta_total = LeRobotDataset(stage.dataset.name, root=stage.dataset, video_backend="pyav").meta.total_episodes
-        _, held_out = split_episodes(meta_total, stage.validation_episodes, seed=1000 + stage.task.id)
-        dataset = LeRobotDataset(stage.dataset.name, root=stage.dataset, episodes=held_out, video_backend="pyav")
+        total = open_metadata(stage).total_episodes
+        _, held_out = split_episodes(total, stage.validation_episodes, seed=1000 + stage.task.id)
+        dataset = LeRobotDataset(REPO_ID, root=stage.dataset, episodes=held_out, video_backend="pyav")
         rows = []
         for index in evenly_spaced(len(dataset), frames):
             item = dataset[index]

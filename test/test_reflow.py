@@ -232,3 +232,24 @@ def test_settings_that_cannot_be_honoured_are_refused(curriculum, tmp_path, over
 
     with pytest.raises(TrainingConfigError, match=message):
         reflow_config(config(curriculum, tmp_path, **overrides))
+
+
+def test_a_damaged_pair_cache_is_made_again_not_trusted(curriculum, tmp_path, monkeypatch):
+    from kuavo_smolvla_ros.training import reflow
+
+    cache = {"pairs": {"cache_dir": str(tmp_path / "pairs")}}
+    first = trainer_for(config(curriculum, tmp_path / "a", **cache))
+    damaged = sorted((tmp_path / "pairs").glob("task2_weighing_train_*.safetensors"))
+    assert len(damaged) == 1
+    damaged[0].write_bytes(b"not a safetensors file")
+    made = []
+    original = reflow.make_pairs
+
+    def counting(*args, **kwargs):
+        made.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reflow, "make_pairs", counting)
+    again = trainer_for(config(curriculum, tmp_path / "b", **cache))
+    assert len(made) == 1, "only the damaged file is generated again"
+    assert torch.equal(first.train_data.pairs.actions, again.train_data.pairs.actions)

@@ -16,8 +16,7 @@ from typing import Any
 
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
 from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
-
-DATA_CACHES = ("none", "memory")
+from kuavo_smolvla_ros.training.trainer import DATA_CACHES
 
 
 @dataclass(frozen=True)
