@@ -10,7 +10,7 @@ import pytest
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.sim import scenes
-from kuavo_smolvla_ros.sim.evaluate import run_episode
+from kuavo_smolvla_ros.sim.evaluate import EVAL_SEED_BASE, episode_noise_seed, evaluate, run_episode
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert, plan
 from kuavo_smolvla_ros.sim.kinematics import (
     GEOMETRY,
@@ -194,6 +194,26 @@ def test_a_policy_that_holds_still_fails_in_the_closed_loop():
     assert not result.success and result.duration == pytest.approx(SimWorld().config.max_episode_s)
     assert result.inferences == pytest.approx(len(result.states) / 8, abs=1)
     np.testing.assert_allclose(result.states[-1], home_state(), atol=1e-9)
+
+
+def test_episode_noise_depends_on_the_episode_alone():
+    task, other = TASKS[0], TASKS[1]
+    seeds = {episode_noise_seed(0, t, s, k) for t in (task, other) for s in (5, 6) for k in range(3)}
+    assert len(seeds) == 12
+    assert episode_noise_seed(0, task, 5, 2) == episode_noise_seed(0, task, 5, 2)
+    assert episode_noise_seed(1, task, 5, 2) != episode_noise_seed(0, task, 5, 2)
+
+
+def test_an_episode_replays_alone_with_the_same_noise(tiny_checkpoint):
+    from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
+
+    runtime, task = PolicyRuntime.open(tiny_checkpoint), TASKS[2]
+    batch = evaluate(runtime, [task], 2, progress=False)[task.name]
+    alone = evaluate(runtime, [task], 1, first_seed=EVAL_SEED_BASE + 1, progress=False)[task.name][0]
+    assert [r.seed for r in batch] == [EVAL_SEED_BASE, EVAL_SEED_BASE + 1] and alone.seed == EVAL_SEED_BASE + 1
+    np.testing.assert_array_equal(alone.states, batch[1].states)
+    other_noise = evaluate(runtime, [task], 1, first_seed=EVAL_SEED_BASE + 1, noise_seed=1, progress=False)
+    assert not np.allclose(other_noise[task.name][0].states, alone.states)
 
 
 # ------------------------------------------------------------------------------------- recorder

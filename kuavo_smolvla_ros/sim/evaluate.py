@@ -61,10 +61,22 @@ def run_episode(predict: Callable[[Observation], np.ndarray], task: Task, seed: 
                          np.array(states), tuple(float(v) for v in episode.object_start), list(episode.events))
 
 
-def runtime_predictor(runtime: PolicyRuntime, seed: int = 0) -> Callable[[Observation], np.ndarray]:
-    """``runtime.predict_chunk`` with reproducible noise: the k-th call uses noise seed ``seed + k``."""
-    calls = iter(range(seed, 2**62))
-    return lambda observation: runtime.predict_chunk(observation, seed=next(calls))
+def episode_noise_seed(noise_seed: int, task: Task, seed: int, inference: int) -> int:
+    """The noise seed of an episode's ``inference``-th chunk: a function of that episode alone."""
+    return int(np.random.SeedSequence([noise_seed, task.id, seed, inference]).generate_state(1, np.uint64)[0])
+
+
+def episode_predictor(runtime: PolicyRuntime, task: Task, seed: int,
+                      noise_seed: int = 0) -> Callable[[Observation], np.ndarray]:
+    """``runtime.predict_chunk`` with the episode's own reproducible noise stream.
+
+    The k-th chunk of episode (``task``, ``seed``) starts from the same noise for every checkpoint and
+    whatever the other episodes did (common random numbers): two checkpoints are compared on the same
+    objects *and* the same noise, and any one episode can be replayed alone.
+    """
+    calls = iter(range(2**62))
+    return lambda observation: runtime.predict_chunk(
+        observation, seed=episode_noise_seed(noise_seed, task, seed, next(calls)))
 
 
 def image_sizes(runtime: PolicyRuntime) -> dict[str, tuple[int, int]]:
@@ -73,15 +85,15 @@ def image_sizes(runtime: PolicyRuntime) -> dict[str, tuple[int, int]]:
 
 def evaluate(runtime: PolicyRuntime, tasks: Sequence[Task], episodes: int, first_seed: int = EVAL_SEED_BASE,
              noise_seed: int = 0, progress: bool = True) -> dict[str, list[EpisodeResult]]:
-    """``episodes`` episodes of every task (the same object seeds for every task and checkpoint)."""
+    """``episodes`` episodes of every task: the same object seeds and noise streams for every checkpoint."""
     from tqdm import tqdm
 
-    predict = runtime_predictor(runtime, noise_seed)
     sizes = image_sizes(runtime)
     results: dict[str, list[EpisodeResult]] = {task.name: [] for task in tasks}
     jobs = [(task, first_seed + i) for task in tasks for i in range(episodes)]
     for task, seed in tqdm(jobs, desc="closed loop", unit="episode", disable=not progress, leave=False):
-        results[task.name].append(run_episode(predict, task, seed, sizes, n_action_steps=runtime.n_action_steps))
+        results[task.name].append(run_episode(episode_predictor(runtime, task, seed, noise_seed), task, seed, sizes,
+                                              n_action_steps=runtime.n_action_steps))
     return results
 
 
