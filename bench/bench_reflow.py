@@ -12,7 +12,8 @@ Everything side by side in one run, on the same inputs:
 4. fidelity on held-out frames of the four tasks (episodes neither model trained on): mean squared error
    (robot units) of each chunk against the teacher's 10-step chunk for the same observation and noise; the
    baseline is the teacher itself at 1 and 2 steps, undistilled;
-5. closed-loop success per task in the simulator (same object seeds for every model).
+5. closed-loop success per task in the simulator (the same object seeds and noise streams for every model),
+   and each model's per-episode agreement with the teacher's outcomes.
 
 Usage: python bench/bench_reflow.py [--teacher-epochs 12] [--steps 6000] [--per-observation 2] [--episodes 40]
        [--sizes tiny full]
@@ -157,17 +158,26 @@ def fidelity(runtimes: dict, observations: dict[str, list]) -> dict[str, dict[st
     return errors
 
 
-def closed_loop(runtimes: dict, episodes: int) -> dict[str, dict[str, float]]:
+def closed_loop(runtimes: dict, episodes: int) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Success rates per model and task, and each model's per-episode agreement with the 10-step teacher.
+
+    Every model runs the same episodes (object seed and noise stream), so agreement is the share of
+    episodes whose outcome (success or not) equals the teacher's: a paired comparison, finer than rates.
+    """
     from kuavo_smolvla_ros.sim.evaluate import evaluate, success_rates
 
-    rates = {}
+    rates, outcomes = {}, {}
     runs = [(label, which, steps, 0) for label, which, steps in MODELS[:4]] + [(OTHER_NOISE, "teacher", 10, 1)]
     for label, which, steps, noise_seed in runs:
         runtimes[which].num_steps = steps
-        rates[label] = success_rates(evaluate(runtimes[which], list(default_catalog()), episodes,
-                                              noise_seed=noise_seed, progress=False))
+        results = evaluate(runtimes[which], list(default_catalog()), episodes, noise_seed=noise_seed, progress=False)
+        rates[label] = success_rates(results)
+        outcomes[label] = {task: np.array([r.success for r in done]) for task, done in results.items()}
         print(f"   {label}: " + "  ".join(f"{t} {100 * v:.0f}%" for t, v in rates[label].items()), flush=True)
-    return rates
+    teacher = outcomes["teacher 10"]
+    agreement = {label: {task: float(np.mean(row[task] == teacher[task])) for task in row}
+                 for label, row in outcomes.items() if label != "teacher 10"}
+    return rates, agreement
 
 
 def plot(timing: list[dict], errors: dict, rates: dict, path: Path) -> None:
@@ -240,7 +250,7 @@ def main() -> int:
     print(">> fidelity on held-out frames", flush=True)
     errors = fidelity(runtimes, observations)
     print(f">> closed loop ({args.episodes} episodes per task and model)", flush=True)
-    rates = closed_loop(runtimes, args.episodes)
+    rates, agreement = closed_loop(runtimes, args.episodes)
 
     tasks = [t.name for t in default_catalog()]
     lines = [f"machine: {machine()}",
@@ -268,6 +278,10 @@ def main() -> int:
               "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for label, row in rates.items():
         lines.append(f"| {label} | " + " | ".join(f"{100 * row[t]:.0f}" for t in tasks) + " |")
+    lines += ["", "closed loop: % of episodes with the same outcome as the teacher at 10 steps (same object and noise)",
+              "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for label, row in agreement.items():
+        lines.append(f"| {label} | " + " | ".join(f"{100 * row[t]:.0f}" for t in tasks) + " |")
     speed = [row["speedup"]["student 2"] for row in timing]
     gap = max(abs(rates["student 2"][t] - rates["teacher 10"][t]) for t in tasks)
     spread = max(abs(rates[OTHER_NOISE][t] - rates["teacher 10"][t]) for t in tasks)
@@ -284,6 +298,7 @@ def main() -> int:
                            "reflow": {k: reflow[k] for k in ("steps", "pairs", "vlm_loads", "vlm_instances",
                                                               "total_parameters", "trainable_parameters")},
                            "full_size_setup": setup, "timing": timing, "fidelity": errors, "closed_loop": rates,
+                           "agreement_with_teacher": agreement,
                            "episodes": args.episodes, "frames": args.frames, "seconds": time.perf_counter() - start})
     print(f"results: {path}, {RESULTS / 'reflow.png'}")
     return 0
