@@ -8,6 +8,7 @@ arms. This is how the benchmark runs hundreds of episodes; the demo runs the rea
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ def episode_predictor(runtime: PolicyRuntime, task: Task, seed: int,
     whatever the other episodes did (common random numbers): two checkpoints are compared on the same
     objects *and* the same noise, and any one episode can be replayed alone.
     """
-    calls = iter(range(2**62))
+    calls = itertools.count()
     return lambda observation: runtime.predict_chunk(
         observation, seed=episode_noise_seed(noise_seed, task, seed, next(calls)))
 
