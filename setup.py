@@ -32,6 +32,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         share("config", "*.yaml"),
         share("config/conversion", "*.yaml"),
+        share("config/robots", "*.yaml"),
         share("launch", "*.py"),
         share("msg", "*.msg"),
     ],

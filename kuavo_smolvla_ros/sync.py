@@ -85,9 +85,11 @@ class StreamBuffer:
     def latest(self) -> Sample | None:
         return self._samples[-1] if self._samples else None
 
-    def as_of(self, time: float) -> Sample | None:
-        """The latest sample stamped at or before ``time`` and no older than ``max_age``, else None."""
-        index = bisect.bisect_right(self._stamps, time) - 1
+    def as_of(self, time: float, lookahead: float = 0.0) -> Sample | None:
+        """The latest sample stamped at or before ``time + lookahead`` and no more than ``max_age`` older than
+        ``time``, else None. ``lookahead`` (s) tolerates stamps slightly ahead of a live clock (clock skew);
+        offline sampling uses 0."""
+        index = bisect.bisect_right(self._stamps, time + lookahead) - 1
         if index < 0:
             return None
         sample = self._samples[index]
@@ -107,9 +109,9 @@ class StreamBuffer:
                     best = sample
         return best
 
-    def sample(self, time: float) -> Sample | None:
+    def sample(self, time: float, lookahead: float = 0.0) -> Sample | None:
         """This stream's sample for ``time``: nearest within ``tolerance`` if set, else :meth:`as_of`."""
-        return self.as_of(time) if self.tolerance is None else self.nearest(time, self.tolerance)
+        return self.as_of(time, lookahead) if self.tolerance is None else self.nearest(time, self.tolerance)
 
     def first(self) -> Sample | None:
         return self._samples[0] if self._samples else None
@@ -137,12 +139,12 @@ class Aligned:
         return min((s.stamp for s in self.samples.values()), default=None)
 
 
-def align(buffers: Iterable[StreamBuffer], time: float) -> Aligned:
+def align(buffers: Iterable[StreamBuffer], time: float, lookahead: float = 0.0) -> Aligned:
     """Each buffer's :meth:`~StreamBuffer.sample` for ``time``; streams without one are ``missing``."""
     samples: dict[str, Sample] = {}
     missing: list[str] = []
     for buffer in buffers:
-        sample = buffer.sample(time)
+        sample = buffer.sample(time, lookahead)
         if sample is None:
             missing.append(buffer.name)
         else:

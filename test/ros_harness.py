@@ -29,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import RobotProfile, load_profile, parse_overrides
 
 IMAGE_SIDE = 64
 # Lower than the robot's (30 Hz cameras, 500 Hz state): the test robot shares the node's process.
@@ -45,34 +46,45 @@ def jpeg(seed: int, side: int = IMAGE_SIDE) -> bytes:
 
 
 class FakeRobot(Node):
-    """Publishes the robot's sensors at fixed rates (a timer); records the node's outputs."""
+    """Publishes a robot's sensors as its profile says, at fixed rates (a timer); records the node's outputs.
 
-    def __init__(self, context, state_source: str = "kuavo", camera_type: str = "compressed"):
+    Messages are built here by hand (not with the contract's encoders), so the node's decoding is tested
+    against an independent writer. ``joint_state_extra`` adds joints a whole-robot joint_state_broadcaster
+    publishes (legs, head) and shuffles the order."""
+
+    def __init__(self, context, profile: RobotProfile, joint_state_extra: bool = False):
         super().__init__("test_robot", context=context)
-        self.state_source, self.camera_type = state_source, camera_type
+        self.profile = profile
+        self.state_source = "kuavo" if profile.state.source == "kuavo_sensors" else "joint_state"
+        self.joint_state_extra = joint_state_extra
         self.cond = threading.Condition()
         self.received: dict[str, list] = defaultdict(list)
         self.arrival: dict[str, list[float]] = defaultdict(list)
-        self.cameras_on = {name: True for name in robot.CAMERA_NAMES}
+        self.cameras_on = {name: True for name in profile.camera_names}
         self.state = MID_STATE.copy()
-        self.frames = {name: jpeg(i) for i, name in enumerate(robot.CAMERA_NAMES)}
-        image_type = CompressedImage if camera_type == "compressed" else Image
-        self.camera_pubs = {c.name: self.create_publisher(image_type, c.topic, qos_profile_sensor_data)
-                            for c in robot.CAMERAS}
-        self.sensors_pub = self.create_publisher(SensorsData, robot.TOPICS.sensors, qos_profile_sensor_data)
-        self.claw_pub = self.create_publisher(LejuClawState, robot.TOPICS.claw_state, qos_profile_sensor_data)
-        self.joint_pub = self.create_publisher(JointState, robot.TOPICS.joint_states, qos_profile_sensor_data)
-        self.instruction_pub = self.create_publisher(String, robot.TOPICS.task_instruction, 10)  # default QoS
+        self.frames = {name: jpeg(i) for i, name in enumerate(profile.camera_names)}
+        self.camera_types = {c.name: c.encoding for c in profile.cameras}
+        self.camera_pubs = {c.name: self.create_publisher(CompressedImage if c.encoding == "compressed" else Image,
+                                                          c.topic, qos_profile_sensor_data)
+                            for c in profile.cameras}
+        if self.state_source == "kuavo":
+            self.sensors_pub = self.create_publisher(SensorsData, profile.state.topic, qos_profile_sensor_data)
+        else:
+            self.joint_pub = self.create_publisher(JointState, profile.state.topic, qos_profile_sensor_data)
+        if profile.has_gripper_state:
+            self.claw_pub = self.create_publisher(LejuClawState, profile.end_effector.state_topic,
+                                                  qos_profile_sensor_data)
+        self.instruction_pub = self.create_publisher(String, profile.instruction_topic, 10)  # default QoS
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        for name, msg_type, topic, qos in (
-            ("action", JointState, "/kuavo_smolvla/action", 10),
-            ("chunk", ActionChunk, "/kuavo_smolvla/action_chunk", 10),
-            ("status", PolicyStatus, "/kuavo_smolvla/status", latched),
-            ("diagnostics", DiagnosticArray, "/diagnostics", 10),
-            ("arm", JointState, robot.TOPICS.arm_command, 10),
-            ("claw", LejuClawCommand, robot.TOPICS.claw_command, 10),
-        ):
+        outputs = [("action", JointState, "/kuavo_smolvla/action", 10),
+                   ("chunk", ActionChunk, "/kuavo_smolvla/action_chunk", 10),
+                   ("status", PolicyStatus, "/kuavo_smolvla/status", latched),
+                   ("diagnostics", DiagnosticArray, "/diagnostics", 10),
+                   ("arm", JointState, profile.action.topic, 10)]
+        if profile.has_gripper_command:
+            outputs.append(("claw", LejuClawCommand, profile.end_effector.command_topic, 10))
+        for name, msg_type, topic, qos in outputs:
             self.create_subscription(msg_type, topic, lambda m, n=name: self._record(n, m), qos)
         self.create_timer(1 / CAMERA_HZ, self._publish_cameras)
         self.create_timer(1 / STATE_HZ, self._publish_state)
@@ -83,7 +95,7 @@ class FakeRobot(Node):
         return msg
 
     def camera_message(self, name: str, data: bytes | None = None):
-        if self.camera_type == "compressed":
+        if self.camera_types[name] == "compressed":
             msg = self._stamp(CompressedImage())
             msg.format = "jpeg"
             msg.data = data if data is not None else self.frames[name]
@@ -101,27 +113,37 @@ class FakeRobot(Node):
                 self.camera_pubs[name].publish(self.camera_message(name))
 
     def sensors_message(self, state: np.ndarray) -> SensorsData:
+        layout = self.profile.state.joint_q
         msg = self._stamp(SensorsData())
-        q = np.zeros(robot.SENSORS_JOINT_COUNT)
-        q[robot.SENSORS_LEFT_ARM], q[robot.SENSORS_RIGHT_ARM] = state[robot.LEFT_ARM], state[robot.RIGHT_ARM]
+        q = np.zeros(layout.length)
+        q[list(layout.left_arm)], q[list(layout.right_arm)] = state[robot.LEFT_ARM], state[robot.RIGHT_ARM]
         msg.joint_data.joint_q = q.tolist()
         return msg
 
-    def joint_state_message(self, state: np.ndarray, names=robot.JOINT_NAMES) -> JointState:
+    def joint_state_message(self, state: np.ndarray, names=None) -> JointState:
+        names = list(self.profile.state.joint_names if names is None else names)
+        values = [float(v) for v in state]
+        if self.joint_state_extra:  # a whole robot: legs and head too, in the broadcaster's order
+            names += [*(f"leg_l{i}_joint" for i in range(1, 7)), *(f"leg_r{i}_joint" for i in range(1, 7)),
+                      "head_yaw_joint", "head_pitch_joint"]
+            values += [0.1 * i for i in range(14)]
+            order = np.random.default_rng(len(names)).permutation(len(names))
+            names, values = [names[i] for i in order], [values[i] for i in order]
         msg = self._stamp(JointState())
-        msg.name, msg.position = list(names), [float(v) for v in state]
+        msg.name, msg.position = names, values
         return msg
 
     def _publish_state(self):
         if self.state_source == "kuavo":
             self.sensors_pub.publish(self.sensors_message(self.state))
-            claw = self._stamp(LejuClawState())
-            claw.state = [2, 2]
-            claw.data = EndEffectorData(name=list(robot.CLAW_NAMES),
-                                        position=[self.state[7] * 100, self.state[15] * 100])
-            self.claw_pub.publish(claw)
         else:
             self.joint_pub.publish(self.joint_state_message(self.state))
+        if self.profile.has_gripper_state:
+            claw = self._stamp(LejuClawState())
+            claw.state = [2, 2]
+            claw.data = EndEffectorData(name=list(self.profile.end_effector.names),
+                                        position=[self.state[7] * 100, self.state[15] * 100])
+            self.claw_pub.publish(claw)
 
     def instruct(self, text: str) -> None:
         self.instruction_pub.publish(String(data=text))
@@ -175,16 +197,19 @@ def node_parameters(checkpoint, **overrides) -> list[Parameter]:
 
 
 @contextmanager
-def running(checkpoint, state_source: str = "kuavo", camera_type: str = "compressed", **overrides):
-    """A PolicyNode and a FakeRobot, each spinning in a background thread."""
+def running(checkpoint, robot_profile: str = "kuavo4pro", camera_type: str = "compressed",
+            joint_state_extra: bool = False, fake_profile: str | None = None, **overrides):
+    """A PolicyNode and a FakeRobot (both following ``robot_profile``, with the cameras' encoding
+    ``camera_type``; the robot follows ``fake_profile`` if given), each spinning in a background thread."""
     from kuavo_smolvla_ros.ros.policy_node import PolicyNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    fake = FakeRobot(context, state_source, camera_type)
-    types = [camera_type] * len(robot.CAMERAS)
+    profile_overrides = [f"cameras.{c}.encoding={camera_type}" for c in load_profile(robot_profile).camera_names]
+    profile = load_profile(fake_profile or robot_profile, parse_overrides(profile_overrides))
+    fake = FakeRobot(context, profile, joint_state_extra)
     node = PolicyNode(context=context, parameter_overrides=node_parameters(
-        checkpoint, state_source=state_source, camera_types=types, **overrides))
+        checkpoint, robot_profile=robot_profile, profile_overrides=profile_overrides, **overrides))
     with spinning(context, fake, node):
         yield node, fake
 

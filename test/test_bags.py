@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.end_effectors import LejuClaw
+from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.data.bags import BagError, BagWriter, bag_topics, find_bags, read_messages
 
+PROFILE = load_profile("kuavo4pro")
+SENSORS, CLAW_STATE, CAMERA = PROFILE.state.topic, PROFILE.end_effector.state_topic, PROFILE.cameras[0].topic
 NAMES = {
     "ros1": {"sensors": "kuavo_msgs/msg/sensorsData", "joint": "kuavo_msgs/msg/jointData",
              "imu": "kuavo_msgs/msg/imuData", "ee": "kuavo_msgs/msg/endEffectorData",
@@ -48,14 +52,14 @@ def write_kuavo_bag(path, storage: str, seconds: int = 2, rate: int = 10):
             sensors = T[names["sensors"]](
                 header=_header(T, t, kind == "ros1"), sensor_time=_time(T, t), joint_data=joint,
                 imu_data=T[names["imu"]](gyro=vec, acc=vec, free_acc=vec, quat=quat), end_effector_data=ee)
-            bag.write(robot.TOPICS.sensors, names["sensors"], sensors, t)
+            bag.write(SENSORS, names["sensors"], sensors, t)
             claw = T[names["claw"]](header=_header(T, t, kind == "ros1"), state=np.array([2, 2], dtype=np.int8),
                                     data=ee)
-            bag.write(robot.TOPICS.claw_state, names["claw"], claw, t + 0.001)
+            bag.write(CLAW_STATE, names["claw"], claw, t + 0.001)
             image = T["sensor_msgs/msg/CompressedImage"](header=_header(T, t, kind == "ros1"), format="jpeg",
                                                          data=np.frombuffer(b"\xff\xd8" + bytes([k]) + b"\xff\xd9",
                                                                             dtype=np.uint8))
-            bag.write(robot.CAMERAS[0].topic, "sensor_msgs/msg/CompressedImage", image, t + 0.002)
+            bag.write(CAMERA, "sensor_msgs/msg/CompressedImage", image, t + 0.002)
     return path
 
 
@@ -63,14 +67,16 @@ def write_kuavo_bag(path, storage: str, seconds: int = 2, rate: int = 10):
 def test_round_trip_with_kuavo_types(tmp_path, storage):
     path = write_kuavo_bag(tmp_path / ("kuavo.bag" if storage == "ros1" else "kuavo"), storage)
     topics = bag_topics(path)
-    assert set(topics) == {robot.TOPICS.sensors, robot.TOPICS.claw_state, robot.CAMERAS[0].topic}
-    messages = list(read_messages(path, [robot.TOPICS.sensors, robot.CAMERAS[0].topic]))
-    sensors = [m for m in messages if m.topic == robot.TOPICS.sensors]
-    images = [m for m in messages if m.topic != robot.TOPICS.sensors]
+    assert set(topics) == {SENSORS, CLAW_STATE, CAMERA}
+    messages = list(read_messages(path, [SENSORS, CAMERA]))
+    sensors = [m for m in messages if m.topic == SENSORS]
+    images = [m for m in messages if m.topic != SENSORS]
     assert len(sensors) == len(images) == 20
     assert [m.recorded for m in sensors] == pytest.approx([100.0 + k / 10 for k in range(20)])
     for k, message in enumerate(sensors):
-        state = robot.state_from_kuavo(message.msg, message.msg.end_effector_data)
+        arms = message.msg.joint_data.joint_q[12:26]
+        grippers = LejuClaw(("left_claw", "right_claw"), 100.0, 100.0).decode_state(message.msg.end_effector_data)
+        state = robot.compose(arms[:7], grippers[0], arms[7:], grippers[1])
         t = k / 10
         np.testing.assert_allclose(state[robot.LEFT_ARM], [0.01 * i + 0.1 * t for i in range(12, 19)], atol=1e-12)
         assert robot.gripper_units(state) == pytest.approx((0.1, 0.9))
@@ -84,7 +90,7 @@ def test_ros1_bag_is_read_from_its_own_definitions(tmp_path):
 
     path = write_kuavo_bag(tmp_path / "kuavo.bag", "ros1", seconds=1)
     with AnyReader([path], default_typestore=get_typestore(Stores.EMPTY)) as reader:
-        connection = next(c for c in reader.connections if c.topic == robot.TOPICS.sensors)
+        connection = next(c for c in reader.connections if c.topic == SENSORS)
         _, _, raw = next(iter(reader.messages(connections=[connection])))
         msg = reader.deserialize(raw, connection.msgtype)
     assert connection.msgtype == "kuavo_msgs/msg/sensorsData" and len(msg.joint_data.joint_q) == 28

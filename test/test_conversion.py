@@ -19,10 +19,12 @@ from processes import kill_when
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.data.cli import main as cli
-from kuavo_smolvla_ros.data.config import ConfigError, Sync, load_config
+from kuavo_smolvla_ros.contract.fields import encode_jpeg
+from kuavo_smolvla_ros.contract.profile import load_profile
+from kuavo_smolvla_ros.data.config import ConfigError, load_config
 from kuavo_smolvla_ros.data.convert import ConversionError, convert
 from kuavo_smolvla_ros.data.dataset import REPO_ID
-from kuavo_smolvla_ros.data.recording import KuavoRecorder, encode_jpeg
+from kuavo_smolvla_ros.data.recording import KuavoRecorder
 from kuavo_smolvla_ros.data.synthetic import (
     SyntheticBag,
     action_at,
@@ -34,6 +36,8 @@ from kuavo_smolvla_ros.data.synthetic import (
 from kuavo_smolvla_ros.data.validate import validate
 from kuavo_smolvla_ros.tasks import default_catalog
 
+ROOT = Path(__file__).resolve().parent.parent
+KUAVO = load_profile("kuavo4pro")
 START = 100.0
 FPS = 10
 CHUNK = 50
@@ -60,9 +64,10 @@ def expected_rows(written: dict, config) -> tuple[list[dict[str, int]], dict[str
     # The state stream starts with the first sensors message after the first claw state (the node's latch).
     first_claw = records["claw_state"][0]
     sensors_start = np.nonzero(records["sensors"] > first_claw)[0][0]
-    ages = {c.name: c.sync.max_age_s for c in config.cameras} | {
-        "sensors": config.state.sync.max_age_s, "arm_command": config.action.sync.max_age_s,
-        "claw_command": config.gripper.command_sync.max_age_s}
+    profile = config.profile
+    ages = {c.name: c.sync.max_age_s for c in profile.cameras} | {
+        "sensors": profile.state.sync.max_age_s, "arm_command": profile.action.sync.max_age_s,
+        "claw_command": profile.end_effector.command_sync.max_age_s}
     firsts = [records[k][0] for k in ages if k != "sensors"] + [records["sensors"][sensors_start]]
     start = max(firsts)
     end = min(records[k][-1] for k in ages)
@@ -110,7 +115,7 @@ def test_values_frames_and_drops_match_the_recording(tmp_path, storage):
     assert (sum(drops.values()) > 0) == bool(spec.camera_gaps)
 
     dataset = _read_back(tmp_path / "dataset")
-    assert len(dataset) == len(rows) and dataset.meta.robot_type == robot.ROBOT_TYPE
+    assert len(dataset) == len(rows) and dataset.meta.robot_type == KUAVO.robot_type
     assert dataset.meta.features[robot.STATE_FEATURE]["names"] == list(robot.JOINT_NAMES)
     nominal = {k: np.array([n for n, _ in v]) for k, v in written.items()}
     actions = []
@@ -127,7 +132,7 @@ def test_values_frames_and_drops_match_the_recording(tmp_path, storage):
         action[robot.ARM_INDICES] = action_at(nominal["arm_command"][row["arm_command"]])[robot.ARM_INDICES]
         action[robot.GRIPPER_INDICES] = action_at(nominal["claw_command"][row["claw_command"]])[robot.GRIPPER_INDICES]
         actions.append(action)
-        for camera in robot.CAMERA_NAMES:
+        for camera in KUAVO.camera_names:
             image = (item[f"observation.images.{camera}"].numpy().transpose(1, 2, 0) * 255).round()
             assert frame_number(image) == round(nominal[camera][row[camera]] * spec.camera_hz), (i, camera)
     actions = np.array(actions)
@@ -152,10 +157,10 @@ def test_bad_bags_are_reported_and_the_others_converted(tmp_path, capsys):
     write_synthetic_bag(good, "ros1", SyntheticBag(seconds=2))
     truncated = bags / "b_truncated.bag"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    write_synthetic_bag(bags / "c_missing", "mcap", SyntheticBag(seconds=2, omit_topics=(robot.TOPICS.arm_command,)))
+    write_synthetic_bag(bags / "c_missing", "mcap", SyntheticBag(seconds=2, omit_topics=(KUAVO.action.topic,)))
     _empty_bag(bags / "d_empty.bag")
     write_synthetic_bag(bags / "e_mismatch.bag", "ros1",
-                        SyntheticBag(seconds=2, joint_state_topics=(robot.TOPICS.sensors,)))
+                        SyntheticBag(seconds=2, joint_state_topics=(KUAVO.state.topic,)))
     write_synthetic_bag(bags / "f_too_short.bag", "ros1", SyntheticBag(seconds=0.5))
     write_synthetic_bag(bags / "g_gappy.bag", "ros1", SyntheticBag(seconds=2, camera_gaps={"wrist_cam_r": (0.5, 1.0)}))
     code = cli(["convert", str(bags), "--output", str(tmp_path / "out"), "--task", "weighing", "--quiet"])
@@ -185,7 +190,7 @@ def test_arguments_and_config_errors(tmp_path, capsys):
     with pytest.raises(ConversionError, match="no bags found"):
         convert([tmp_path / "empty"], tmp_path / "out", task="1")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("fps: 10\nstate: {sorce: joint_state}\n")
+    bad.write_text("fps: 10\noverrides: {state.sorce: joint_state}\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['sorce'\] in state"):
         load_config(bad)
     assert cli(["convert", str(tmp_path / "a.bag"), "-o", str(tmp_path / "out"), "-t", "1", "-c", str(bad)]) == 2
@@ -199,15 +204,14 @@ def test_generic_joint_state_recordings(tmp_path):
     """ROS 2 recordings with sensor_msgs/JointState state and action, mapped by joint names."""
     spec = SyntheticBag(seconds=2, seed=4)
     path = tmp_path / "js"
-    with KuavoRecorder(path, "mcap") as bag:
+    with KuavoRecorder(path, "mcap", "ros2_joint_state") as bag:
         rng = np.random.default_rng(0)
         for k, nominal, record in spec.times(30.0, rng):
-            for camera in robot.CAMERAS:
-                bag.camera(camera.topic, START + record, encode_jpeg(frame_image(k, 48, 64)), stamp=START + nominal)
-            bag.joint_state(robot.TOPICS.joint_states, START + record, state_at(nominal), stamp=START + nominal)
-            bag.joint_state("/kuavo_smolvla/action", START + record, action_at(nominal), stamp=START + nominal)
-    config = load_config(Path(__file__).parent.parent / "config" / "conversion" / "joint_state.yaml")
-    result = convert([path], tmp_path / "out", task="sorting", config=config, progress=False)
+            for camera in bag.profile.camera_names:
+                bag.camera(camera, START + record, jpeg=encode_jpeg(frame_image(k, 48, 64)), stamp=START + nominal)
+            bag.state(START + record, state_at(nominal), stamp=START + nominal)
+            bag.arm_command(START + record, action_at(nominal), stamp=START + nominal)
+    result = convert([path], tmp_path / "out", task="sorting", robot="ros2_joint_state", progress=False)
     assert result.results[0].status == "converted", result.results[0].reason
     dataset = _read_back(tmp_path / "out")
     first = dataset[0]
@@ -319,10 +323,15 @@ def test_resize_and_nearest_sync(tmp_path):
     """images.size resizes; a nearest-within-tolerance stream may take the frame stamped just after the
     tick where an as-of stream takes the one before (24 Hz cameras against the 10 Hz grid)."""
     write_synthetic_bag(tmp_path / "a.bag", "ros1", SyntheticBag(seconds=2, camera_hz=24.0))
-    config = load_config()
+    profile = tmp_path / "nearest.yaml"  # the head camera sampled nearest, on header stamps
+    profile.write_text((ROOT / "config/robots/kuavo4pro.yaml").read_text().replace(
+        "stamp_source: receive", "stamp_source: header").replace(
+        "{name: head_cam_h, topic: /cam_h/color/image_raw/compressed, encoding: compressed, height: 480, width: 640,\n"
+        "     sync: {mode: as_of, max_age_s: 0.1}}",
+        "{name: head_cam_h, topic: /cam_h/color/image_raw/compressed, sync: {mode: nearest, tolerance_s: 0.025}}"))
+    config = load_config(robot=str(profile))
+    assert config.profile.cameras[0].sync.mode == "nearest"
     config.images.size = [24, 32]
-    config.stamp_source = "header"
-    config.cameras[0].sync = Sync(mode="nearest", tolerance_s=0.025)
     result = convert([tmp_path / "a.bag"], tmp_path / "out", task="4", config=config, progress=False)
     assert result.results[0].status == "converted", result.results[0].reason
     dataset = _read_back(tmp_path / "out")

@@ -10,11 +10,13 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from kuavo_smolvla_ros.msg import PolicyStatus
 from ros_harness import MID_STATE, jpeg, running
 from std_srvs.srv import SetBool
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.tasks import default_catalog
 
 pytestmark = pytest.mark.ros
@@ -107,7 +109,7 @@ def test_stale_camera_stops_inferences_and_is_reported(tiny_checkpoint):
 
 
 def test_bad_inputs_are_rejected_counted_and_never_reach_the_robot(tiny_checkpoint):
-    with running(tiny_checkpoint, state_source="joint_state", default_instruction="task1") as (_node, fake):
+    with running(tiny_checkpoint, robot_profile="ros2_joint_state", default_instruction="task1") as (_node, fake):
         fake.wait_count("chunk", 1, timeout=30)
         before = fake.wait_status(lambda s: s.inferences >= 1, 10, "running").inputs_rejected
         bad_names = list(robot.JOINT_NAMES)
@@ -190,7 +192,7 @@ def test_robot_adapters_carry_the_action_in_kuavo_units(tiny_checkpoint):
         claw = next(m for m in fake.received["claw"] if (m.header.stamp.sec, m.header.stamp.nanosec) == (
             arm.header.stamp.sec, arm.header.stamp.nanosec))
     action = np.array(actions[(arm.header.stamp.sec, arm.header.stamp.nanosec)].position)
-    assert list(arm.name) == list(robot.ARM_COMMAND_NAMES)
+    assert list(arm.name) == [f"arm_joint_{i}" for i in range(14)]
     np.testing.assert_allclose(arm.position, np.degrees(action[robot.ARM_INDICES]), atol=1e-9)
     assert list(claw.data.name) == ["left_claw", "right_claw"]
     np.testing.assert_allclose(claw.data.position, action[[7, 15]] * 100, atol=1e-9)
@@ -223,15 +225,20 @@ def test_enable_service_stops_and_ramps_back_in(tiny_checkpoint):
 
 @pytest.mark.parametrize(("params", "message"), [
     (["-p", "checkpoint:=/nonexistent/ck"], "cannot start: checkpoint /nonexistent/ck does not exist"),
-    (["-p", "checkpoint:=CK", "-p", "camera_names:=[head_cam_h]", "-p", "camera_topics:=[/a]",
-      "-p", "camera_types:=[raw]"], "needs cameras ['wrist_cam_l', 'wrist_cam_r']"),
+    (["-p", "checkpoint:=CK", "-p", "robot_profile:=PROFILE"],
+     "needs cameras ['wrist_cam_l', 'wrist_cam_r'] that robot profile head_only does not provide"),
+    (["-p", "checkpoint:=CK", "-p", "robot_profile:=kuavo9"], "unknown robot profile 'kuavo9'"),
+    (["-p", "checkpoint:=CK", "-p", "profile_overrides:=[fps=30]"], "'fps' cannot be overridden"),
     (["-p", "checkpoint:=CK", "-p", "n_action_steps:=60"], "n_action_steps (60) must be <= chunk_size (50)"),
 ])
-def test_startup_errors_exit_with_a_clear_message(tiny_checkpoint, params, message):
+def test_startup_errors_exit_with_a_clear_message(tiny_checkpoint, tmp_path, params, message):
     import subprocess
     import sys
 
-    params = [p.replace("CK", str(tiny_checkpoint)) for p in params]
+    profile = tmp_path / "head_only.yaml"  # a robot with the head camera only
+    data = load_profile("kuavo4pro").to_dict()
+    profile.write_text(yaml.safe_dump(data | {"name": "head_only", "cameras": data["cameras"][:1]}))
+    params = [p.replace("CK", str(tiny_checkpoint)).replace("PROFILE", str(profile)) for p in params]
     result = subprocess.run([sys.executable, "-m", "kuavo_smolvla_ros.ros.policy_node", "--ros-args", *params],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -275,3 +282,22 @@ def test_the_node_runs_a_checkpoint_at_its_own_step_count_unless_told_otherwise(
         next_status_with(5, "5 steps once set")
         assert all(r.successful for r in node.set_parameters([Parameter("num_steps", value=0)]))
         next_status_with(2, "back to the checkpoint's 2 steps")
+
+
+def test_a_whole_robot_joint_state_drives_the_node(tiny_checkpoint):
+    """A joint_state_broadcaster's /joint_states: the 16 layout joints plus legs and head, in its own order."""
+    with running(tiny_checkpoint, robot_profile="ros2_joint_state", joint_state_extra=True,
+                 default_instruction="task1") as (_node, fake):
+        fake.wait_count("chunk", 2, timeout=30)
+        status = fake.wait_status(lambda s: s.inferences >= 2, 10, "two inferences")
+        fake.wait_count("arm", 3, timeout=10)
+    assert status.inputs_rejected == 0 and status.robot_profile.startswith("ros2_joint_state (")
+    assert list(fake.received["arm"][-1].name) == list(robot.JOINT_NAMES)  # the profile's action stream
+
+
+def test_another_robots_joint_q_is_refused_and_counted_never_shifted(tiny_checkpoint):
+    """A Kuavo 4 Pro's 28-entry joint_q sent to a node configured for the Kuavo 5 (29 entries)."""
+    with running(tiny_checkpoint, robot_profile="kuavo5", fake_profile="kuavo4pro",
+                 default_instruction="task1") as (_node, fake):
+        status = fake.wait_status(lambda s: s.inputs_rejected >= 20, 15, "rejected 28-entry joint states")
+    assert status.inferences == 0 and fake.count("chunk") == 0 and "joint_state" in status.message

@@ -23,7 +23,7 @@ from kuavo_smolvla_ros.control.safety import SafetyFilter
 from kuavo_smolvla_ros.control.scheduler import Chunk, ChunkScheduler, Takeover
 from kuavo_smolvla_ros.control.stats import LatencyWindow
 from kuavo_smolvla_ros.control.worker import InferenceRequest, InferenceResult, InferenceWorker
-from kuavo_smolvla_ros.policy.runtime import Observation
+from kuavo_smolvla_ros.observation import Observation
 from kuavo_smolvla_ros.sync import StampSource, StreamBuffer, align
 from kuavo_smolvla_ros.tasks import Task, TaskCatalog
 
@@ -51,7 +51,11 @@ class ControllerConfig:
     rate_hz: float = robot.CONTROL_RATE_HZ
     n_action_steps: int = 8
     blend_steps: int = 2
+    #: Seconds after which a stream's latest sample is stale (every stream without an entry in stream_max_age_s).
     max_input_age_s: float = 0.5
+    #: Per-stream max ages (camera name or :data:`STATE_STREAM` -> seconds; None: no limit), e.g. from the
+    #: robot profile.
+    stream_max_age_s: Mapping[str, float | None] | None = None
     #: On stale inputs: "finish" the queued actions then hold, or "hold" at once.
     stale_behaviour: str = "finish"
     #: Seconds to wait after a model error before trying again.
@@ -69,8 +73,13 @@ class ControllerConfig:
             raise ValueError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
         if self.stale_behaviour not in ("finish", "hold"):
             raise ValueError(f"stale_behaviour must be 'finish' or 'hold', got {self.stale_behaviour!r}")
-        if self.max_input_age_s <= 0:
-            raise ValueError(f"max_input_age_s must be > 0, got {self.max_input_age_s}")
+        ages = [self.max_input_age_s, *(self.stream_max_age_s or {}).values()]
+        if any(age is not None and age <= 0 for age in ages):
+            raise ValueError(f"max input ages must be > 0, got {ages}")
+
+    def max_age(self, stream: str) -> float | None:
+        """The max age of ``stream`` (s; None: no limit)."""
+        return (self.stream_max_age_s or {}).get(stream, self.max_input_age_s)
 
     @property
     def period_s(self) -> float:
@@ -139,7 +148,7 @@ class PolicyController:
         self.safety = safety
         self._predict = predict
         self._lock = threading.RLock()
-        self.buffers = {name: StreamBuffer(name, config.max_input_age_s, config.stamp_source, capacity=4)
+        self.buffers = {name: StreamBuffer(name, config.max_age(name), config.stamp_source, capacity=4)
                         for name in [*self.cameras, STATE_STREAM]}
         self.scheduler = ChunkScheduler(config.n_action_steps, config.blend_steps, config.margin_ticks)
         self.worker = InferenceWorker(self._run_inference, on_done=self._on_inference_done)
@@ -310,8 +319,8 @@ class PolicyController:
             self.sensor_to_action.add(now - out.takeover.chunk.oldest_stamp)
 
     def _stale_streams(self, now: float) -> list[str]:
-        horizon = now + self.config.clock_skew_s
-        return [name for name, buffer in self.buffers.items() if buffer.as_of(horizon) is None]
+        skew = self.config.clock_skew_s
+        return [name for name, buffer in self.buffers.items() if buffer.as_of(now, skew) is None]
 
     def _maybe_request(self, now: float) -> None:
         if not self._instruction or self.worker.busy:
@@ -322,7 +331,7 @@ class PolicyController:
             return
         if self._stale:
             return
-        aligned = align(self.buffers.values(), now + self.config.clock_skew_s)
+        aligned = align(self.buffers.values(), now, self.config.clock_skew_s)
         if not aligned.complete:
             return
         self._ever_complete = True

@@ -15,6 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from kuavo_smolvla_ros.contract.fields import STANDARD_TYPES, Fields, time_parts
 from kuavo_smolvla_ros.resources import PACKAGE_NAME, share_file
 
 #: Kuavo types: this package's (ROS 2) name -> the ROS 1 ``kuavo_msgs`` name.
@@ -163,6 +166,52 @@ class BagWriter:
     def types(self):
         """Message classes by type name (``bag.types()['sensor_msgs/msg/JointState']``)."""
         return self.store.types
+
+    def full_type(self, short: str) -> str:
+        """The full type name in this bag of a contract type short name (``SensorsData`` ->
+        ``kuavo_msgs/msg/sensorsData`` in ROS 1, ``kuavo_smolvla_ros/msg/SensorsData`` in ROS 2)."""
+        if short in KUAVO_TYPES:
+            return f"{ROS1_PACKAGE}/msg/{KUAVO_TYPES[short]}" if self.ros1 else f"{PACKAGE_NAME}/msg/{short}"
+        return STANDARD_TYPES[short]
+
+    def build(self, msgtype: str, fields: Fields) -> Any:
+        """A message record of ``msgtype`` (full name) from a field mapping (see
+        :mod:`kuavo_smolvla_ros.contract.fields`); fields left out take zero/empty values."""
+        _, defs = self.store.fielddefs[msgtype]
+        unknown = set(fields) - {name for name, _ in defs}
+        if unknown:
+            raise ValueError(f"{msgtype} has no field(s) {sorted(unknown)}")
+        return self.store.types[msgtype](**{name: self._value(kind, fields.get(name)) for name, kind in defs})
+
+    def _value(self, kind: tuple, value: Any) -> Any:
+        from rosbags.typesys.base import Nodetype
+
+        nodetype, detail = kind
+        if nodetype == Nodetype.NAME:
+            if detail == "builtin_interfaces/msg/Time" and isinstance(value, int | float):
+                sec, nanosec = time_parts(float(value))
+                return self.store.types[detail](sec=sec, nanosec=nanosec)
+            return self.build(detail, value or {})
+        if nodetype == Nodetype.BASE:
+            base = detail[0]
+            if value is None:
+                return "" if base == "string" else False if base == "bool" else 0
+            return value
+        (item_type, item_detail), length = detail
+        if item_type == Nodetype.BASE and item_detail[0] != "string":
+            dtype = {"bool": np.bool_, "byte": np.uint8, "char": np.int8}.get(item_detail[0], item_detail[0])
+            if isinstance(value, bytes | bytearray | memoryview):
+                return np.frombuffer(value, dtype=np.uint8).copy()
+            array = np.asarray(value if value is not None else [], dtype=dtype)
+            return np.zeros(length, dtype=dtype) if nodetype == Nodetype.ARRAY and not array.size else array
+        if item_type == Nodetype.BASE:
+            return list(value or [])
+        return [self._value((item_type, item_detail), v) for v in value or []]
+
+    def write_fields(self, topic: str, short_type: str, fields: Fields, seconds: float) -> None:
+        """Write a message given as a field mapping, recorded at ``seconds``."""
+        msgtype = self.full_type(short_type)
+        self.write(topic, msgtype, self.build(msgtype, fields), seconds)
 
     def write(self, topic: str, msgtype: str, msg: Any, seconds: float) -> None:
         if topic not in self._connections:

@@ -22,16 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from kuavo_smolvla_ros.atomic import write_json
+from kuavo_smolvla_ros.contract.streams import StreamDecoder
 from kuavo_smolvla_ros.data import dataset as lerobot_io
 from kuavo_smolvla_ros.data.bags import BagError, find_bags, read_messages
 from kuavo_smolvla_ros.data.config import ConversionConfig, config_from_dict, load_config
 from kuavo_smolvla_ros.data.episode import (
     EpisodeError,
-    MessageDecoder,
     build_episode,
-    check_topics,
     describe_error,
-    plan_streams,
 )
 from kuavo_smolvla_ros.images import ImageError
 from kuavo_smolvla_ros.tasks import default_catalog
@@ -81,25 +79,28 @@ def sha256_of(path: Path) -> str:
 
 
 def peek_image_shapes(bags: list[Path], config: ConversionConfig) -> dict[str, tuple[int, int]]:
-    """Camera sizes for a new dataset: ``images.size`` if set, else the first readable frame of each camera."""
+    """Camera sizes for a new dataset: ``images.size`` if set, else the first readable frame of each camera in
+    the first bag that has one on every camera; empty if no bag has (each bag then fails with its own reason)."""
     if config.images.size:
         return {c.name: tuple(config.images.size) for c in config.cameras}
     topics = {c.topic: c.name for c in config.cameras}
     for bag in bags:
-        decoder = MessageDecoder(config)
+        decoder = StreamDecoder(config.profile)
+        shapes: dict[str, tuple[int, int]] = {}
         try:
-            check_topics(bag, plan_streams(config))
-            shapes: dict[str, tuple[int, int]] = {}
             for message in read_messages(bag, list(topics)):
                 name = topics[message.topic]
                 if name not in shapes:
-                    frame = decoder.image(name, message.msg)
+                    try:
+                        frame = decoder.image(name, message.msg)
+                    except ImageError:
+                        continue
                     shapes[name] = (frame.height, frame.width)
                 if len(shapes) == len(topics):
                     return shapes
-        except (BagError, EpisodeError, ImageError):
+        except (BagError, EpisodeError):
             continue
-    raise ConversionError("no bag has a readable frame on every camera: cannot size the dataset's images")
+    return {}
 
 
 def episode_report(episode, seconds: float) -> dict[str, Any]:
@@ -124,6 +125,8 @@ def convert_one(bag: str, part: str, config_data: dict, instruction: str,
     try:
         config = config_from_dict(config_data)
         episode = build_episode(bag, config)
+        if not image_shapes:  # no bag had a frame on every camera, yet this episode does: size from it
+            image_shapes = {name: (frames[0].height, frames[0].width) for name, frames in episode.frames.items()}
         bar = None
         if show_progress:
             from tqdm import tqdm
@@ -152,9 +155,13 @@ def read_report(output: Path) -> dict[str, Any]:
 
 def convert(inputs: list[str | Path], output: str | Path, task: str,
             config: str | Path | ConversionConfig | None = None, fps: int | None = None, workers: int = 1,
-            resume: bool = False, storage: str | None = None,
-            progress: bool = True) -> ConversionResult:
-    """Convert the bags found in ``inputs`` into the LeRobot dataset ``output`` (see the module doc)."""
+            resume: bool = False, storage: str | None = None, progress: bool = True, robot: str | None = None,
+            overrides: dict[str, Any] | None = None) -> ConversionResult:
+    """Convert the bags found in ``inputs`` into the LeRobot dataset ``output`` (see the module doc).
+
+    ``robot`` (a profile name or path) and ``overrides`` (profile overrides, added to the config's) take
+    precedence over the config's. Raises :class:`ConversionError`, ``ConfigError`` or ``DatasetError`` when
+    nothing can be done; a bag that fails is reported in the result, never raised."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     catalog = default_catalog()
     try:
@@ -167,6 +174,10 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
         config.fps = fps
     if storage:
         config.images.storage = storage
+    if robot:
+        config.robot = robot
+    if overrides:
+        config.overrides = {**config.overrides, **overrides}
     config.validate()
     if workers < 1:
         raise ConversionError(f"--workers must be >= 1, got {workers}")
@@ -221,8 +232,8 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
     total_frames = sum(r.episode.get("frames", 0) for r, _ in finished)
     summary = (f"{output.name}: {len(finished)} episode(s) added ({total_frames} frames), "
                f"{counts['skipped']} skipped, {counts['failed']} failed, {len(report['episodes'])} in the dataset")
-    report.update({"dataset": str(output), "format": "LeRobot v3.0", "robot_type": "kuavo4pro", "fps": config.fps,
-                   "config": config_data})
+    report.update({"dataset": str(output), "format": "LeRobot v3.0", "robot_type": config.profile.robot_type,
+                   "fps": config.rate, "config": config.report()})
     report["runs"].append({"started": started, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                            "task": task_entry.name, "instruction": task_entry.instruction, "summary": summary,
                            "bags": [asdict(r) | {"episode": None} for r in results]})

@@ -1,10 +1,12 @@
 """One bag -> one aligned episode: streams filed into the node's sync buffers, sampled on a fixed grid.
 
-Every message is turned into a stream sample by the code the live node uses (:mod:`kuavo_smolvla_ros.images`
-for cameras, :class:`~kuavo_smolvla_ros.inputs.StateAssembler` for joints and grippers) and filed in a
-:class:`~kuavo_smolvla_ros.sync.StreamBuffer`. The grid runs at ``fps`` over the span where every stream
-has data; each tick takes each stream's sample by its sync policy and ticks where a stream has none are
-dropped and counted. No LeRobot here: :mod:`kuavo_smolvla_ros.data.dataset` writes the result.
+The streams are the robot profile's (:func:`~kuavo_smolvla_ros.contract.streams.recorded_streams`); every
+message is turned into a stream sample by the decoder the live node uses
+(:class:`~kuavo_smolvla_ros.contract.streams.StreamDecoder`) and filed in a
+:class:`~kuavo_smolvla_ros.sync.StreamBuffer` with the profile's per-stream sync. The grid runs at ``fps``
+over the span where every stream has data; each tick takes each stream's sample by its sync policy and
+ticks where a stream has none are dropped and counted. No LeRobot here: :mod:`kuavo_smolvla_ros.data.dataset`
+writes the result.
 """
 
 from __future__ import annotations
@@ -16,29 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-from kuavo_smolvla_ros import images, robot
+from kuavo_smolvla_ros import images
+from kuavo_smolvla_ros.contract.fields import header_stamp
+from kuavo_smolvla_ros.contract.streams import (
+    ACTION,
+    GRIPPER_COMMAND,
+    STATE,
+    Stream,
+    StreamDecoder,
+    recorded_streams,
+)
 from kuavo_smolvla_ros.data.bags import BagError, bag_topics, read_messages
 from kuavo_smolvla_ros.data.config import ConversionConfig
-from kuavo_smolvla_ros.inputs import StateAssembler, gripper_command_units
 from kuavo_smolvla_ros.sync import StreamBuffer, align
-
-STATE = "state"
-ARM_COMMAND = "action"
-GRIPPER_COMMAND = "gripper_command"
-GRIPPER_STATE = "gripper_state"
 
 
 class EpisodeError(ValueError):
     """A bag that cannot become an episode; the message says why."""
-
-
-@dataclass(frozen=True)
-class Stream:
-    """A topic the episode reads: its role, the message type names it accepts and its sample buffer."""
-
-    topic: str
-    role: str  # camera name, STATE, ARM_COMMAND, GRIPPER_COMMAND or GRIPPER_STATE
-    types: tuple[str, ...]  # accepted type names (last path component, case-insensitive)
 
 
 @dataclass
@@ -68,20 +64,8 @@ def _type_ok(msgtype: str, accepted: tuple[str, ...]) -> bool:
 
 
 def plan_streams(config: ConversionConfig) -> list[Stream]:
-    """The topics an episode needs under ``config``, with the message types each may carry."""
-    streams = [Stream(c.topic, c.name, ("CompressedImage", "Image")) for c in config.cameras]
-    joint_types = {"kuavo_sensors": ("SensorsData",), "joint_state": ("JointState",)}
-    streams.append(Stream(config.state.topic, STATE, joint_types[config.state.source]))
-    action_types = {"kuavo_arm_traj": ("JointState",), "joint_state": ("JointState",)}
-    streams.append(Stream(config.action.topic, ARM_COMMAND, action_types[config.action.source]))
-    gripper_state = {"leju_claw": ("LejuClawState",), "sim_gripper": ("JointState",), "dex_hand": ("JointState",)}
-    gripper_command = {"leju_claw": ("LejuClawCommand",), "sim_gripper": ("JointState",),
-                       "dex_hand": ("RobotHandPosition",)}
-    if config.needs_gripper_state:
-        streams.append(Stream(config.gripper.state_topic, GRIPPER_STATE, gripper_state[config.gripper.type]))
-    if config.needs_gripper_command:
-        streams.append(Stream(config.gripper.command_topic, GRIPPER_COMMAND, gripper_command[config.gripper.type]))
-    return streams
+    """The topics an episode needs under ``config``'s robot profile, with the message types each may carry."""
+    return recorded_streams(config.profile)
 
 
 def check_topics(path: Path, streams: list[Stream]) -> None:
@@ -98,58 +82,6 @@ def check_topics(path: Path, streams: list[Stream]) -> None:
                                f"{' or '.join(stream.types)}")
 
 
-class MessageDecoder:
-    """Bag messages -> stream samples, by the live node's own conversions."""
-
-    def __init__(self, config: ConversionConfig):
-        self.config = config
-        gripper = config.gripper
-        self.states = StateAssembler(gripper.type, gripper.inverted, require_gripper=config.needs_gripper_state,
-                                     joint_names=config.state.joint_names, allow_extra_joints=True)
-        self.command_scaling = robot.gripper(gripper.type, gripper.inverted)
-        self.expected_size: dict[str, tuple[int, int]] = {}
-
-    def image(self, camera: str, msg) -> images.Frame:
-        expected = self.expected_size.get(camera)
-        if hasattr(msg, "format"):
-            frame = images.compressed_frame(msg.format, msg.data, expected)
-        else:
-            frame = images.raw_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data, expected)
-        self.expected_size.setdefault(camera, (frame.height, frame.width))
-        return frame
-
-    def state(self, msg) -> np.ndarray | None:
-        if self.config.state.source == "kuavo_sensors":
-            return self.states.from_sensors(msg)
-        return _joint_units(self.states.from_joint_state(msg), self.config.state.units)
-
-    def arm_command(self, msg) -> np.ndarray:
-        if self.config.action.source == "joint_state":
-            vector = robot.layout_from_named(msg.name, msg.position, self.config.action.joint_names, allow_extra=True)
-            return _joint_units(vector, self.config.action.units)
-        degrees = np.asarray(msg.position, dtype=np.float64)
-        if degrees.shape != (2 * robot.ARM_DOF,):
-            raise ValueError(f"arm command has {degrees.size} positions, expected {2 * robot.ARM_DOF}")
-        return np.radians(degrees)
-
-    def gripper_command(self, msg) -> tuple[float, float]:
-        return gripper_command_units(msg, self.config.gripper.type, self.command_scaling)
-
-
-def _joint_units(vector: np.ndarray, units: str) -> np.ndarray:
-    if units == "deg":
-        vector = vector.copy()
-        vector[robot.ARM_INDICES] = np.radians(vector[robot.ARM_INDICES])
-    if not np.all(np.isfinite(vector)):
-        raise ValueError("non-finite joint values")
-    return vector
-
-
-def _stamp(msg) -> float | None:
-    header = getattr(msg, "header", None)
-    return None if header is None else header.stamp.sec + header.stamp.nanosec / 1e9
-
-
 def _summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {"mean": 0.0, "p95": 0.0, "max": 0.0}
@@ -164,13 +96,12 @@ def read_streams(path: Path, config: ConversionConfig
     streams = plan_streams(config)
     check_topics(path, streams)
     by_topic = {s.topic: s for s in streams}
-    sync = {c.name: c.sync for c in config.cameras} | {STATE: config.state.sync, ARM_COMMAND: config.action.sync,
-                                                       GRIPPER_COMMAND: config.gripper.command_sync}
-    buffers = {s.role: StreamBuffer(s.role, stamp_source=config.stamp_source, capacity=None,
-                                    **sync[s.role].buffer_args())
-               for s in streams if s.role != GRIPPER_STATE}
-    decoder = MessageDecoder(config)
-    cameras = {c.name for c in config.cameras}
+    profile = config.profile
+    buffers = {s.role: StreamBuffer(s.role, stamp_source=profile.stamp_source, capacity=None,
+                                    **s.sync.buffer_args())
+               for s in streams if s.sync is not None}
+    decoder = StreamDecoder(profile)
+    cameras = set(profile.camera_names)
     read, rejected = Counter(), Counter()
     reasons: dict[str, str] = {}
     for message in read_messages(path, list(by_topic)):
@@ -183,18 +114,18 @@ def read_streams(path: Path, config: ConversionConfig
                 value = decoder.state(message.msg)
                 if value is None:
                     continue  # no gripper state yet: the node would not have a state either
-            elif role == ARM_COMMAND:
+            elif role == ACTION:
                 value = decoder.arm_command(message.msg)
             elif role == GRIPPER_COMMAND:
                 value = decoder.gripper_command(message.msg)
-            else:
-                decoder.states.update_grippers(message.msg)
+            else:  # GRIPPER_STATE: held, combined with the following states
+                decoder.update_grippers(message.msg)
                 continue
         except ValueError as err:  # includes images.ImageError
             rejected[role] += 1
             reasons.setdefault(role, str(err))
             continue
-        buffers[role].add(value, _stamp(message.msg), message.recorded)
+        buffers[role].add(value, header_stamp(message.msg), message.recorded)
     return buffers, read, rejected, reasons
 
 
@@ -216,8 +147,19 @@ def build_episode(path: str | Path, config: ConversionConfig) -> Episode:
     """Read, align and check one bag; raises :class:`EpisodeError` or ``BagError`` with the reason."""
     path = Path(path)
     buffers, read, rejected, reasons = read_streams(path, config)
-    ticks = grid(buffers, config.fps, config.trim.start_frames, config.trim.end_frames)
-    cameras = [c.name for c in config.cameras]
+    empty = [name for name, b in buffers.items() if len(b) == 0]
+    if empty:
+        causes = "; ".join(f"{name}: {rejected[name]} of {read[name]} messages rejected, the first because "
+                           f"{reasons[name]}" if name in reasons else f"{name}: {read[name]} messages"
+                           for name in empty)
+        raise EpisodeError(f"no usable messages on stream(s) {empty} ({causes})")
+    for name, count in rejected.items():  # a systematic fault (wrong scale, another robot's layout), not noise
+        if count > config.max_dropped_fraction * read[name]:
+            raise EpisodeError(f"stream {name}: {count} of {read[name]} messages rejected (more than "
+                               f"max_dropped_fraction {config.max_dropped_fraction:.0%}), the first because "
+                               f"{reasons[name]}")
+    ticks = grid(buffers, config.rate, config.trim.start_frames, config.trim.end_frames)
+    cameras = list(config.profile.camera_names)
     kept_times, states, actions, skews = [], [], [], []
     frames: dict[str, list[images.Frame]] = {c: [] for c in cameras}
     dropped: Counter = Counter()
@@ -230,12 +172,8 @@ def build_episode(path: str | Path, config: ConversionConfig) -> Episode:
         samples = aligned.samples
         kept_times.append(float(tick))
         states.append(samples[STATE].value)
-        arm = samples[ARM_COMMAND].value
-        if arm.shape == (robot.ACTION_DIM,):  # a JointState action carries its grippers
-            actions.append(arm)
-        else:
-            left, right = samples[GRIPPER_COMMAND].value
-            actions.append(robot.compose(arm[:robot.ARM_DOF], left, arm[robot.ARM_DOF:], right))
+        grippers = samples[GRIPPER_COMMAND].value if GRIPPER_COMMAND in samples else None
+        actions.append(StreamDecoder.action(samples[ACTION].value, grippers))
         for camera in cameras:
             frames[camera].append(samples[camera].value)
         stamps = [s.stamp for s in samples.values()]

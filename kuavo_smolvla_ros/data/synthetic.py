@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.data.recording import KuavoRecorder, encode_jpeg
+from kuavo_smolvla_ros.contract.fields import encode_jpeg
+from kuavo_smolvla_ros.contract.profile import RobotProfile
+from kuavo_smolvla_ros.data.recording import KuavoRecorder
 
 _MID = (robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2
 
@@ -91,35 +93,45 @@ class SyntheticBag:
             yield k, nominal, nominal + (rng.uniform(-self.jitter_s, self.jitter_s) if self.jitter_s else 0.0)
 
 
-def write_synthetic_bag(path: str | Path, storage: str = "ros1", spec: SyntheticBag | None = None) -> dict:
-    """Write the bag; returns per stream the (nominal, record) times written, for expectations."""
+def write_synthetic_bag(path: str | Path, storage: str = "ros1", spec: SyntheticBag | None = None,
+                        profile: RobotProfile | str | None = None) -> dict:
+    """Write the bag with ``profile``'s streams (default ``kuavo4pro``); returns per stream the (nominal,
+    record) times written, for expectations. Streams: the camera names, ``sensors`` (the joint state),
+    ``claw_state`` and ``claw_command`` (the end effector's, if the profile has separate topics) and
+    ``arm_command`` (the action stream)."""
     spec = spec or SyntheticBag()
     rng = np.random.default_rng(spec.seed)
     height, width = spec.image_size
     base = texture(height, width * 2, spec.seed) if spec.textured else None
     events: list[tuple[float, str, tuple]] = []
     written: dict[str, list[tuple[float, float]]] = {}
+    with KuavoRecorder(path, storage, profile) as bag:
+        profile = bag.profile
 
-    def add(stream: str, record: float, nominal: float, args: tuple) -> None:
-        events.append((spec.start + record, stream, (spec.start + nominal, *args)))
-        written.setdefault(stream, []).append((nominal, record))
+        def add(stream: str, record: float, nominal: float, args: tuple) -> None:
+            events.append((spec.start + record, stream, (spec.start + nominal, *args)))
+            written.setdefault(stream, []).append((nominal, record))
 
-    for camera in robot.CAMERAS:
-        gap = spec.camera_gaps.get(camera.name)
-        for k, nominal, record in spec.times(spec.camera_hz, rng):
-            if gap and gap[0] <= nominal < gap[1]:
-                continue
-            add(camera.name, record, nominal, (k,))
-    rates = {"sensors": spec.sensors_hz, "claw_state": spec.claw_state_hz, "arm_command": spec.command_hz,
-             "claw_command": spec.claw_command_hz}
-    for stream, rate in rates.items():
-        for _, nominal, record in spec.times(rate, rng):
-            add(stream, record, nominal, ())
-    topics = {c.name: c.topic for c in robot.CAMERAS} | {
-        "sensors": robot.TOPICS.sensors, "claw_state": robot.TOPICS.claw_state,
-        "arm_command": robot.TOPICS.arm_command, "claw_command": robot.TOPICS.claw_command}
-    events.sort(key=lambda e: e[0])
-    with KuavoRecorder(path, storage) as bag:
+        for camera in profile.cameras:
+            gap = spec.camera_gaps.get(camera.name)
+            for k, nominal, record in spec.times(spec.camera_hz, rng):
+                if gap and gap[0] <= nominal < gap[1]:
+                    continue
+                add(camera.name, record, nominal, (k,))
+        rates = {"sensors": spec.sensors_hz, "arm_command": spec.command_hz}
+        if profile.has_gripper_state:
+            rates["claw_state"] = spec.claw_state_hz
+        if profile.has_gripper_command:
+            rates["claw_command"] = spec.claw_command_hz
+        for stream, rate in rates.items():
+            for _, nominal, record in spec.times(rate, rng):
+                add(stream, record, nominal, ())
+        topics = {c.name: c.topic for c in profile.cameras} | {"sensors": profile.state.topic,
+                                                               "arm_command": profile.action.topic}
+        if profile.end_effector is not None:
+            topics |= {"claw_state": profile.end_effector.state_topic,
+                       "claw_command": profile.end_effector.command_topic}
+        events.sort(key=lambda e: e[0])
         for record, stream, (stamp, *args) in events:
             topic = topics[stream]
             if topic in spec.omit_topics:
@@ -127,16 +139,16 @@ def write_synthetic_bag(path: str | Path, storage: str = "ros1", spec: Synthetic
             t = stamp - spec.start
             if topic in spec.joint_state_topics:
                 bag.joint_state(topic, record, state_at(t))
-            elif stream in robot.CAMERA_NAMES:
+            elif stream in profile.camera_names:
                 k = args[0]
                 image = textured_image(k, height, width, base) if base is not None else frame_image(k, height, width)
-                bag.camera(topic, record, encode_jpeg(image), stamp=stamp)
+                bag.camera(stream, record, jpeg=encode_jpeg(image), stamp=stamp)
             elif stream == "sensors":
-                bag.sensors(record, state_at(t), stamp=stamp)
+                bag.state(record, state_at(t), stamp=stamp)
             elif stream == "claw_state":
-                bag.claw_state(record, robot.gripper_units(state_at(t)))
+                bag.gripper_state(record, robot.gripper_units(state_at(t)))
             elif stream == "arm_command":
                 bag.arm_command(record, action_at(t))
             else:
-                bag.claw_command(record, action_at(t))
+                bag.gripper_command(record, action_at(t))
     return written

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.observation import Observation
 from kuavo_smolvla_ros.policy.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
@@ -29,15 +29,7 @@ from kuavo_smolvla_ros.policy.checkpoint import (
 )
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass
-class Observation:
-    """One policy input: camera name -> HxWx3 uint8 RGB image, 16-dim state, instruction text."""
-
-    images: Mapping[str, np.ndarray]
-    state: np.ndarray
-    instruction: str
+__all__ = ["Observation", "PolicyRuntime", "load_policy", "load_processors"]
 
 
 def load_policy(info: CheckpointInfo, device: str = "cpu", configure: Callable[[Any], None] | None = None):

@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import default_profile
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES, METADATA_FILE, VLM_FOLDER, CheckpointMetadata
 from kuavo_smolvla_ros.tasks import default_catalog
 
@@ -82,7 +83,7 @@ class TinyCheckpointSpec:
     """Everything that defines a built checkpoint (all fields have working defaults)."""
 
     size: str = "tiny"
-    cameras: tuple[str, ...] = robot.CAMERA_NAMES
+    cameras: tuple[str, ...] = field(default_factory=lambda: default_profile().camera_names)
     #: Camera image (height, width) recorded in the policy's input features.
     image_shape: tuple[int, int] = (64, 64)
     chunk_size: int = 50
@@ -261,14 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="architecture (default tiny)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="camera image size in the input features (default 64x64 tiny, 480x640 full)")
-    parser.add_argument("--cameras", nargs="+", default=list(robot.CAMERA_NAMES), help="camera names")
+    parser.add_argument("--cameras", nargs="+", default=list(default_profile().camera_names),
+                        help="camera names (default: the Kuavo 4 Pro profile's)")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     parser.add_argument("--action-mode", choices=("absolute", "relative"), default="absolute")
     parser.add_argument("--stats", type=Path, default=None,
                         help='JSON {"observation.state": {"mean": [16], "std": [16]}, "action": {...}}')
     args = parser.parse_args(argv)
     image_shape = tuple(args.image_size) if args.image_size else (
-        (64, 64) if args.size == "tiny" else (robot.CAMERA_HEIGHT, robot.CAMERA_WIDTH))
+        (64, 64) if args.size == "tiny" else default_profile().cameras[0].size)
     spec = TinyCheckpointSpec(size=args.size, cameras=tuple(args.cameras), image_shape=image_shape,
                               seed=args.seed, action_mode=args.action_mode,
                               stats=json.loads(args.stats.read_text()) if args.stats else None)

@@ -1,4 +1,5 @@
-"""Conversions between the policy's numpy world and ROS messages (outgoing and joint-state input)."""
+"""The policy node's own outgoing messages: its action, chunks, status and diagnostics. (The robot's messages
+are encoded and decoded by the robot contract, :mod:`kuavo_smolvla_ros.contract`.)"""
 
 from __future__ import annotations
 
@@ -11,26 +12,8 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.control.controller import ControlState, Snapshot
 from kuavo_smolvla_ros.control.scheduler import Chunk
 from kuavo_smolvla_ros.control.stats import Summary
-from kuavo_smolvla_ros.msg import (
-    ActionChunk,
-    EndEffectorData,
-    LatencyStats,
-    LejuClawCommand,
-    LejuClawState,
-    PolicyStatus,
-    RobotHandPosition,
-    SensorsData,
-)
-
-
-def seconds(stamp) -> float:
-    """A ``builtin_interfaces/Time`` in seconds."""
-    return stamp.sec + stamp.nanosec / 1e9  # correctly rounded: a stamp on a tick stays on it
-
-
-def to_time(value: float) -> Time:
-    sec = int(np.floor(value))
-    return Time(sec=sec, nanosec=min(round((value - sec) * 1e9), 999_999_999))
+from kuavo_smolvla_ros.msg import ActionChunk, LatencyStats, PolicyStatus
+from kuavo_smolvla_ros.ros.fields import to_time
 
 
 def action_joint_state(command: np.ndarray, stamp: Time) -> JointState:
@@ -39,56 +22,6 @@ def action_joint_state(command: np.ndarray, stamp: Time) -> JointState:
     msg.name = list(robot.JOINT_NAMES)
     msg.position = command.tolist()
     return msg
-
-
-def arm_command(command: np.ndarray, stamp: Time) -> JointState:
-    """/kuavo_arm_traj: the 14 arm joints in degrees, names arm_joint_0..13."""
-    msg = JointState()
-    msg.header.stamp = stamp
-    msg.name = list(robot.ARM_COMMAND_NAMES)
-    msg.position = robot.arm_command_degrees(command).tolist()
-    return msg
-
-
-def _gripper_positions(command: np.ndarray, scaling: robot.GripperScaling) -> list[float]:
-    return [float(np.clip(v, 0.0, scaling.command_scale)) for v in robot.claw_command_positions(command, scaling)]
-
-
-def claw_command(command: np.ndarray, stamp: Time, scaling: robot.GripperScaling) -> LejuClawCommand:
-    msg = LejuClawCommand()
-    msg.header.stamp = stamp
-    msg.data = EndEffectorData(name=list(robot.CLAW_NAMES), position=_gripper_positions(command, scaling),
-                               velocity=[50.0, 50.0], effort=[1.0, 1.0])
-    return msg
-
-
-def hand_command(command: np.ndarray, stamp: Time) -> RobotHandPosition:
-    """Dexterous hands: six fingers per hand, 0 open .. 100 closed."""
-    left, right = robot.hand_command_positions(command)
-    msg = RobotHandPosition(left_hand_position=left, right_hand_position=right)
-    msg.header.stamp = stamp
-    return msg
-
-
-def sim_gripper_command(command: np.ndarray, stamp: Time, scaling: robot.GripperScaling) -> JointState:
-    """Simulator grippers (/gripper/command): left, right in the simulator's command units."""
-    msg = JointState()
-    msg.header.stamp = stamp
-    msg.name = list(robot.CLAW_NAMES)
-    msg.position = _gripper_positions(command, scaling)
-    return msg
-
-
-def gripper_command(command: np.ndarray, stamp: Time, scaling: robot.GripperScaling):
-    """The gripper command message for the end-effector type ``scaling.name``."""
-    if scaling.name == "dex_hand":
-        return hand_command(command, stamp)
-    if scaling.name == "sim_gripper":
-        return sim_gripper_command(command, stamp, scaling)
-    return claw_command(command, stamp, scaling)
-
-
-GRIPPER_COMMAND_TYPES = {"leju_claw": LejuClawCommand, "dex_hand": RobotHandPosition, "sim_gripper": JointState}
 
 
 def chunk_message(chunk: Chunk, start_index: int, n_execute: int, dt: float, num_steps: int) -> ActionChunk:
@@ -113,8 +46,11 @@ def _latency(summary: Summary) -> LatencyStats:
                         p99=summary.p99, max=summary.max)
 
 
-def status_message(snap: Snapshot, stamp: Time, dry_run: bool, num_steps: int) -> PolicyStatus:
+def status_message(snap: Snapshot, stamp: Time, dry_run: bool, num_steps: int,
+                   robot_profile: str = "") -> PolicyStatus:
+    """The node's ``PolicyStatus``; ``robot_profile`` names the profile, its file and any overrides."""
     msg = PolicyStatus()
+    msg.robot_profile = robot_profile
     msg.header.stamp = stamp
     msg.state = int(snap.state)
     msg.message = snap.message
@@ -141,12 +77,15 @@ _LEVELS = {
 }
 
 
-def diagnostics_message(snap: Snapshot, stamp: Time, node_name: str, checkpoint: str) -> DiagnosticArray:
+def diagnostics_message(snap: Snapshot, stamp: Time, node_name: str, checkpoint: str,
+                        robot_profile: str = "") -> DiagnosticArray:
+    """One ``DiagnosticStatus`` of the node: level by state, the counters and latencies as key-values."""
     status = DiagnosticStatus(level=_LEVELS[snap.state], name=f"{node_name}: policy",
                               message=f"{snap.state.name.lower()}: {snap.message}", hardware_id=checkpoint)
     c = snap.counters
     values = {
-        "state": snap.state.name, "instruction": snap.instruction, "task": snap.task.name if snap.task else "",
+        "state": snap.state.name, "robot_profile": robot_profile, "instruction": snap.instruction,
+        "task": snap.task.name if snap.task else "",
         "stale_streams": ",".join(snap.stale_streams), "enabled": str(snap.enabled),
         "queue_depth": str(snap.queue_depth),
         "inference_p50_ms": f"{snap.inference.p50 * 1e3:.1f}", "inference_p95_ms": f"{snap.inference.p95 * 1e3:.1f}",
@@ -161,35 +100,4 @@ def diagnostics_message(snap: Snapshot, stamp: Time, node_name: str, checkpoint:
     msg = DiagnosticArray()
     msg.header.stamp = stamp
     msg.status = [status]
-    return msg
-
-
-def sensors_data(state16: np.ndarray, stamp: Time) -> SensorsData:
-    """/sensors_data_raw for a 16-dim state: the arm joints in ``joint_q`` (28 entries, legs and head 0),
-    a level IMU at rest; the layout the robot's recorder writes (``data.recording``)."""
-    state = np.asarray(state16, dtype=np.float64)
-    q = np.zeros(robot.SENSORS_JOINT_COUNT)
-    q[robot.SENSORS_LEFT_ARM] = state[robot.LEFT_ARM]
-    q[robot.SENSORS_RIGHT_ARM] = state[robot.RIGHT_ARM]
-    zeros = [0.0] * robot.SENSORS_JOINT_COUNT
-    msg = SensorsData()
-    msg.header.stamp = stamp
-    msg.sensor_time = stamp
-    msg.joint_data.joint_q = q.tolist()
-    msg.joint_data.joint_v, msg.joint_data.joint_vd, msg.joint_data.joint_torque = zeros, zeros, zeros
-    msg.imu_data.acc.z = msg.imu_data.free_acc.z = 9.81
-    msg.imu_data.quat.w = 1.0
-    msg.end_effector_data = EndEffectorData(name=list(robot.CLAW_NAMES), position=[0.0, 0.0],
-                                            velocity=[0.0, 0.0], effort=[0.0, 0.0])
-    return msg
-
-
-def claw_state(units, stamp: Time, scaling: robot.GripperScaling, states=None) -> LejuClawState:
-    """/leju_claw_state for (left, right) gripper values 0..1 (raw = unit x the state scale); ``states``
-    are the per-claw ``LejuClawState.STATE_*`` codes (default: reached)."""
-    raw = [scaling.unit_to_command(u) * scaling.state_scale / scaling.command_scale for u in units]
-    msg = LejuClawState()
-    msg.header.stamp = stamp
-    msg.state = list(states) if states is not None else [LejuClawState.STATE_REACHED] * len(raw)
-    msg.data = EndEffectorData(name=list(robot.CLAW_NAMES), position=raw, velocity=[0.0, 0.0], effort=[0.0, 0.0])
     return msg

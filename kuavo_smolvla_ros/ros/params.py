@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.sync import StampSource
+from kuavo_smolvla_ros.contract.profile import (
+    DEFAULT_PROFILE,
+    ProfileError,
+    RobotProfile,
+    load_profile,
+    parse_overrides,
+)
 
-CAMERA_TYPES = ("compressed", "raw")
-STATE_SOURCES = ("kuavo", "joint_state")
-STAMP_SOURCES = tuple(StampSource)
+STALE_BEHAVIOURS = ("finish", "hold")
 
 
 @dataclass
 class NodeSettings:
-    """Every parameter of ``policy_node`` (defaults here mirror config/policy.yaml)."""
+    """Every parameter of ``policy_node`` (defaults here mirror config/policy.yaml). The robot's streams
+    (topics, message types, joint layout, end effector, per-stream max ages, stamps) come from the robot
+    profile ``robot_profile``; ``profile_overrides`` and the 0-means-the-profile's parameters adjust it."""
 
     checkpoint: str = ""
     vlm_path: str = ""
@@ -26,29 +34,20 @@ class NodeSettings:
     num_steps: int = 0
     chunk_size: int = 50
     n_action_steps: int = 8
-    control_rate_hz: float = robot.CONTROL_RATE_HZ
+    #: 0: the profile's fps.
+    control_rate_hz: float = 0.0
     blend_steps: int = 2
-    camera_names: tuple[str, ...] = robot.CAMERA_NAMES
-    camera_topics: tuple[str, ...] = tuple(c.topic for c in robot.CAMERAS)
-    camera_types: tuple[str, ...] = ("compressed",) * len(robot.CAMERAS)
-    camera_height: int = robot.CAMERA_HEIGHT
-    camera_width: int = robot.CAMERA_WIDTH
-    state_source: str = "kuavo"
-    sensors_topic: str = robot.TOPICS.sensors
-    gripper_type: str = "leju_claw"
-    gripper_state_topic: str = robot.TOPICS.claw_state
-    claw_inverted: bool = False
-    joint_state_topic: str = robot.TOPICS.joint_states
-    instruction_topic: str = robot.TOPICS.task_instruction
+    robot_profile: str = DEFAULT_PROFILE
+    profile_overrides: tuple[str, ...] = ()
+    camera_height: int = 0
+    camera_width: int = 0
     default_instruction: str = ""
-    max_input_age_s: float = 0.5
-    stamp_source: str = "receive"
+    #: 0: the profile's per-stream max ages.
+    max_input_age_s: float = 0.0
     stale_behaviour: str = "finish"
     dry_run: bool = False
     publish_arm_command: bool = True
-    arm_command_topic: str = robot.TOPICS.arm_command
     publish_gripper_command: bool = True
-    gripper_command_topic: str = robot.TOPICS.claw_command
     max_joint_velocity: float = robot.MAX_ARM_VELOCITY
     max_gripper_velocity: float = robot.MAX_GRIPPER_VELOCITY
     ramp_in_s: float = 1.0
@@ -59,29 +58,42 @@ class NodeSettings:
     status_rate_hz: float = 1.0
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first inconsistent parameter."""
+        """Raise ``ValueError`` naming the first inconsistent parameter (the profile is loaded and checked)."""
         if not self.checkpoint:
             raise ValueError("parameter 'checkpoint' is empty: set it to a SmolVLA checkpoint folder")
-        counts = {len(self.camera_names), len(self.camera_topics), len(self.camera_types)}
-        if len(counts) != 1 or not self.camera_names:
-            raise ValueError("camera_names, camera_topics and camera_types must be non-empty and of equal length")
-        bad = [t for t in self.camera_types if t not in CAMERA_TYPES]
-        if bad:
-            raise ValueError(f"camera_types {bad} not in {CAMERA_TYPES}")
-        if self.state_source not in STATE_SOURCES:
-            raise ValueError(f"state_source {self.state_source!r} not in {STATE_SOURCES}")
-        if self.gripper_type not in robot.GRIPPERS:
-            raise ValueError(f"gripper_type {self.gripper_type!r} not in {sorted(robot.GRIPPERS)}")
-        if self.stale_behaviour not in ("finish", "hold"):
-            raise ValueError("stale_behaviour must be 'finish' or 'hold'")
-        if self.stamp_source not in STAMP_SOURCES:
-            raise ValueError(f"stamp_source {self.stamp_source!r} not in {STAMP_SOURCES}")
+        if self.stale_behaviour not in STALE_BEHAVIOURS:
+            raise ValueError(f"stale_behaviour must be one of {STALE_BEHAVIOURS}, got {self.stale_behaviour!r}")
         if self.n_action_steps > self.chunk_size:
             raise ValueError(f"n_action_steps ({self.n_action_steps}) must be <= chunk_size ({self.chunk_size})")
+        if (self.camera_height > 0) != (self.camera_width > 0):
+            raise ValueError("camera_height and camera_width must both be 0 (the profile's) or both set")
+        _ = self.profile
+
+    @cached_property
+    def profile(self) -> RobotProfile:
+        """The robot profile with ``profile_overrides`` and ``max_input_age_s`` applied (``ValueError`` naming
+        the parameter if it cannot be loaded)."""
+        try:
+            overrides = parse_overrides(self.profile_overrides)
+            base = load_profile(self.robot_profile)
+            if self.max_input_age_s > 0:
+                for camera in base.camera_names:
+                    overrides.setdefault(f"cameras.{camera}.sync.max_age_s", self.max_input_age_s)
+                overrides.setdefault("state.sync.max_age_s", self.max_input_age_s)
+            return base.with_overrides(overrides)
+        except ProfileError as err:
+            raise ValueError(f"parameters robot_profile/profile_overrides: {err}") from None
 
     @property
-    def expected_image_size(self) -> tuple[int, int] | None:
-        return (self.camera_height, self.camera_width) if self.camera_height and self.camera_width else None
+    def rate_hz(self) -> float:
+        """The control rate: ``control_rate_hz``, or the profile's fps."""
+        return self.control_rate_hz or float(self.profile.fps)
+
+    def image_sizes(self) -> dict[str, tuple[int, int] | None]:
+        """Per camera the (height, width) frames must have: camera_height/width if set, else the profile's
+        (None: any size)."""
+        size = (self.camera_height, self.camera_width) if self.camera_height else None
+        return {c.name: size or c.size for c in self.profile.cameras}
 
 
 _DESCRIPTIONS = {
@@ -91,31 +103,21 @@ _DESCRIPTIONS = {
     "num_steps": "flow-matching (denoising) steps per chunk (0: the checkpoint's own, e.g. 2 for a reflow student)",
     "chunk_size": "actions per predicted chunk (at most the checkpoint's)",
     "n_action_steps": "actions executed from each chunk before the next takes over",
-    "control_rate_hz": "rate at which actions are published (Kuavo data rate: 10 Hz)",
+    "control_rate_hz": "rate at which actions are published (0: the robot profile's fps, 10 Hz for Kuavo)",
     "blend_steps": "actions blended linearly at the seam between two chunks",
-    "camera_names": "policy camera names, in the order of camera_topics",
-    "camera_topics": "camera topics (remap here for swapped wrist cameras)",
-    "camera_types": "per camera: 'compressed' (sensor_msgs/CompressedImage) or 'raw' (sensor_msgs/Image)",
-    "camera_height": "expected image height in pixels (0: any)",
-    "camera_width": "expected image width in pixels (0: any)",
-    "state_source": "'kuavo': SensorsData + gripper state; 'joint_state': sensor_msgs/JointState with the 16 names",
-    "sensors_topic": "kuavo_msgs SensorsData topic (state_source kuavo)",
-    "gripper_type": "end effector: leju_claw, sim_gripper or dex_hand (scalings from the robot facts)",
-    "gripper_state_topic": "gripper state topic (LejuClawState for leju_claw, JointState otherwise)",
-    "claw_inverted": "true if the claw's raw 0 means closed",
-    "joint_state_topic": "sensor_msgs/JointState topic (state_source joint_state)",
-    "instruction_topic": "std_msgs/String topic selecting the task (alias from tasks.yaml or free text)",
-    "default_instruction": "instruction used at start (empty: wait for one on instruction_topic)",
-    "max_input_age_s": "inputs older than this are stale: no inference starts from them",
-    "stamp_source": "time inputs are filed under: 'receive' (arrival; Kuavo's header stamps are unreliable, and the "
-                    "bag converter's default) or 'header' (the message stamp, arrival if unset)",
+    "robot_profile": "robot profile: a shipped name (kuavo4pro, kuavo5, leju_sim, ros2_joint_state) or a path to a "
+                     "profile YAML; it gives every topic, message type, joint mapping, end effector and max age",
+    "profile_overrides": "KEY=VALUE overrides of the profile (topics, sync max ages, stamp_source, "
+                         "end_effector.inverted), e.g. cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed",
+    "camera_height": "image height every camera must have, pixels (0: the profile's)",
+    "camera_width": "image width every camera must have, pixels (0: the profile's)",
+    "default_instruction": "instruction used at start (empty: wait for one on the profile's instruction topic)",
+    "max_input_age_s": "cameras and joint state older than this are stale: no inference starts from them (0: the "
+                       "profile's per-stream max ages, as the bag converter uses them)",
     "stale_behaviour": "on stale inputs: 'finish' the queued actions then hold, or 'hold' at once",
     "dry_run": "compute and publish on /kuavo_smolvla/* but send nothing to the robot adapters",
-    "publish_arm_command": "publish the 14 arm joints in degrees on arm_command_topic",
-    "arm_command_topic": "Kuavo arm command topic (sensor_msgs/JointState, degrees)",
-    "publish_gripper_command": "publish the grippers on gripper_command_topic, in the gripper_type's message",
-    "gripper_command_topic": "gripper command topic: LejuClawCommand 0..100 (leju_claw), RobotHandPosition "
-                             "(dex_hand, e.g. /control_robot_hand_position), JointState 0..140 (sim_gripper)",
+    "publish_arm_command": "publish the arm command on the profile's action topic (Kuavo: /kuavo_arm_traj, degrees)",
+    "publish_gripper_command": "publish the grippers on the profile's end-effector command topic, in its message",
     "max_joint_velocity": "safety: largest arm joint change per second (rad/s)",
     "max_gripper_velocity": "safety: largest gripper change per second (units of 0..1 per second)",
     "ramp_in_s": "after start and re-enable, the allowed change ramps up from zero over this time",
@@ -130,7 +132,7 @@ _RANGES = {
     "num_steps": (0, 100), "chunk_size": (1, 1000), "n_action_steps": (1, 1000), "blend_steps": (0, 50),
     "camera_height": (0, 10000), "camera_width": (0, 10000), "seed": (-1, 2**31 - 1),
     "warmup_iterations": (0, 100), "torch_threads": (0, 1024),
-    "control_rate_hz": (0.5, 200.0), "max_input_age_s": (0.01, 60.0), "max_joint_velocity": (0.01, 10.0),
+    "control_rate_hz": (0.0, 200.0), "max_input_age_s": (0.0, 60.0), "max_joint_velocity": (0.01, 10.0),
     "max_gripper_velocity": (0.01, 20.0), "ramp_in_s": (0.0, 30.0), "error_retry_s": (0.0, 600.0),
     "status_rate_hz": (0.1, 50.0),
 }
@@ -164,9 +166,9 @@ def declare(node: Node) -> NodeSettings:
     values = {}
     for field in fields(NodeSettings):
         default = getattr(defaults, field.name)
-        value = node.declare_parameter(field.name, list(default) if isinstance(default, tuple) else default,
-                                       _descriptor(field.name, default)).value
-        values[field.name] = tuple(value) if isinstance(default, tuple) else value
+        initial = (list(default) or Parameter.Type.STRING_ARRAY) if isinstance(default, tuple) else default
+        value = node.declare_parameter(field.name, initial, _descriptor(field.name, default)).value
+        values[field.name] = tuple(value or ()) if isinstance(default, tuple) else value
     settings = NodeSettings(**values)
     settings.validate()
     return settings

@@ -1,8 +1,10 @@
 """``policy_node``: SmolVLA on the Kuavo under ROS 2 (thin rclpy layer around PolicyController).
 
-Subscribes to the cameras, the joint state and ``/task_instruction``; publishes one safe action per
-control tick on ``/kuavo_smolvla/action`` (and the Kuavo adapters), every chunk on
-``/kuavo_smolvla/action_chunk``, status and diagnostics. Run: ``ros2 run kuavo_smolvla_ros policy_node
+Subscribes to the cameras, the joint state (and gripper state) and the instruction topic that the robot
+profile (``robot_profile``, :mod:`kuavo_smolvla_ros.contract`) names, decoding them with the same
+:class:`~kuavo_smolvla_ros.contract.streams.StreamDecoder` as the bag converter; publishes one safe action per
+control tick on ``/kuavo_smolvla/action`` and the robot's command topics (encoded by the profile), every
+chunk on ``/kuavo_smolvla/action_chunk``, status and diagnostics. Run: ``ros2 run kuavo_smolvla_ros policy_node
 --ros-args -p checkpoint:=/path`` or ``ros2 launch kuavo_smolvla_ros policy.launch.py checkpoint:=/path``.
 """
 
@@ -20,14 +22,22 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
-from kuavo_smolvla_ros import images, robot
-from kuavo_smolvla_ros.control.controller import ControllerConfig, ControlState, PolicyController, TickOutput
+from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.fields import header_stamp
+from kuavo_smolvla_ros.contract.streams import GRIPPER_STATE, STATE, StreamDecoder, StreamEncoder, input_streams
+from kuavo_smolvla_ros.control.controller import (
+    STATE_STREAM,
+    ControllerConfig,
+    ControlState,
+    PolicyController,
+    TickOutput,
+)
 from kuavo_smolvla_ros.control.safety import SafetyFilter
-from kuavo_smolvla_ros.inputs import StateAssembler
-from kuavo_smolvla_ros.msg import ActionChunk, LejuClawState, PolicyStatus, SensorsData
+from kuavo_smolvla_ros.msg import ActionChunk, PolicyStatus
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
 from kuavo_smolvla_ros.ros import messages, params
+from kuavo_smolvla_ros.ros.fields import MESSAGE_TYPES, build
 from kuavo_smolvla_ros.ros.spin import spin_node
 from kuavo_smolvla_ros.tasks import default_catalog
 
@@ -49,24 +59,29 @@ class PolicyNode(Node):
         self.runtime = PolicyRuntime.open(s.checkpoint, device=s.device, vlm_path=s.vlm_path or None,
                                           num_steps=s.num_steps or None, chunk_size=s.chunk_size,
                                           n_action_steps=s.n_action_steps)
-        missing = [c for c in self.runtime.cameras if c not in s.camera_names]
+        profile = self.profile = s.profile
+        missing = [c for c in self.runtime.cameras if c not in profile.camera_names]
         if missing:
-            raise ValueError(f"the checkpoint needs cameras {missing} that camera_names does not provide")
+            raise ValueError(f"the checkpoint needs cameras {missing} that robot profile {profile.name} does not "
+                             f"provide (its cameras: {list(profile.camera_names)})")
         latency = self.runtime.warmup(s.warmup_iterations) if s.warmup_iterations else 0.0
         self.get_logger().info(
             f"loaded {self.runtime.info.path} on {s.device}: {self.runtime.num_steps} steps, chunk "
-            f"{self.runtime.chunk_size}, {s.n_action_steps} executed per chunk, warm-up {latency * 1e3:.0f} ms")
+            f"{self.runtime.chunk_size}, {s.n_action_steps} executed per chunk, warm-up {latency * 1e3:.0f} ms; "
+            f"robot profile {profile.describe()}")
         self.catalog = default_catalog()
+        ages = {c.name: c.sync.live_max_age for c in profile.cameras} | {STATE_STREAM: profile.state.sync.live_max_age}
         self.controller = PolicyController(
-            ControllerConfig(rate_hz=s.control_rate_hz, n_action_steps=s.n_action_steps, blend_steps=s.blend_steps,
-                             max_input_age_s=s.max_input_age_s, stale_behaviour=s.stale_behaviour,
+            ControllerConfig(rate_hz=s.rate_hz, n_action_steps=s.n_action_steps, blend_steps=s.blend_steps,
+                             stream_max_age_s=ages, stale_behaviour=s.stale_behaviour,
                              error_retry_s=s.error_retry_s, initial_latency_s=latency,
-                             stamp_source=s.stamp_source),
+                             stamp_source=profile.stamp_source),
             cameras=self.runtime.cameras, predict=self._predict,
-            safety=SafetyFilter(max_step=self._max_step(), ramp_ticks=round(s.ramp_in_s * s.control_rate_hz)),
+            safety=SafetyFilter(max_step=self._max_step(), ramp_ticks=round(s.ramp_in_s * s.rate_hz)),
             catalog=self.catalog,
         )
-        self.states = StateAssembler(s.gripper_type, s.claw_inverted)
+        self.decoder = StreamDecoder(profile, s.image_sizes())
+        self.encoder = StreamEncoder(profile)
         self._last_period_start: float | None = None
         self._make_publishers()
         self._make_subscriptions()
@@ -74,7 +89,7 @@ class PolicyNode(Node):
         self.add_post_set_parameters_callback(self._on_parameters_set)
         # Every callback is short (frames are decoded on the inference thread), so one executor thread
         # serves them all; rclpy's multi-threaded executor costs more than it gains under the GIL.
-        self.create_timer(1.0 / s.control_rate_hz, self._on_control_tick)
+        self.create_timer(1.0 / s.rate_hz, self._on_control_tick)
         self.create_timer(1.0 / s.status_rate_hz, self._publish_status)
         if s.default_instruction:
             self._switch_instruction(s.default_instruction)
@@ -85,42 +100,39 @@ class PolicyNode(Node):
         s = self.settings
         velocity = np.full(robot.ACTION_DIM, s.max_joint_velocity)
         velocity[robot.GRIPPER_INDICES] = s.max_gripper_velocity
-        return velocity / s.control_rate_hz
+        return velocity / s.rate_hz
 
     def _predict(self, observation) -> np.ndarray:
         seed = self.settings.seed if self.settings.seed >= 0 else None
         return self.runtime.predict_chunk(observation, seed=seed)
 
     def _make_publishers(self) -> None:
-        s = self.settings
+        s, profile = self.settings, self.profile
         self.action_pub = self.create_publisher(JointState, f"{OUTPUT_NAMESPACE}/action", COMMAND_QOS)
         self.chunk_pub = self.create_publisher(ActionChunk, f"{OUTPUT_NAMESPACE}/action_chunk", COMMAND_QOS)
         self.status_pub = self.create_publisher(PolicyStatus, f"{OUTPUT_NAMESPACE}/status", STATUS_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.arm_pub = self.gripper_pub = None
         if s.publish_arm_command:
-            self.arm_pub = self.create_publisher(JointState, s.arm_command_topic, COMMAND_QOS)
-        if s.publish_gripper_command:
-            self.gripper_pub = self.create_publisher(messages.GRIPPER_COMMAND_TYPES[s.gripper_type],
-                                                     s.gripper_command_topic, COMMAND_QOS)
+            self.arm_pub = self.create_publisher(JointState, profile.action.topic, COMMAND_QOS)
+        if s.publish_gripper_command and profile.has_gripper_command:
+            self.gripper_pub = self.create_publisher(MESSAGE_TYPES[profile.gripper.command_type],
+                                                     profile.end_effector.command_topic, COMMAND_QOS)
 
     def _make_subscriptions(self) -> None:
-        s = self.settings
-        for name, topic, kind in zip(s.camera_names, s.camera_topics, s.camera_types, strict=True):
-            if name not in self.runtime.cameras:
-                self.get_logger().warning(f"camera {name} is not an input of the checkpoint: not subscribed")
+        for stream in input_streams(self.profile):
+            msg_type = MESSAGE_TYPES[stream.types[0]]
+            if stream.role == STATE:
+                callback = self._on_state
+            elif stream.role == GRIPPER_STATE:
+                callback = self._on_gripper_state
+            elif stream.role in self.runtime.cameras:
+                callback = lambda m, n=stream.role: self._on_image(n, m)  # noqa: E731
+            else:
+                self.get_logger().warning(f"camera {stream.role} is not an input of the checkpoint: not subscribed")
                 continue
-            msg_type = CompressedImage if kind == "compressed" else Image
-            self.create_subscription(msg_type, topic, lambda m, n=name, k=kind: self._on_image(n, k, m),
-                                     qos_profile_sensor_data)
-        if s.state_source == "kuavo":
-            self.create_subscription(SensorsData, s.sensors_topic, self._on_sensors, qos_profile_sensor_data)
-            state_type = LejuClawState if s.gripper_type == "leju_claw" else JointState
-            self.create_subscription(state_type, s.gripper_state_topic, self._on_gripper_state,
-                                     qos_profile_sensor_data)
-        else:
-            self.create_subscription(JointState, s.joint_state_topic, self._on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(String, s.instruction_topic, self._on_instruction, 10)
+            self.create_subscription(msg_type, stream.topic, callback, qos_profile_sensor_data)
+        self.create_subscription(String, self.profile.instruction_topic, self._on_instruction, 10)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -130,38 +142,27 @@ class PolicyNode(Node):
         self.get_logger().warning(f"rejected {what}: {err}", throttle_duration_sec=2.0)
 
     # -------------------------------------------------------------------------------- callbacks
-    def _on_image(self, name: str, kind: str, msg) -> None:
-        expected = self.settings.expected_image_size
+    def _on_image(self, name: str, msg: CompressedImage | Image) -> None:
         try:
-            if kind == "compressed":
-                frame = images.compressed_frame(msg.format, msg.data, expected)
-            else:
-                frame = images.raw_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data, expected)
-        except images.ImageError as err:
+            frame = self.decoder.image(name, msg)
+        except ValueError as err:  # images.ImageError included
             self._reject(f"camera {name} frame", err)
             return
-        self.controller.add_image(name, frame, messages.seconds(msg.header.stamp), self._now())
+        self.controller.add_image(name, frame, header_stamp(msg), self._now())
 
-    def _on_sensors(self, msg: SensorsData) -> None:
+    def _on_state(self, msg) -> None:
         try:
-            state = self.states.from_sensors(msg)
+            state = self.decoder.state(msg)
             if state is not None:  # None until the first gripper state
-                self.controller.add_state(state, messages.seconds(msg.header.stamp), self._now())
+                self.controller.add_state(state, header_stamp(msg), self._now())
         except ValueError as err:
-            self._reject("sensors data", err)
+            self._reject("joint state", err)
 
     def _on_gripper_state(self, msg) -> None:
         try:
-            self.states.update_grippers(msg)
+            self.decoder.update_grippers(msg)
         except ValueError as err:
             self._reject("gripper state", err)
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            state = self.states.from_joint_state(msg)
-            self.controller.add_state(state, messages.seconds(msg.header.stamp), self._now())
-        except ValueError as err:
-            self._reject("joint state", err)
 
     def _on_instruction(self, msg: String) -> None:
         try:
@@ -213,18 +214,19 @@ class PolicyNode(Node):
             self.get_logger().error(f"control tick failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
 
     def _publish_tick(self, out: TickOutput) -> None:
-        stamp = self.get_clock().now().to_msg()
+        stamp = self.get_clock().now().to_msg()  # one stamp for every output of the tick
         if out.command is not None:
             self.action_pub.publish(messages.action_joint_state(out.command, stamp))
             if not self.settings.dry_run:
                 if self.arm_pub is not None:
-                    self.arm_pub.publish(messages.arm_command(out.command, stamp))
+                    self.arm_pub.publish(build(*self.encoder.arm_command(out.command, stamp)[1:]))
                 if self.gripper_pub is not None:
-                    self.gripper_pub.publish(messages.gripper_command(out.command, stamp, self.states.scaling))
+                    units = robot.gripper_units(out.command)
+                    self.gripper_pub.publish(build(*self.encoder.gripper_command(units, stamp)[1:]))
         if out.new_chunk is not None:
             self.chunk_pub.publish(messages.chunk_message(
                 out.new_chunk, out.new_chunk_start, self.settings.n_action_steps,
-                1.0 / self.settings.control_rate_hz, self.runtime.num_steps))
+                1.0 / self.settings.rate_hz, self.runtime.num_steps))
         if out.error is not None:
             self.get_logger().error(f"inference failed: {out.error.error}\n{out.error.detail}",
                                     throttle_duration_sec=5.0)
@@ -239,9 +241,11 @@ class PolicyNode(Node):
     def _publish_status(self) -> None:
         snap = self.controller.snapshot()
         stamp = self.get_clock().now().to_msg()
-        self.status_pub.publish(messages.status_message(snap, stamp, self.settings.dry_run, self.runtime.num_steps))
+        profile = self.profile.describe()
+        self.status_pub.publish(messages.status_message(snap, stamp, self.settings.dry_run, self.runtime.num_steps,
+                                                        profile))
         self.diagnostics_pub.publish(messages.diagnostics_message(snap, stamp, self.get_fully_qualified_name(),
-                                                                  str(self.runtime.info.path)))
+                                                                  str(self.runtime.info.path), profile))
 
     def destroy_node(self) -> None:
         controller = getattr(self, "controller", None)  # absent if the constructor failed

@@ -1,10 +1,13 @@
-"""``sim_robot``: the simulated Kuavo (:mod:`kuavo_smolvla_ros.sim`) behind the real robot's ROS interface.
+"""``sim_robot``: the simulated Kuavo (:mod:`kuavo_smolvla_ros.sim`) behind a real robot's ROS interface.
 
-Publishes the three JPEG cameras, the joint state (``/sensors_data_raw`` + ``/leju_claw_state``, or
-``/joint_states``), ``/simulator/success`` and ``/simulator/episode`` (JSON); follows ``/kuavo_arm_traj`` +
-``/leju_claw_command`` (or ``/kuavo_smolvla/action``); ``/task_instruction`` naming a task and the ``task``
-parameter select the task of the next episode; ``/simulator/reset`` (std_srvs/Trigger) starts one. With
-``publish_clock`` it publishes ``/clock`` (for nodes run with ``use_sim_time:=true``). Run:
+Speaks the robot profile ``robot_profile`` (:mod:`kuavo_smolvla_ros.contract`, encoded with the same
+:class:`~kuavo_smolvla_ros.contract.streams.StreamEncoder` as the recorder): publishes the cameras, the joint
+state and the end effector's state (Kuavo 4 Pro: three JPEG cameras, ``/sensors_data_raw`` +
+``/leju_claw_state``), ``/simulator/success`` and ``/simulator/episode`` (JSON); follows the profile's arm and
+end-effector commands (Kuavo: ``/kuavo_arm_traj`` + ``/leju_claw_command``), or ``/kuavo_smolvla/action``; the
+instruction topic naming a task and the ``task`` parameter select the task of the next episode;
+``/simulator/reset`` (std_srvs/Trigger) starts one. With ``publish_clock`` it publishes ``/clock`` (for nodes
+run with ``use_sim_time:=true``). Run:
 ``ros2 run kuavo_smolvla_ros sim_robot`` or ``ros2 launch kuavo_smolvla_ros sim.launch.py checkpoint:=/path``.
 """
 
@@ -20,14 +23,16 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
-from sensor_msgs.msg import CompressedImage, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.data.recording import encode_jpeg
-from kuavo_smolvla_ros.msg import LejuClawCommand, LejuClawState, SensorsData
-from kuavo_smolvla_ros.ros import messages, sim_params
+from kuavo_smolvla_ros.contract.end_effectors import named_values
+from kuavo_smolvla_ros.contract.streams import StreamDecoder, StreamEncoder
+from kuavo_smolvla_ros.msg import LejuClawState
+from kuavo_smolvla_ros.ros import sim_params
+from kuavo_smolvla_ros.ros.fields import MESSAGE_TYPES, build, to_time
 from kuavo_smolvla_ros.ros.spin import spin_node
 from kuavo_smolvla_ros.sim.kinematics import ARMS, gripper_index
 from kuavo_smolvla_ros.sim.render import render_cameras
@@ -40,7 +45,6 @@ SUCCESS_TOPIC = "/simulator/success"
 EPISODE_TOPIC = "/simulator/episode"
 RESET_SERVICE = "/simulator/reset"
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-JPEG_FORMAT = "rgb8; jpeg compressed bgr8"
 SUCCESS_RATE_HZ = 10.0
 EPISODE_RATE_HZ = 2.0
 #: The world never advances more than this per tick (a stalled process slows the simulation down).
@@ -84,7 +88,9 @@ class SimNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.settings = s = sim_params.declare(self)
         self.catalog = default_catalog()
-        self.scaling = robot.GRIPPERS["leju_claw"]
+        self.profile = s.profile
+        self.encoder = StreamEncoder(self.profile)
+        self.decoder = StreamDecoder(self.profile)
         self.world = SimWorld(WorldConfig(physics_hz=s.physics_rate_hz, max_episode_s=s.max_episode_s))
         self.sizes = s.camera_sizes()
         self.next_task: Task = sim_params.resolve_task(s.task)
@@ -104,40 +110,44 @@ class SimNode(Node):
         sizes = ", ".join(f"{name} {h}x{w}" for name, (h, w) in self.sizes.items())
         self.get_logger().info(
             f"simulating task {self.world.episode.task.id} ({self.world.episode.task.name}), seed {s.seed}: "
-            f"{s.state_output} state, {s.command_input} commands, cameras {sizes}"
+            f"robot profile {self.profile.describe()}, {s.command_input} commands, cameras {sizes}"
             f"{', publishing /clock' if s.publish_clock else ''}")
 
     # ----------------------------------------------------------------------------------- set-up
     def _make_publishers(self) -> None:
-        s = self.settings
-        self.camera_pubs = {c.name: self.create_publisher(CompressedImage, c.topic, qos_profile_sensor_data)
-                            for c in robot.CAMERAS}
+        s, profile = self.settings, self.profile
+        image_types = {"compressed": MESSAGE_TYPES["CompressedImage"], "raw": MESSAGE_TYPES["Image"]}
+        self.camera_pubs = {c.name: self.create_publisher(image_types[c.encoding], c.topic, qos_profile_sensor_data)
+                            for c in profile.cameras}
         self.success_pub = self.create_publisher(Bool, SUCCESS_TOPIC, LATCHED_QOS)
         self.episode_pub = self.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if s.publish_clock else None
         rates = {self._publish_cameras: s.camera_rate_hz, self._publish_success: SUCCESS_RATE_HZ,
-                 self._publish_episode: EPISODE_RATE_HZ}
-        if s.state_output == "kuavo":
-            self.sensors_pub = self.create_publisher(SensorsData, robot.TOPICS.sensors, qos_profile_sensor_data)
-            self.claw_pub = self.create_publisher(LejuClawState, robot.TOPICS.claw_state, qos_profile_sensor_data)
-            rates |= {self._publish_sensors: s.state_rate_hz, self._publish_claw_state: s.claw_state_rate_hz}
-        else:
-            self.joint_pub = self.create_publisher(JointState, robot.TOPICS.joint_states, qos_profile_sensor_data)
-            rates[self._publish_joint_state] = s.state_rate_hz
+                 self._publish_episode: EPISODE_RATE_HZ, self._publish_state: s.state_rate_hz}
+        state_type = "SensorsData" if profile.state.source == "kuavo_sensors" else "JointState"
+        self.state_pub = self.create_publisher(MESSAGE_TYPES[state_type], profile.state.topic, qos_profile_sensor_data)
+        if profile.has_gripper_state:
+            self.gripper_pub = self.create_publisher(MESSAGE_TYPES[profile.gripper.state_type],
+                                                     profile.end_effector.state_topic, qos_profile_sensor_data)
+            rates[self._publish_gripper_state] = s.claw_state_rate_hz
         self.streams = [_Stream(rate, publish, 0.5 / s.physics_rate_hz) for publish, rate in rates.items()]
 
     def _make_subscriptions(self) -> None:
-        if self.settings.command_input == "kuavo":
-            self.create_subscription(JointState, robot.TOPICS.arm_command, self._on_arm_command, 10)
-            self.create_subscription(LejuClawCommand, robot.TOPICS.claw_command, self._on_claw_command, 10)
+        profile = self.profile
+        if self.settings.command_input == "robot":
+            self.create_subscription(JointState, profile.action.topic, self._on_arm_command, 10)
+            if profile.has_gripper_command:
+                self.create_subscription(MESSAGE_TYPES[profile.gripper.command_type],
+                                         profile.end_effector.command_topic, self._on_gripper_command, 10)
         else:
             self.create_subscription(JointState, ACTION_TOPIC, self._on_action, 10)
-        self.create_subscription(String, robot.TOPICS.task_instruction, self._on_instruction, 10)
+        self.create_subscription(String, profile.instruction_topic, self._on_instruction, 10)
 
-    def _stamp(self):
+    def _seconds(self) -> float:
+        """The stamp of what is published now (s): simulated time with ``publish_clock``, else the node's clock."""
         if self.settings.publish_clock:
-            return messages.to_time(self.sim_time)
-        return self.get_clock().now().to_msg()
+            return self.sim_time
+        return self.get_clock().now().nanoseconds * 1e-9
 
     # ---------------------------------------------------------------------------------- episodes
     def _reset(self) -> dict:
@@ -185,7 +195,7 @@ class SimNode(Node):
             self.world.step(dt)
             self.sim_time += dt
             if self.clock_pub is not None:
-                self.clock_pub.publish(ClockMsg(clock=messages.to_time(self.sim_time)))
+                self.clock_pub.publish(ClockMsg(clock=to_time(self.sim_time)))
             outcome = (len(self.world.episode.events), self.succeeded, self.world.done)
             if outcome != self._reported:  # an event, success or the end: say so at once
                 if outcome[1] != self._reported[1]:
@@ -214,19 +224,17 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------------------- publishing
     def _publish_cameras(self) -> None:
-        stamp = self._stamp()
+        stamp = self._seconds()
         for name, image in render_cameras(self.world, self.sizes).items():
-            msg = CompressedImage(format=JPEG_FORMAT, data=encode_jpeg(image, self.settings.jpeg_quality))
-            msg.header.stamp = stamp
-            msg.header.frame_id = name
-            self.camera_pubs[name].publish(msg)
+            _, kind, fields = self.encoder.camera(name, image, stamp, quality=self.settings.jpeg_quality)
+            self.camera_pubs[name].publish(build(kind, fields))
 
-    def _publish_sensors(self) -> None:
-        self.sensors_pub.publish(messages.sensors_data(self.world.state, self._stamp()))
+    def _publish_state(self) -> None:
+        self.state_pub.publish(build(*self.encoder.joint_state(self.world.state, self._seconds())[1:]))
 
-    def _publish_claw_state(self) -> None:
+    def _publish_gripper_state(self) -> None:
         state, command = self.world.state, self.world.arms.command
-        codes = []
+        codes = []  # lejuClawState's per-claw codes (other end effectors ignore them)
         for arm in ARMS:
             index = gripper_index(arm)
             if arm in self.world.holders:
@@ -235,10 +243,8 @@ class SimNode(Node):
                 codes.append(LejuClawState.STATE_MOVING)
             else:
                 codes.append(LejuClawState.STATE_REACHED)
-        self.claw_pub.publish(messages.claw_state(robot.gripper_units(state), self._stamp(), self.scaling, codes))
-
-    def _publish_joint_state(self) -> None:
-        self.joint_pub.publish(messages.action_joint_state(self.world.state, self._stamp()))
+        _, kind, fields = self.encoder.gripper_state(robot.gripper_units(state), self._seconds(), codes)
+        self.gripper_pub.publish(build(kind, fields))
 
     def _publish_success(self) -> None:
         self.success_pub.publish(Bool(data=self.succeeded))
@@ -258,24 +264,26 @@ class SimNode(Node):
 
     def _on_arm_command(self, msg: JointState) -> None:
         try:
-            names = list(msg.name) or list(robot.ARM_COMMAND_NAMES)  # unnamed: in arm_joint_0..13 order
-            degrees = robot.layout_from_named(names, msg.position, robot.ARM_COMMAND_NAMES)
+            arm = self.decoder.arm_command(msg)  # the profile's action stream: 14 arm joints or 16 entries (rad)
         except ValueError as err:
             self._malformed("arm command", err)
             return
-        self._command("arm command", robot.ARM_INDICES, np.radians(degrees))
+        if arm.shape[0] == robot.ACTION_DIM:
+            self._command("arm command", np.arange(robot.ACTION_DIM), arm)
+        else:
+            self._command("arm command", robot.ARM_INDICES, arm)
 
-    def _on_claw_command(self, msg: LejuClawCommand) -> None:
+    def _on_gripper_command(self, msg) -> None:
         try:
-            units = robot.grippers_from_claw(msg.data.position, msg.data.name, self.scaling, command=True)
+            units = self.decoder.gripper_command(msg)
         except ValueError as err:
-            self._malformed("claw command", err)
+            self._malformed("gripper command", err)
             return
-        self._command("claw command", robot.GRIPPER_INDICES, units)
+        self._command("gripper command", robot.GRIPPER_INDICES, units)
 
     def _on_action(self, msg: JointState) -> None:
         try:
-            action = robot.layout_from_named(msg.name, msg.position)
+            action = named_values(msg.name, msg.position, robot.JOINT_NAMES, "action")
         except ValueError as err:
             self._malformed("action", err)
             return

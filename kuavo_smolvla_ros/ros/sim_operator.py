@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.inputs import StateAssembler
-from kuavo_smolvla_ros.msg import LejuClawState, PolicyStatus, SensorsData
+from kuavo_smolvla_ros.contract.profile import RobotProfile, load_profile
+from kuavo_smolvla_ros.contract.streams import GRIPPER_STATE, STATE, StreamDecoder, input_streams
+from kuavo_smolvla_ros.msg import PolicyStatus
+from kuavo_smolvla_ros.ros.fields import MESSAGE_TYPES
 from kuavo_smolvla_ros.ros.sim_node import EPISODE_TOPIC, RESET_SERVICE
 from kuavo_smolvla_ros.tasks import Task
 
@@ -46,24 +47,28 @@ class RosEpisode:
 
 
 class SimOperator(Node):
-    """Drives ``sim_robot`` and ``policy_node`` through their topics and services."""
+    """Drives ``sim_robot`` and ``policy_node`` through their topics and services; reads the simulated robot's
+    state as its ``profile`` (a robot profile or its name) says."""
 
-    def __init__(self, policy_node: str = "/kuavo_smolvla_policy", **kwargs):
+    def __init__(self, policy_node: str = "/kuavo_smolvla_policy", profile: RobotProfile | str | None = None,
+                 **kwargs):
         super().__init__("kuavo_sim_operator", **kwargs)
         self._cond = threading.Condition()
         self.episode: dict = {}
         self.status: PolicyStatus | None = None
         self._states: list[np.ndarray] = []
-        self._assembler = StateAssembler("leju_claw")
-        self.instruction_pub = self.create_publisher(String, robot.TOPICS.task_instruction, 10)
+        self.profile = profile if isinstance(profile, RobotProfile) else load_profile(profile or "kuavo4pro")
+        self._decoder = StreamDecoder(self.profile)
+        self.instruction_pub = self.create_publisher(String, self.profile.instruction_topic, 10)
         self.reset_client = self.create_client(Trigger, RESET_SERVICE)
         self.enable_client = self.create_client(SetBool, f"{policy_node}/enable")
         self.create_subscription(String, EPISODE_TOPIC, self._on_episode, LATCHED)
         self.create_subscription(PolicyStatus, "/kuavo_smolvla/status", self._on_status, LATCHED)
-        self.create_subscription(SensorsData, robot.TOPICS.sensors, self._on_sensors, qos_profile_sensor_data)
-        self.create_subscription(LejuClawState, robot.TOPICS.claw_state, self._assembler.update_grippers,
-                                 qos_profile_sensor_data)
-        self.create_subscription(JointState, robot.TOPICS.joint_states, self._on_joint_state, qos_profile_sensor_data)
+        for stream in input_streams(self.profile):
+            if stream.role in (STATE, GRIPPER_STATE):
+                callback = self._on_state if stream.role == STATE else self._decoder.update_grippers
+                self.create_subscription(MESSAGE_TYPES[stream.types[0]], stream.topic, callback,
+                                         qos_profile_sensor_data)
 
     # ------------------------------------------------------------------------------- callbacks
     def _on_episode(self, msg: String) -> None:
@@ -76,15 +81,11 @@ class SimOperator(Node):
             self.status = msg
             self._cond.notify_all()
 
-    def _on_sensors(self, msg: SensorsData) -> None:
-        state = self._assembler.from_sensors(msg)
+    def _on_state(self, msg) -> None:
+        state = self._decoder.state(msg)
         if state is not None:
             with self._cond:
                 self._states.append(state)
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        with self._cond:
-            self._states.append(self._assembler.from_joint_state(msg))
 
     # ------------------------------------------------------------------------------- waiting
     def wait_for(self, predicate, timeout: float, what: str):

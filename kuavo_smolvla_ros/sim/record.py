@@ -15,12 +15,13 @@ import argparse
 import heapq
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.data.recording import KuavoRecorder, encode_jpeg
+from kuavo_smolvla_ros.contract.profile import ProfileError, RobotProfile, available_profiles, load_profile
+from kuavo_smolvla_ros.data.recording import KuavoRecorder
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert
 from kuavo_smolvla_ros.sim.render import render_cameras
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
@@ -45,18 +46,11 @@ class RecordingConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
 
 
-def _ticks(rate: float, end: float) -> Iterator[float]:
-    k = 0
-    while k / rate <= end + 1e-9:
-        yield k / rate
-        k += 1
-
-
 def record_episode(path: str | Path, task: Task | str, seed: int, storage: str = "ros1",
-                   config: RecordingConfig | None = None) -> dict:
-    """Run the expert on ``task`` with object seed ``seed`` and write the bag; returns a summary.
-
-    Raises ``RuntimeError`` if the expert fails (the bag is then removed)."""
+                   config: RecordingConfig | None = None, profile: RobotProfile | str | None = None) -> dict:
+    """Run the expert on ``task`` with object seed ``seed`` and write the bag with ``profile``'s streams
+    (default ``kuavo4pro``); returns a summary. Raises ``RuntimeError`` if the expert fails (the bag is then
+    removed)."""
     config = config or RecordingConfig()
     world = SimWorld(config.world)
     episode = world.reset(task, seed)
@@ -67,11 +61,12 @@ def record_episode(path: str | Path, task: Task | str, seed: int, storage: str =
     limit = config.world.max_episode_s + config.lead_s
     queue = [(0.0, order[name], name, rate, 0) for name, rate in streams.items()]
     heapq.heapify(queue)
-    sizes = {name: config.image_size for name in robot.CAMERA_NAMES}
     command = world.state
     end = None
     path = Path(path)
-    with KuavoRecorder(path, storage) as bag:
+    with KuavoRecorder(path, storage, profile) as bag:
+        sizes = {name: config.image_size for name in bag.profile.camera_names}
+        separate_gripper = bag.profile.has_gripper_state
         while queue:
             t, _, name, rate, k = heapq.heappop(queue)
             if (end is not None and t > end + 1e-9) or t > limit:
@@ -81,16 +76,16 @@ def record_episode(path: str | Path, task: Task | str, seed: int, storage: str =
                 if t >= config.lead_s - 1e-9:
                     command = expert.act()
                 world.arms.set_command(command)
-                bag.arm_command(t, command)
-                bag.claw_command(t, command)
+                for encoded in bag.encoder.action(command, t):
+                    bag.write(encoded, t)
             elif name == "sensors":
-                bag.sensors(t, world.state)
+                bag.state(t, world.state)
             elif name == "claw_state":
-                bag.claw_state(t, robot.gripper_units(world.state))
+                if separate_gripper:
+                    bag.gripper_state(t, robot.gripper_units(world.state))
             else:
                 for camera, image in render_cameras(world, sizes).items():
-                    topic = next(c.topic for c in robot.CAMERAS if c.name == camera)
-                    bag.camera(topic, t, encode_jpeg(image, config.jpeg_quality))
+                    bag.write(bag.encoder.camera(camera, image, t, quality=config.jpeg_quality), t)
             if end is None and world.success:
                 end = world.time + config.tail_s
             heapq.heappush(queue, ((k + 1) / rate, order[name], name, rate, k + 1))
@@ -110,8 +105,10 @@ def episode_path(output: Path, task: Task, seed: int, storage: str) -> Path:
 
 
 def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: str = "ros1", first_seed: int = 0,
-           config: RecordingConfig | None = None, progress: bool = True) -> list[dict]:
-    """Record ``episodes`` bags per task (seeds ``first_seed``...); existing bags are kept (skipped)."""
+           config: RecordingConfig | None = None, progress: bool = True,
+           profile: RobotProfile | str | None = None) -> list[dict]:
+    """Record ``episodes`` bags per task (seeds ``first_seed``...) with ``profile``'s streams; existing bags are
+    kept (skipped)."""
     from tqdm import tqdm
 
     if storage not in FORMATS:
@@ -125,7 +122,7 @@ def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: st
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        summary = record_episode(tmp, task, seed, storage, config)
+        summary = record_episode(tmp, task, seed, storage, config, profile)
         tmp.rename(path)
         written.append(summary | {"path": str(path)})
     return written
@@ -148,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0, help="object-position seed of the first episode")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=(64, 64))
     parser.add_argument("--camera-hz", type=float, default=30.0)
+    parser.add_argument("--robot", default="kuavo4pro",
+                        help="robot profile whose topics and messages the bags hold "
+                             f"({', '.join(available_profiles())}, or a path to a profile YAML)")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -158,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1:
         print("error: --episodes must be >= 1", file=sys.stderr)
         return 2
+    try:
+        profile = load_profile(args.robot)
+    except ProfileError as err:
+        print(f"error: --robot: {err}", file=sys.stderr)
+        return 2
     config = RecordingConfig(camera_hz=args.camera_hz, image_size=tuple(args.image_size))
-    written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config, not args.quiet)
+    written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config, not args.quiet, profile)
     kept = len(tasks) * args.episodes - len(written)
     print(f"wrote {len(written)} bag(s) under {args.output} ({kept} already there)")
     return 0

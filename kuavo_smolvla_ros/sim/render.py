@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.sim import scenes
 from kuavo_smolvla_ros.sim.kinematics import ARMS, gripper_index
 
@@ -86,15 +85,21 @@ def render(view: View, height: int, width: int, state16: np.ndarray, object_xy, 
     return image
 
 
+#: The cameras the simulator renders (the robot profiles' camera names): what each one sees.
+CAMERA_VIEWS = {"head_cam_h": "head", "wrist_cam_l": "left", "wrist_cam_r": "right"}
+
+
 def render_cameras(world, sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
-    """The three Kuavo cameras of a :class:`~kuavo_smolvla_ros.sim.world.SimWorld` at (height, width) each:
-    the head camera sees the whole table, each wrist camera a close-up ahead of its hand."""
+    """The cameras named in ``sizes`` (keys of :data:`CAMERA_VIEWS`) of a
+    :class:`~kuavo_smolvla_ros.sim.world.SimWorld` at (height, width) each: the head camera sees the whole
+    table, each wrist camera a close-up ahead of its hand. ``KeyError`` for a camera the simulator lacks."""
     state = world.state
     hands = {arm: world.hand(arm) for arm in ARMS}
-    views = {"head_cam_h": HEAD_VIEW, "wrist_cam_l": wrist_view(hands["left"]),
-             "wrist_cam_r": wrist_view(hands["right"])}
-    return {name: render(views[name], *sizes[name], state, world.object, hands)
-            for name in robot.CAMERA_NAMES if name in sizes}
+    views = {"head": HEAD_VIEW, "left": wrist_view(hands["left"]), "right": wrist_view(hands["right"])}
+    unknown = [name for name in sizes if name not in CAMERA_VIEWS]
+    if unknown:
+        raise KeyError(f"the simulator renders cameras {sorted(CAMERA_VIEWS)}, not {unknown}")
+    return {name: render(views[CAMERA_VIEWS[name]], *size, state, world.object, hands) for name, size in sizes.items()}
 
 
 def find_object(image: np.ndarray, view: View = HEAD_VIEW, tolerance: int = 150) -> np.ndarray | None:
