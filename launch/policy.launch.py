@@ -6,7 +6,7 @@ Examples::
     ros2 launch kuavo_smolvla_ros policy.launch.py params_file:=/my/policy.yaml device:=cuda:1 namespace:=robot1
 
 Parameters come from ``params_file`` (default: the installed ``config/policy.yaml``), then from the
-launch arguments ``checkpoint``, ``device``, ``dry_run`` and ``use_sim_time``. An argument left empty
+launch arguments ``checkpoint``, ``device``, ``dry_run``, ``use_sim_time`` and ``robot_profile``. An argument left empty
 does not override the file. Overrides are plain Python values: launch_ros keeps strings as strings
 (it YAML-quotes them) and passes ``dry_run`` / ``use_sim_time`` as booleans.
 Run ``ros2 launch kuavo_smolvla_ros policy.launch.py --show-args`` for the list.
@@ -33,6 +33,8 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
     "dry_run": ("", "true: compute and publish chunks but send no robot commands; empty keeps the params file's"),
     "use_sim_time": ("false", "use /clock (simulator or rosbag) instead of the wall clock: true or false"),
     "namespace": ("", "ROS namespace of the node (empty: the root namespace)"),
+    "robot_profile": ("", "robot profile (kuavo4pro, kuavo5, leju_sim, ros2_joint_state or a YAML path): the robot's "
+                          "topics and messages; empty keeps the params file's"),
 }
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -47,9 +49,11 @@ def parse_bool(name: str, value: str) -> bool:
 def node_overrides(values: dict[str, str]) -> dict[str, str | bool]:
     """Parameters overriding the params file: only the arguments given a non-empty value, typed."""
     overrides: dict[str, str | bool] = {}
-    values = {name: values.get(name, "").strip() for name in ("checkpoint", "device", "dry_run", "use_sim_time")}
-    if values["checkpoint"]:
-        overrides["checkpoint"] = values["checkpoint"]
+    values = {name: values.get(name, "").strip()
+              for name in ("checkpoint", "device", "dry_run", "use_sim_time", "robot_profile")}
+    for name in ("checkpoint", "robot_profile"):
+        if values[name]:
+            overrides[name] = values[name]
     if values["device"]:
         if not _DEVICE.fullmatch(values["device"]):
             raise ValueError(f"launch argument device:={values['device']!r} is invalid: use cpu, cuda or cuda:N")

@@ -8,11 +8,12 @@ Examples::
 
 The policy node is built by ``policy.launch.py`` (loaded from this folder), from the same arguments and
 with the same meaning: ``checkpoint``, ``params_file``, ``device``, ``dry_run``, ``use_sim_time``,
-``namespace``. The simulator's parameters come from ``sim_params_file`` (default: the installed
-``config/sim.yaml``; camera sizes and rates live there; keep the policy's ``camera_height``/``camera_width``
-equal to them), then from ``task``, ``seed`` and ``auto_reset`` when not empty. ``use_sim_time:=true``
-makes the simulator publish ``/clock`` (``publish_clock``) and the policy follow it; the simulator itself
-always runs on the wall clock. Run ``ros2 launch kuavo_smolvla_ros sim.launch.py --show-args`` for the list.
+``namespace``, ``robot_profile`` (which the simulator then speaks too). The simulator's parameters come from
+``sim_params_file`` (default: the installed ``config/sim.yaml``; camera sizes and rates live there; keep the
+policy's ``camera_height``/``camera_width`` equal to them), then from ``task``, ``seed`` and ``auto_reset`` when
+not empty. ``use_sim_time:=true`` makes the simulator publish ``/clock`` (``publish_clock``) and the policy
+follow it; the simulator itself always runs on the wall clock. Run
+``ros2 launch kuavo_smolvla_ros sim.launch.py --show-args`` for the list.
 """
 
 import importlib.util
@@ -54,11 +55,13 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
 
 def sim_overrides(values: dict[str, str]) -> dict[str, str | int | bool]:
     """Simulator parameters overriding its params file: the arguments given a non-empty value, typed;
-    ``publish_clock`` follows ``use_sim_time`` when that is set."""
-    values = {name: values.get(name, "").strip() for name in ("task", "seed", "auto_reset", "use_sim_time")}
+    ``publish_clock`` follows ``use_sim_time`` and ``robot_profile`` is the policy's, when they are set."""
+    values = {name: values.get(name, "").strip()
+              for name in ("task", "seed", "auto_reset", "use_sim_time", "robot_profile")}
     overrides: dict[str, str | int | bool] = {}
-    if values["task"]:
-        overrides["task"] = values["task"]
+    for name in ("task", "robot_profile"):  # robot_profile: the simulated robot is the one the policy expects
+        if values[name]:
+            overrides[name] = values[name]
     if values["seed"]:
         if not values["seed"].isdigit():
             raise ValueError(f"launch argument seed:={values['seed']!r} is invalid: use an integer >= 0")

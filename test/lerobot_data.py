@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.training.datasets import REPO_ID
 
 
@@ -19,7 +20,7 @@ def write_dataset(root: Path, state_value: float, episodes: int = 3, frames: int
     features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
                 "observation.images.head_cam_h": {"dtype": "image", "shape": (image_size, image_size, 3),
                                                   "names": ["height", "width", "channels"]}}
-    dataset = LeRobotDataset.create(REPO_ID, fps, features, root=root, robot_type=robot.ROBOT_TYPE,
+    dataset = LeRobotDataset.create(REPO_ID, fps, features, root=root, robot_type=load_profile().robot_type,
                                     use_videos=False, video_backend="pyav")
     for _ in range(episodes):
         for _ in range(frames):

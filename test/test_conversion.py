@@ -18,9 +18,9 @@ import pytest
 from processes import kill_when
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.data.cli import main as cli
 from kuavo_smolvla_ros.contract.fields import encode_jpeg
 from kuavo_smolvla_ros.contract.profile import load_profile
+from kuavo_smolvla_ros.data.cli import main as cli
 from kuavo_smolvla_ros.data.config import ConfigError, load_config
 from kuavo_smolvla_ros.data.convert import ConversionError, convert
 from kuavo_smolvla_ros.data.dataset import REPO_ID

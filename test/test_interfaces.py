@@ -170,8 +170,12 @@ def test_roundtrip_over_dds(ros_node, name):
 
 def test_robot_mappings_accept_the_generated_messages():
     from kuavo_smolvla_ros import robot
+    from kuavo_smolvla_ros.contract.profile import load_profile
+    from kuavo_smolvla_ros.contract.streams import StreamDecoder
 
-    state = robot.state_from_kuavo(_sensors(), _claw_state())
+    decoder = StreamDecoder(load_profile("kuavo4pro"))
+    decoder.update_grippers(_claw_state())
+    state = decoder.state(_sensors())
     np.testing.assert_allclose(state[robot.LEFT_ARM], [i / 10 for i in range(12, 19)])
     np.testing.assert_allclose(state[robot.RIGHT_ARM], [i / 10 for i in range(19, 26)])
     assert robot.gripper_units(state) == pytest.approx((0.1, 0.9))

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "policy.launch.py"
 SIM_LAUNCH_FILE = ROOT / "launch" / "sim.launch.py"
 PACKAGE = "kuavo_smolvla_ros"
-ARGUMENT_NAMES = ["checkpoint", "params_file", "device", "dry_run", "use_sim_time", "namespace"]
+ARGUMENT_NAMES = ["checkpoint", "params_file", "device", "dry_run", "use_sim_time", "namespace", "robot_profile"]
 SIM_ARGUMENT_NAMES = [*ARGUMENT_NAMES, "policy", "sim_params_file", "task", "seed", "auto_reset"]
 
 
@@ -169,11 +169,11 @@ def test_declares_all_arguments_with_defaults_and_descriptions(launch_file):
     assert list(declared) == ARGUMENT_NAMES
     defaults = {name: arg.default_value for name, arg in declared.items()}
     assert defaults == {"checkpoint": "", "params_file": str(_share() / "config" / "policy.yaml"), "device": "",
-                        "dry_run": "", "use_sim_time": "false", "namespace": ""}
+                        "dry_run": "", "use_sim_time": "false", "namespace": "", "robot_profile": ""}
     for name, arg in declared.items():
         assert isinstance(arg.description, str) and len(arg.description) > 10, name
     # The arguments come first, then the one function that builds the node.
-    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 7
+    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 8
 
 
 @pytest.mark.parametrize(
@@ -185,6 +185,7 @@ def test_declares_all_arguments_with_defaults_and_descriptions(launch_file):
         ({"device": "cuda:1", "dry_run": "False", "use_sim_time": "TRUE"},
          {"device": "cuda:1", "dry_run": False, "use_sim_time": True}),
         ({"checkpoint": "123", "device": "cpu", "namespace": "robot1"}, {"checkpoint": "123", "device": "cpu"}),
+        ({"robot_profile": "kuavo5"}, {"robot_profile": "kuavo5"}),
     ],
 )
 def test_one_node_with_only_the_set_arguments_as_typed_overrides(launch_file, params_file, set_arguments,
@@ -292,7 +293,7 @@ def test_sim_declares_the_policy_arguments_then_its_own(sim_launch_file, launch_
                         "seed": "", "auto_reset": ""}
     for name, arg in declared.items():
         assert isinstance(arg.description, str) and len(arg.description) > 10, name
-    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 12
+    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 13
 
 
 @pytest.mark.parametrize(
@@ -303,6 +304,7 @@ def test_sim_declares_the_policy_arguments_then_its_own(sim_launch_file, launch_
          {"task": "weighing", "seed": 42, "auto_reset": True}),
         ({"use_sim_time": "true", "dry_run": "true", "device": "cuda:0"}, {"publish_clock": True}),
         ({"use_sim_time": "false", "auto_reset": "false"}, {"auto_reset": False, "publish_clock": False}),
+        ({"robot_profile": "leju_sim"}, {"robot_profile": "leju_sim"}),
     ],
 )
 def test_sim_builds_the_simulator_and_the_policy_node_as_policy_launch_does(

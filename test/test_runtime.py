@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
 from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime
 from kuavo_smolvla_ros.policy.tiny import (
@@ -26,7 +27,7 @@ def runtime(tiny_checkpoint):
 
 def _observation(seed=0, instruction=None, size=(48, 64)):
     rng = np.random.default_rng(seed)
-    images = {name: rng.integers(0, 256, (*size, 3), dtype=np.uint8) for name in robot.CAMERA_NAMES}
+    images = {name: rng.integers(0, 256, (*size, 3), dtype=np.uint8) for name in load_profile().camera_names}
     state = ((robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2 + rng.normal(0, 0.05, 16)).astype(np.float32)
     return Observation(images, state, instruction or default_catalog().get(1).instruction)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.sim import scenes
 from kuavo_smolvla_ros.sim.evaluate import EVAL_SEED_BASE, episode_noise_seed, evaluate, run_episode
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert, plan
@@ -102,7 +103,7 @@ def test_wrist_cameras_follow_their_hands():
     world.reset("moving_grasp", 0)
     world.object = np.array([-0.2, scenes.CONVEYOR_Y])  # far from the right hand's view
     world.arms.state[arm_slice("left")] = arm_pose("left", world.object + np.array([0.0, -0.1]))
-    images = render_cameras(world, {name: (96, 96) for name in robot.CAMERA_NAMES})
+    images = render_cameras(world, {name: (96, 96) for name in load_profile().camera_names})
     left = find_object(images["wrist_cam_l"], wrist_view(world.hand("left")))
     assert left is not None and np.linalg.norm(left - world.object) < 0.02
     assert find_object(images["wrist_cam_r"], wrist_view(world.hand("right"))) is None  # out of its view
@@ -233,7 +234,7 @@ def test_recorded_bags_convert_cleanly(tmp_path, storage):
     expected_frames = int(np.floor(summary["duration"] * 10 + 1e-6)) + 1 - 6  # 10 fps, 3 trimmed at each end
     assert abs(episode["frames"] - expected_frames) <= 1
     dataset = LeRobotDataset("local/kuavo", root=tmp_path / "dataset", video_backend="pyav")
-    assert dataset.meta.robot_type == robot.ROBOT_TYPE
+    assert dataset.meta.robot_type == load_profile().robot_type
     # Replay the expert to know the true states: frame k of the dataset is at t = (k + 3) / 10.
     world = SimWorld()
     world.reset("weighing", 4)

@@ -29,8 +29,11 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.inputs import StateAssembler
+from kuavo_smolvla_ros.contract.fields import seconds
+from kuavo_smolvla_ros.contract.profile import load_profile
+from kuavo_smolvla_ros.contract.streams import StreamDecoder, StreamEncoder
 from kuavo_smolvla_ros.ros import messages
+from kuavo_smolvla_ros.ros.fields import build, to_time
 from kuavo_smolvla_ros.ros.sim_node import LATCHED_QOS, NODE_NAME, SimNode
 from kuavo_smolvla_ros.ros.sim_params import SimSettings
 from kuavo_smolvla_ros.sim.expert import plan
@@ -54,53 +57,59 @@ class SimClient(Node):
     _record, count, latest, wait_for, wait_count = (FakeRobot._record, FakeRobot.count, FakeRobot.latest,
                                                     FakeRobot.wait_for, FakeRobot.wait_count)
 
-    def __init__(self, context):
+    def __init__(self, context, profile: str = "kuavo4pro"):
         super().__init__("test_sim_client", context=context)
         self.cond = threading.Condition()
         self.received: dict[str, list] = defaultdict(list)
         self.arrival: dict[str, list[float]] = defaultdict(list)
-        self.assembler = StateAssembler("leju_claw")
-        for camera in robot.CAMERAS:
+        self.profile = load_profile(profile)
+        self.decoder = StreamDecoder(self.profile)
+        self.encoder = StreamEncoder(self.profile)
+        kuavo, joint_states = load_profile("kuavo4pro"), load_profile("ros2_joint_state")
+        for camera in self.profile.cameras:
             self.create_subscription(CompressedImage, camera.topic, lambda m, n=camera.name: self._record(n, m),
                                      qos_profile_sensor_data)
-        self.create_subscription(SensorsData, robot.TOPICS.sensors, self._on_sensors, qos_profile_sensor_data)
-        self.create_subscription(LejuClawState, robot.TOPICS.claw_state, self._on_claw, qos_profile_sensor_data)
-        self.create_subscription(JointState, robot.TOPICS.joint_states, self._on_joint_state, qos_profile_sensor_data)
+        # Both kinds of state, whatever the simulator was told to publish (a test checks it publishes one).
+        self.create_subscription(SensorsData, kuavo.state.topic, self._on_sensors, qos_profile_sensor_data)
+        self.create_subscription(LejuClawState, kuavo.end_effector.state_topic, self._on_claw,
+                                 qos_profile_sensor_data)
+        self.create_subscription(JointState, joint_states.state.topic, self._on_joint_state, qos_profile_sensor_data)
         self.create_subscription(Bool, "/simulator/success", lambda m: self._record("success", m.data), LATCHED_QOS)
         self.create_subscription(String, "/simulator/episode", lambda m: self._record("episode", json.loads(m.data)),
                                  LATCHED_QOS)
-        self.create_subscription(Clock, "/clock", lambda m: self._record("clock", messages.seconds(m.clock)), 10)
-        self.arm_pub = self.create_publisher(JointState, robot.TOPICS.arm_command, 10)
-        self.claw_pub = self.create_publisher(LejuClawCommand, robot.TOPICS.claw_command, 10)
+        self.create_subscription(Clock, "/clock", lambda m: self._record("clock", seconds(m.clock)), 10)
+        self.arm_pub = self.create_publisher(JointState, kuavo.action.topic, 10)
+        self.claw_pub = self.create_publisher(LejuClawCommand, kuavo.end_effector.command_topic, 10)
         self.action_pub = self.create_publisher(JointState, "/kuavo_smolvla/action", 10)
-        self.instruction_pub = self.create_publisher(String, robot.TOPICS.task_instruction, 10)
+        self.instruction_pub = self.create_publisher(String, self.profile.instruction_topic, 10)
         self.reset_client = self.create_client(Trigger, "/simulator/reset")
 
     # ---------------------------------------------------------------------------------- inputs
     def _on_sensors(self, msg: SensorsData) -> None:
         self._record("sensors", msg)
-        state = self.assembler.from_sensors(msg)
+        state = self.decoder.state(msg)
         if state is not None:
-            self._record("state", (messages.seconds(msg.header.stamp), state))
+            self._record("state", (seconds(msg.header.stamp), state))
 
     def _on_claw(self, msg: LejuClawState) -> None:
         self._record("claw", msg)
-        self.assembler.update_grippers(msg)
+        self.decoder.update_grippers(msg)
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._record("joint_states", msg)
-        self._record("state", (messages.seconds(msg.header.stamp), self.assembler.from_joint_state(msg)))
+        self._record("state", (seconds(msg.header.stamp), self.decoder.state(msg)))
 
     # -------------------------------------------------------------------------------- commands
-    def send(self, command: np.ndarray, command_input: str = "kuavo") -> None:
+    def send(self, command: np.ndarray, command_input: str = "robot") -> None:
         """A 16-dim command in the simulator's command input (as the policy node publishes it)."""
         stamp = self.get_clock().now().to_msg()
+        command = np.asarray(command, dtype=float)
         if command_input == "action":
-            self.action_pub.publish(messages.action_joint_state(np.asarray(command, dtype=float), stamp))
+            self.action_pub.publish(messages.action_joint_state(command, stamp))
         else:
-            self.arm_pub.publish(messages.arm_command(np.asarray(command, dtype=float), stamp))
-            self.claw_pub.publish(messages.claw_command(np.asarray(command, dtype=float), stamp,
-                                                        robot.GRIPPERS["leju_claw"]))
+            arm, claw = self.encoder.action(command, stamp)
+            self.arm_pub.publish(build(*arm[1:]))
+            self.claw_pub.publish(build(*claw[1:]))
 
     def reset(self) -> dict:
         assert self.reset_client.wait_for_service(timeout_sec=10)
@@ -131,7 +140,7 @@ def simulator(**overrides):
     rclpy.init(context=context)
     values = {**SMALL, **overrides}
     node = SimNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-    client = SimClient(context)
+    client = SimClient(context, overrides.get("robot_profile", "kuavo4pro"))
     with spinning(context, node, client):
         yield node, client
 
@@ -148,7 +157,7 @@ def test_cameras_state_and_episode_describe_the_same_world():
         # /simulator/success repeats at 10 Hz: every value so far says "not solved" (nothing was commanded).
         successes = list(client.wait_for(lambda: client.received["success"], 10, "success"))
         assert successes and set(successes) == {False}
-        frames = {name: client.wait_count(name, 4, timeout=10) for name in robot.CAMERA_NAMES}
+        frames = {name: client.wait_count(name, 4, timeout=10) for name in client.profile.camera_names}
         all_sensors = client.wait_count("sensors", 30, timeout=10)
         sensors = all_sensors[-1]
         claw = client.wait_count("claw", 2, timeout=10)[-1]
@@ -163,25 +172,26 @@ def test_cameras_state_and_episode_describe_the_same_world():
         image = _rgb(messages_[-1])
         assert image.shape == ((*HEAD, 3) if name == "head_cam_h" else (*WRIST, 3)), name
         assert messages_[-1].format == "rgb8; jpeg compressed bgr8"
-        stamps = [messages.seconds(m.header.stamp) for m in messages_]
+        stamps = [seconds(m.header.stamp) for m in messages_]
         assert abs(stamps[-1] - time.time()) < 5  # the node's (wall) clock
         assert np.median(np.diff(stamps)) == pytest.approx(0.1, abs=0.03)  # camera_rate_hz
     found = find_object(_rgb(frames["head_cam_h"][-1]))
     assert found is not None and np.linalg.norm(found - episode["object_start"]) < 0.03
-    stamps = [messages.seconds(m.header.stamp) for m in all_sensors]
+    stamps = [seconds(m.header.stamp) for m in all_sensors]
     assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) == pytest.approx(50.0, rel=0.15)  # state_rate_hz
     q = np.array(sensors.joint_data.joint_q)
-    assert q.shape == (robot.SENSORS_JOINT_COUNT,)
-    np.testing.assert_allclose(q[robot.SENSORS_LEFT_ARM], HOME[robot.LEFT_ARM], atol=1e-9)
-    np.testing.assert_allclose(q[robot.SENSORS_RIGHT_ARM], HOME[robot.RIGHT_ARM], atol=1e-9)
+    assert q.shape == (28,)
+    np.testing.assert_allclose(q[12:19], HOME[robot.LEFT_ARM], atol=1e-9)
+    np.testing.assert_allclose(q[19:26], HOME[robot.RIGHT_ARM], atol=1e-9)
     assert not q[:12].any() and not q[26:].any()
-    assert list(claw.data.name) == list(robot.CLAW_NAMES) and list(claw.data.position) == [0.0, 0.0]
+    assert list(claw.data.name) == ["left_claw", "right_claw"] and list(claw.data.position) == [0.0, 0.0]
     assert list(claw.state) == [LejuClawState.STATE_REACHED] * 2
 
 
 def _bad_commands(command_input: str, good: np.ndarray) -> list[tuple[object, object, str]]:
     """(publisher, message, counter) of a non-finite and a malformed command in ``command_input``'s format."""
-    stamp = messages.to_time(0.0)
+    stamp = to_time(0.0)
+    arm_command = lambda vector, stamp: build(*StreamEncoder(load_profile()).arm_command(vector, stamp)[1:])  # noqa: E731
     nan = good.copy()
     nan[2] = np.nan
     if command_input == "action":
@@ -189,17 +199,17 @@ def _bad_commands(command_input: str, good: np.ndarray) -> list[tuple[object, ob
         short.name, short.position = short.name[:15], list(short.position)[:15]
         return [("action_pub", messages.action_joint_state(nan, stamp), "rejected"),
                 ("action_pub", short, "malformed")]
-    short = messages.arm_command(good, stamp)
+    short = arm_command(good, stamp)
     short.name, short.position = [], list(short.position)[:13]
     claw = LejuClawCommand(data=EndEffectorData(name=["left_claw"], position=[50.0]))
-    return [("arm_pub", messages.arm_command(nan, stamp), "rejected"), ("arm_pub", short, "malformed"),
+    return [("arm_pub", arm_command(nan, stamp), "rejected"), ("arm_pub", short, "malformed"),
             ("claw_pub", claw, "malformed")]
 
 
-@pytest.mark.parametrize(("state_output", "command_input"), [("kuavo", "kuavo"), ("joint_state", "action")])
-def test_commands_move_the_arms_within_limits_and_bad_ones_are_survived(state_output, command_input):
-    with simulator(state_output=state_output, command_input=command_input, publish_clock=True) as (_node, client):
-        if state_output == "joint_state":
+@pytest.mark.parametrize(("robot_profile", "command_input"), [("kuavo4pro", "robot"), ("ros2_joint_state", "action")])
+def test_commands_move_the_arms_within_limits_and_bad_ones_are_survived(robot_profile, command_input):
+    with simulator(robot_profile=robot_profile, command_input=command_input, publish_clock=True) as (_node, client):
+        if robot_profile == "ros2_joint_state":
             msg = client.wait_count("joint_states", 1, timeout=10)[-1]
             assert list(msg.name) == list(robot.JOINT_NAMES)
             np.testing.assert_allclose(msg.position, HOME, atol=1e-9)
@@ -307,7 +317,7 @@ def test_the_experts_plan_solves_the_episode_and_auto_reset_starts_the_next():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"state_output": "foo"}, "parameter 'state_output' is 'foo'; expected one of ('kuavo', 'joint_state')"),
+    ({"robot_profile": "foo"}, "unknown robot profile 'foo'"),
     ({"command_input": "bar"}, "parameter 'command_input' is 'bar'"),
     ({"task": "nonexistent"}, "parameter 'task': unknown task 'nonexistent'; known tasks: 1/moving_grasp"),
     ({"camera_rate_hz": 200.0}, "camera_rate_hz (200.0) exceeds physics_rate_hz (100.0)"),
@@ -335,4 +345,5 @@ def test_the_executable_exits_2_with_the_reason():
 
 def test_config_sim_yaml_holds_the_node_defaults():
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "sim.yaml").read_text())
-    assert config == {f"/**/{NODE_NAME}": {"ros__parameters": asdict(SimSettings())}}
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(SimSettings()).items()}
+    assert config == {f"/**/{NODE_NAME}": {"ros__parameters": defaults}}

@@ -24,6 +24,10 @@ UNIT_MARGIN = 0.05
 Units = tuple[float, float]
 
 
+class NonFiniteError(ValueError):
+    """A message whose values are NaN or infinite (well formed, unusable)."""
+
+
 def named_values(names: Sequence[str], positions: Sequence[float], wanted: Sequence[str], what: str,
                  allow_extra: bool = False) -> np.ndarray:
     """``positions`` picked by name in the order of ``wanted`` (float64).
@@ -80,7 +84,7 @@ class EndEffector:
     def _units(self, raw: Sequence[float], scale: float, what: str) -> Units:
         values = np.asarray(raw, dtype=np.float64)
         if not np.all(np.isfinite(values)):
-            raise ValueError(f"non-finite {what}")
+            raise NonFiniteError(f"non-finite {what}")
         units = tuple(self.to_unit(v, scale) for v in values)
         for side, unit, value in zip(("left", "right"), units, values, strict=True):
             if not -UNIT_MARGIN <= unit <= 1 + UNIT_MARGIN:

@@ -17,7 +17,7 @@ import numpy as np
 
 from kuavo_smolvla_ros import images, robot
 from kuavo_smolvla_ros.contract import kuavo
-from kuavo_smolvla_ros.contract.end_effectors import Units, named_values
+from kuavo_smolvla_ros.contract.end_effectors import NonFiniteError, Units, named_values
 from kuavo_smolvla_ros.contract.fields import Fields, encode_jpeg, header, joint_state_fields, jpeg_fields
 from kuavo_smolvla_ros.contract.profile import RobotProfile, SyncPolicy
 
@@ -96,7 +96,7 @@ def _layout(arms_or_layout: np.ndarray, grippers: Units | None) -> np.ndarray:
 
 def _finite(vector: np.ndarray, what: str) -> np.ndarray:
     if not np.all(np.isfinite(vector)):
-        raise ValueError(f"{what} contains non-finite values")
+        raise NonFiniteError(f"{what} contains non-finite values")
     return vector
 
 

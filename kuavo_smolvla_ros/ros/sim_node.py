@@ -28,7 +28,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.contract.end_effectors import named_values
+from kuavo_smolvla_ros.contract.end_effectors import NonFiniteError, named_values
 from kuavo_smolvla_ros.contract.streams import StreamDecoder, StreamEncoder
 from kuavo_smolvla_ros.msg import LejuClawState
 from kuavo_smolvla_ros.ros import sim_params
@@ -262,11 +262,22 @@ class SimNode(Node):
         if not self.world.arms.set_partial(indices, values):
             self.get_logger().warning(f"rejected {what}: non-finite values", throttle_duration_sec=2.0)
 
-    def _on_arm_command(self, msg: JointState) -> None:
+    def _decoded(self, what: str, decode):
+        """``decode()``'s value, or None: a malformed command is counted as malformed, a non-finite one as
+        received and rejected (the world keeps its last command either way)."""
         try:
-            arm = self.decoder.arm_command(msg)  # the profile's action stream: 14 arm joints or 16 entries (rad)
+            return decode()
+        except NonFiniteError:
+            self.commands["received"] += 1
+            self.world.arms.commands_rejected += 1
+            self.get_logger().warning(f"rejected {what}: non-finite values", throttle_duration_sec=2.0)
         except ValueError as err:
-            self._malformed("arm command", err)
+            self._malformed(what, err)
+        return None
+
+    def _on_arm_command(self, msg: JointState) -> None:
+        arm = self._decoded("arm command", lambda: self.decoder.arm_command(msg))  # 14 arm joints or 16 (rad)
+        if arm is None:
             return
         if arm.shape[0] == robot.ACTION_DIM:
             self._command("arm command", np.arange(robot.ACTION_DIM), arm)
@@ -274,10 +285,8 @@ class SimNode(Node):
             self._command("arm command", robot.ARM_INDICES, arm)
 
     def _on_gripper_command(self, msg) -> None:
-        try:
-            units = self.decoder.gripper_command(msg)
-        except ValueError as err:
-            self._malformed("gripper command", err)
+        units = self._decoded("gripper command", lambda: self.decoder.gripper_command(msg))
+        if units is None:
             return
         self._command("gripper command", robot.GRIPPER_INDICES, units)
 
