@@ -20,6 +20,7 @@ import torch
 from common import CACHE, interleaved, machine, median_ms, save
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime
 from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
 from kuavo_smolvla_ros.tasks import default_catalog
@@ -45,7 +46,7 @@ def lerobot_path(runtime: PolicyRuntime, observation: Observation, noise: np.nda
     def run():
         with torch.inference_mode():
             batch = {
-                f"observation.images.{name}": torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
+                image_key(name): torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
                 for name, image in observation.images.items()
             }
             batch[robot.STATE_FEATURE] = torch.from_numpy(observation.state)

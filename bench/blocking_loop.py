@@ -15,9 +15,12 @@ import numpy as np
 import torch
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from ros_bench import bench_profile  # this folder (the script's) is on sys.path
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from kuavo_smolvla_ros import images, robot
+from kuavo_smolvla_ros.contract.end_effectors import named_values
+from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
 from kuavo_smolvla_ros.ros import messages
 from kuavo_smolvla_ros.ros.spin import spin_node
@@ -34,11 +37,11 @@ class BlockingLoop(Node):
         self.instruction = default_catalog().get(1).instruction
         self.latest: dict[str, object] = {}
         msg_type = CompressedImage if camera_type == "compressed" else Image
-        for camera in robot.CAMERAS:
-            topic = camera.topic if camera_type == "compressed" else camera.topic.replace("/compressed", "")
-            self.create_subscription(msg_type, topic, lambda m, n=camera.name: self.latest.__setitem__(n, m),
+        self.profile = bench_profile(camera_type)
+        for camera in self.profile.cameras:
+            self.create_subscription(msg_type, camera.topic, lambda m, n=camera.name: self.latest.__setitem__(n, m),
                                      qos_profile_sensor_data)
-        self.create_subscription(JointState, robot.TOPICS.joint_states,
+        self.create_subscription(JointState, self.profile.state.topic,
                                  lambda m: self.latest.__setitem__("state", m), qos_profile_sensor_data)
         self.publisher = self.create_publisher(JointState, "/kuavo_smolvla/action", 10)
         self.create_timer(1.0 / rate_hz, self.tick)
@@ -49,10 +52,10 @@ class BlockingLoop(Node):
         return images.raw_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data)()
 
     def tick(self) -> None:
-        if len(self.latest) < len(robot.CAMERAS) + 1:
+        if len(self.latest) < len(self.profile.cameras) + 1:
             return
-        batch = {f"observation.images.{c.name}": torch.from_numpy(self._image(self.latest[c.name]))
-                 .permute(2, 0, 1).float().div(255.0) for c in robot.CAMERAS}
+        batch = {image_key(c.name): torch.from_numpy(self._image(self.latest[c.name]))
+                 .permute(2, 0, 1).float().div(255.0) for c in self.profile.cameras}
         batch[robot.STATE_FEATURE] = torch.from_numpy(_state(self.latest["state"])).float()
         batch["task"] = self.instruction
         with torch.inference_mode():
@@ -72,4 +75,4 @@ if __name__ == "__main__":
 
 
 def _state(msg: JointState) -> np.ndarray:
-    return robot.layout_from_named(msg.name, msg.position)
+    return named_values(msg.name, msg.position, robot.JOINT_NAMES, "joint state", allow_extra=True)

@@ -20,9 +20,24 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import RobotProfile, load_profile, parse_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 MID_STATE = (robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2
+#: The benchmarks' robot: /joint_states in, three cameras (JPEG, or raw rgb8 on the image_raw topics).
+PROFILE = "ros2_joint_state"
+
+
+def profile_overrides(camera_type: str) -> list[str]:
+    """The ``profile_overrides`` of the benchmark robot for ``compressed`` or ``raw`` cameras."""
+    if camera_type == "compressed":
+        return []
+    return [item for c in load_profile(PROFILE).cameras for item in
+            (f"cameras.{c.name}.encoding=raw", f"cameras.{c.name}.topic={c.topic.removesuffix('/compressed')}")]
+
+
+def bench_profile(camera_type: str) -> RobotProfile:
+    return load_profile(PROFILE, parse_overrides(profile_overrides(camera_type)))
 
 
 class Feeder(Node):
@@ -32,16 +47,17 @@ class Feeder(Node):
                  state_hz: float = 100.0):
         super().__init__("bench_feeder", context=context)
         self.camera_type = camera_type
+        profile = bench_profile(camera_type)
         rng = np.random.default_rng(0)
-        self.images = {c.name: rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for c in robot.CAMERAS}
+        self.images = {c.name: rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for c in profile.cameras}
         self.jpegs = {n: cv2.imencode(".jpg", im)[1].tobytes() for n, im in self.images.items()}
         msg_type = CompressedImage if camera_type == "compressed" else Image
-        self.camera_pubs = {c.name: self.create_publisher(msg_type, self._topic(c), qos_profile_sensor_data)
-                            for c in robot.CAMERAS}
+        self.camera_pubs = {c.name: self.create_publisher(msg_type, c.topic, qos_profile_sensor_data)
+                            for c in profile.cameras}
         # Built once, only the stamp changes: the feeder's own cost stays out of the transport latency
         # the node measures (receive time - stamp).
         self.camera_messages = {name: self._camera_message(name) for name in self.camera_pubs}
-        self.state_pub = self.create_publisher(JointState, robot.TOPICS.joint_states, qos_profile_sensor_data)
+        self.state_pub = self.create_publisher(JointState, profile.state.topic, qos_profile_sensor_data)
         self.action_times: list[float] = []
         self.status: PolicyStatus | None = None
         self.lock = threading.Condition()
@@ -51,9 +67,6 @@ class Feeder(Node):
         self.create_subscription(PolicyStatus, "/kuavo_smolvla/status", self._on_status, latched)
         self.create_timer(1.0 / camera_hz, self._publish_cameras)
         self.create_timer(1.0 / state_hz, self._publish_state)
-
-    def _topic(self, camera) -> str:
-        return camera.topic if self.camera_type == "compressed" else camera.topic.replace("/compressed", "")
 
     def _camera_message(self, name: str):
         if self.camera_type == "compressed":
@@ -134,13 +147,12 @@ def stop_process(process: subprocess.Popen) -> None:
 
 def policy_node_command(checkpoint: Path, camera_type: str, rate_hz: float, **params) -> list[str]:
     """The installed policy_node, joint_state input, the given cameras, no robot adapters."""
-    topics = [c.topic if camera_type == "compressed" else c.topic.replace("/compressed", "") for c in robot.CAMERAS]
+    overrides = profile_overrides(camera_type)
     values = {
-        "checkpoint": str(checkpoint), "state_source": "joint_state", "control_rate_hz": float(rate_hz),
-        "default_instruction": "task1", "camera_types": f"[{','.join([camera_type] * 3)}]",
-        "camera_topics": f"[{','.join(topics)}]", "dry_run": True, "seed": 0, "torch_threads": 1,
+        "checkpoint": str(checkpoint), "robot_profile": PROFILE, "control_rate_hz": float(rate_hz),
+        "default_instruction": "task1", "dry_run": True, "seed": 0, "torch_threads": 1,
         "status_rate_hz": 2.0, "max_input_age_s": 1.0,
-    } | params
+    } | ({"profile_overrides": f"[{','.join(overrides)}]"} if overrides else {}) | params
     command = [sys.executable, "-m", "kuavo_smolvla_ros.ros.policy_node", "--ros-args"]
     for key, value in values.items():
         command += ["-p", f"{key}:={str(value).lower() if isinstance(value, bool) else value}"]

@@ -408,3 +408,21 @@ def test_lower_layers_never_import_higher_ones():
     users = {p for p in package.rglob("*.py") if not p.is_relative_to(package / "ros")
              for i in _imports(p) if i.startswith("kuavo_smolvla_ros.ros")}
     assert not violations and not users, (violations, users)
+
+
+def test_the_converter_command_takes_the_robot_and_overrides_and_reports_them(tmp_path, capsys):
+    from kuavo_smolvla_ros.data.cli import main as cli
+
+    bag = tmp_path / "bags" / "k5.bag"
+    write_synthetic_bag(bag, "ros1", SyntheticBag(seconds=2, seed=8), profile="kuavo5")
+    assert cli(["convert", str(bag), "-o", str(tmp_path / "out"), "-t", "1", "--robot", "kuavo9", "-q"]) == 2
+    assert "unknown robot profile 'kuavo9'" in capsys.readouterr().err
+    assert cli(["convert", str(bag), "-o", str(tmp_path / "out"), "-t", "1", "--override", "fps=5", "-q"]) == 2
+    assert "'fps' cannot be overridden" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert cli(["convert", str(bag), "-o", str(tmp_path / "out"), "-t", "1", "--robot", "kuavo5",
+                "--override", "state.sync.max_age_s=0.2", "-q"]) == 0
+    report = json.loads((tmp_path / "out" / "meta" / "kuavo_conversion.json").read_text())
+    profile = report["config"]["robot_profile"]
+    assert profile["name"] == "kuavo5" and profile["overrides"] == {"state.sync.max_age_s": 0.2}
+    assert profile["profile"]["state"]["sync"]["max_age_s"] == 0.2 and report["robot_type"] == "kuavo5"

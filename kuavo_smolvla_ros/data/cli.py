@@ -14,6 +14,8 @@ import sys
 EPILOG = """examples:
   kuavo-rosbag-to-lerobot convert ~/bags/grasp --output ~/datasets/moving_grasp --task moving_grasp --workers 2
   kuavo-rosbag-to-lerobot convert new_bags/ --output ~/datasets/moving_grasp --task 1 --resume
+  kuavo-rosbag-to-lerobot convert k5_bags/ -o ~/datasets/weighing -t 2 --robot kuavo5 \
+      --override cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed
   kuavo-rosbag-to-lerobot validate ~/datasets/moving_grasp
 """
 
@@ -29,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--task", "-t", required=True,
                          help="task id, name or alias from config/tasks.yaml (its instruction labels every frame)")
     convert.add_argument("--config", "-c", help="conversion YAML (default: the shipped Kuavo config)")
+    convert.add_argument("--robot", "-r", help="robot profile the bags come from: kuavo4pro (default), kuavo5, "
+                                               "leju_sim, ros2_joint_state, or a path to a profile YAML")
+    convert.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                         help="change the robot profile (repeatable): topics, sync max ages, stamp_source, "
+                              "end_effector.inverted, e.g. cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed")
     convert.add_argument("--fps", type=int, help="dataset rate (overrides the config)")
     convert.add_argument("--workers", "-j", type=int, default=1, help="bags converted in parallel processes")
     convert.add_argument("--resume", action="store_true",
@@ -59,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {finding}")
         return 1
 
+    from kuavo_smolvla_ros.contract.profile import ProfileError, parse_overrides
     from kuavo_smolvla_ros.data.config import ConfigError
     from kuavo_smolvla_ros.data.convert import ConversionError, convert
     from kuavo_smolvla_ros.data.dataset import DatasetError
 
     try:
         result = convert(args.inputs, args.output, task=args.task, config=args.config, fps=args.fps,
-                         workers=args.workers, resume=args.resume, storage=args.storage, progress=not args.quiet)
-    except (ConversionError, ConfigError, DatasetError) as err:
+                         workers=args.workers, resume=args.resume, storage=args.storage, progress=not args.quiet,
+                         robot=args.robot, overrides=parse_overrides(args.override))
+    except (ConversionError, ConfigError, DatasetError, ProfileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for failed in result.failed:

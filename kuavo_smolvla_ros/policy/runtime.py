@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.observation import Observation
 from kuavo_smolvla_ros.policy.checkpoint import (
     WEIGHTS_FILE,
@@ -172,7 +173,7 @@ class PolicyRuntime:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"camera {name}: expected HxWx3 uint8 RGB, got {image.dtype} {image.shape}")
             tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-            batch[f"observation.images.{name}"] = tensor.to(torch.float32).div_(255.0)
+            batch[image_key(name)] = tensor.to(torch.float32).div_(255.0)
         return batch
 
     def predict_chunk(self, observation: Observation, *, noise: np.ndarray | None = None,

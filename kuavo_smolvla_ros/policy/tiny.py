@@ -22,6 +22,7 @@ import numpy as np
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import default_profile
+from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES, METADATA_FILE, VLM_FOLDER, CheckpointMetadata
 from kuavo_smolvla_ros.tasks import default_catalog
 
@@ -175,7 +176,7 @@ def make_policy_config(vlm_path: str | Path, spec: TinyCheckpointSpec, device: s
     height, width = spec.image_shape
     inputs = {robot.STATE_FEATURE: PolicyFeature(type=FeatureType.STATE, shape=(robot.STATE_DIM,))}
     for name in spec.cameras:
-        inputs[f"observation.images.{name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, height, width))
+        inputs[image_key(name)] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, height, width))
     return SmolVLAConfig(
         input_features=inputs,
         output_features={robot.ACTION_FEATURE: PolicyFeature(type=FeatureType.ACTION, shape=(robot.ACTION_DIM,))},
