@@ -39,9 +39,10 @@ setup(
     install_requires=["numpy>=2.0", "pyyaml>=6"],
     extras_require={
         # The policy runtime (open checkpoints, predict chunks, build tiny checkpoints).
-        "policy": [LEROBOT, "num2words"],
+        "policy": [LEROBOT, "num2words", "simplejpeg>=1.7"],
         # rosbag -> LeRobot conversion.
-        "data": [LEROBOT, "lerobot[dataset]>=0.6.1,<0.7", "rosbags>=0.10", "opencv-python-headless"],
+        "data": [LEROBOT, "lerobot[dataset]>=0.6.1,<0.7", "rosbags>=0.10", "opencv-python-headless",
+                 "simplejpeg>=1.7"],
         # Sequential multi-task training and distillation.
         "training": [
             LEROBOT, "lerobot[dataset]>=0.6.1,<0.7", "num2words", "hydra-core>=1.3", "tensorboard",

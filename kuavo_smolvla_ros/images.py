@@ -1,19 +1,28 @@
 """Camera frames from ROS image messages (raw ``Image`` or ``CompressedImage``) to HxWx3 uint8 RGB.
 
-Messages are checked when they arrive (encoding, size, a JPEG/PNG header) and decoded only when an
-inference needs them (:class:`Frame` is a zero-argument loader), so frames the policy never uses cost
-no decoding. Works on rclpy messages and rosbags records alike (same field names); no ROS imports.
+Messages are checked when they arrive (encoding, size, a JPEG/PNG header, image dimensions bounded by
+:data:`MAX_PIXELS` before anything is decoded) and decoded only when an inference needs them (:class:`Frame`
+is a zero-argument loader), so frames the policy never uses cost no decoding. Decoding is strict: a JPEG the
+decoder reports as corrupt (libjpeg-turbo's warnings, through ``simplejpeg``'s ``strict`` mode) or a PNG
+libpng cannot decode (chunk CRCs) is an :class:`ImageError`, never a garbage image. (A JPEG has no checksum: damage
+that decodes without any decoder report cannot be told from a real image.) Works on rclpy messages and
+rosbags records alike (same field names); no ROS imports.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 
 #: Raw encodings accepted: channels and whether the colour order is BGR.
 RAW_ENCODINGS = {"rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True)}
 _MAGIC = {"jpeg": b"\xff\xd8", "png": b"\x89PNG"}
+#: The largest frame accepted (pixels, and pixels per side): 4096x4096, over 50 times a Kuavo camera's
+#: 640x480. Larger dimensions (e.g. a 27-byte JPEG header claiming 13400x13400) are refused before decoding.
+MAX_PIXELS = 4096 * 4096
+MAX_SIDE = 8192
 
 
 class ImageError(ValueError):
@@ -23,6 +32,8 @@ class ImageError(ValueError):
 def _check_size(height: int, width: int, expected: tuple[int, int] | None) -> None:
     if height <= 0 or width <= 0:
         raise ImageError(f"empty image {height}x{width}")
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise ImageError(f"image claims {height}x{width} pixels, more than the {MAX_PIXELS} accepted")
     if expected and tuple(expected) != (height, width):
         raise ImageError(f"image is {height}x{width}, expected {expected[0]}x{expected[1]}")
 
@@ -79,18 +90,37 @@ def compressed_frame(fmt: str, data, expected: tuple[int, int] | None = None) ->
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(payload)) as header:  # reads the header only
-            width, height = header.size
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        with warnings.catch_warnings():  # Pillow's bomb warning: the size check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(payload)) as header:  # reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError:
+        raise ImageError(f"{kind.upper()} header claims more pixels than {MAX_PIXELS} (decompression bomb)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"corrupt {kind.upper()} header: {err}") from None
     _check_size(height, width, expected)
+    return Frame(height, width, lambda: _decode_jpeg(payload, height, width) if kind == "jpeg"
+                 else _decode_png(payload, height, width))
 
-    def decode() -> np.ndarray:
-        import cv2
 
-        image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is None or image.shape[:2] != (height, width):
-            raise ImageError(f"corrupt {kind.upper()} data")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def _decode_jpeg(payload: bytes, height: int, width: int) -> np.ndarray:
+    """Strict JPEG decoding (libjpeg-turbo through simplejpeg): any decoder warning is an error."""
+    import simplejpeg
 
-    return Frame(height, width, decode)
+    try:
+        image = simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True)
+    except ValueError as err:
+        raise ImageError(f"corrupt JPEG data ({err})") from None
+    if image.shape[:2] != (height, width):
+        raise ImageError(f"JPEG data is {image.shape[1]}x{image.shape[0]}, its header says {width}x{height}")
+    return image
+
+
+def _decode_png(payload: bytes, height: int, width: int) -> np.ndarray:
+    """PNG decoding with OpenCV (libpng: a chunk failing its CRC is an error); RGB, alpha dropped."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.shape[:2] != (height, width):
+        raise ImageError("corrupt PNG data")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -104,6 +104,24 @@ def gripper_units(vector16: Sequence[float] | np.ndarray) -> tuple[float, float]
     return float(vector[LEFT_GRIPPER]), float(vector[RIGHT_GRIPPER])
 
 
+#: A measured joint may read this far outside its limits (calibration, sensor noise) and still be believed:
+#: 0.2 rad for the arms, 0.05 for the grippers (0..1). Beyond it a state is implausible and rejected.
+PLAUSIBILITY_MARGIN = np.where(np.isin(np.arange(ACTION_DIM), GRIPPER_INDICES), 0.05, 0.2)
+
+
+def check_plausible(vector16: Sequence[float] | np.ndarray, what: str = "joint state") -> np.ndarray:
+    """``vector16`` (float64) if every entry lies within the limits widened by :data:`PLAUSIBILITY_MARGIN`;
+    ``ValueError`` naming the first offending joints and values otherwise."""
+    vector = _as_vector(vector16, ACTION_DIM, what)
+    bad = np.nonzero((vector < LOWER_LIMITS - PLAUSIBILITY_MARGIN) | (vector > UPPER_LIMITS + PLAUSIBILITY_MARGIN)
+                     | ~np.isfinite(vector))[0]
+    if bad.size:
+        shown = ", ".join(f"{JOINT_NAMES[i]} = {vector[i]:.4g} (limits {LOWER_LIMITS[i]:.3g}..{UPPER_LIMITS[i]:.3g})"
+                          for i in bad[:3])
+        raise ValueError(f"implausible {what}: {shown}{' ...' if bad.size > 3 else ''}")
+    return vector
+
+
 def within_limits(vector16: Sequence[float] | np.ndarray, tolerance: float = 1e-6) -> bool:
     """Whether a layout vector is finite and inside ``LOWER_LIMITS``..``UPPER_LIMITS``."""
     vector = _as_vector(vector16, ACTION_DIM, "layout vector")

@@ -198,9 +198,10 @@ def node_parameters(checkpoint, **overrides) -> list[Parameter]:
 
 @contextmanager
 def running(checkpoint, robot_profile: str = "kuavo4pro", camera_type: str = "compressed",
-            joint_state_extra: bool = False, fake_profile: str | None = None, **overrides):
+            joint_state_extra: bool = False, fake_profile: str | None = None, before_node=None, **overrides):
     """A PolicyNode and a FakeRobot (both following ``robot_profile``, with the cameras' encoding
-    ``camera_type``; the robot follows ``fake_profile`` if given), each spinning in a background thread."""
+    ``camera_type``; the robot follows ``fake_profile`` if given), each spinning in a background thread.
+    ``before_node(fake)`` runs before the node is created."""
     from kuavo_smolvla_ros.ros.policy_node import PolicyNode
 
     context = rclpy.Context()
@@ -208,6 +209,8 @@ def running(checkpoint, robot_profile: str = "kuavo4pro", camera_type: str = "co
     profile_overrides = [f"cameras.{c}.encoding={camera_type}" for c in load_profile(robot_profile).camera_names]
     profile = load_profile(fake_profile or robot_profile, parse_overrides(profile_overrides))
     fake = FakeRobot(context, profile, joint_state_extra)
+    if before_node is not None:
+        before_node(fake)
     node = PolicyNode(context=context, parameter_overrides=node_parameters(
         checkpoint, robot_profile=robot_profile, profile_overrides=profile_overrides, **overrides))
     with spinning(context, fake, node):

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from kuavo_smolvla_ros.msg import PolicyStatus
 from ros_harness import MID_STATE, jpeg, running
+from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
 from kuavo_smolvla_ros import robot
@@ -301,3 +302,38 @@ def test_another_robots_joint_q_is_refused_and_counted_never_shifted(tiny_checkp
                  default_instruction="task1") as (_node, fake):
         status = fake.wait_status(lambda s: s.inputs_rejected >= 20, 15, "rejected 28-entry joint states")
     assert status.inferences == 0 and fake.count("chunk") == 0 and "joint_state" in status.message
+
+
+def test_a_latched_instruction_published_before_the_node_started_arrives(tiny_checkpoint):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    publishers = []
+
+    def publish_latched(fake):
+        publisher = fake.create_publisher(String, "/task_instruction", latched)
+        publisher.publish(String(data="weighing"))
+        publishers.append(publisher)
+
+    with running(tiny_checkpoint, before_node=publish_latched) as (_node, fake):
+        status = fake.wait_status(lambda s: s.active_task == "weighing", 30, "the latched instruction active")
+        fake.wait_count("chunk", 1, timeout=30)
+    assert status.active_instruction == TASKS.get("weighing").instruction
+
+
+def test_image_bombs_and_corrupt_frames_over_dds_are_counted_and_the_node_lives(tiny_checkpoint):
+    from test_hardening import jpeg_bomb, png_bomb
+
+    with running(tiny_checkpoint, default_instruction="task1") as (_node, fake):
+        fake.wait_count("chunk", 1, timeout=30)
+        before = fake.wait_status(lambda s: s.inferences >= 1, 10, "running").inputs_rejected
+        camera = fake.camera_pubs["wrist_cam_l"]
+        for i, data in enumerate((jpeg_bomb(), png_bomb()), start=1):
+            camera.publish(fake.camera_message("wrist_cam_l", data))
+            fake.wait_status(lambda s, n=before + i: s.inputs_rejected >= n, 10, f"bomb {i} rejected")
+        chunks = fake.count("chunk")
+        fake.wait_count("chunk", chunks + 2, timeout=20)  # alive and inferring
+        diagnostics = fake.wait_for(lambda: next((d for d in reversed(fake.received["diagnostics"]) if any(
+            v.key == "rejected wrist_cam_l" for v in d.status[0].values)), None), 10, "the rejection in diagnostics")
+    values = {v.key: v.value for v in diagnostics.status[0].values}
+    assert values["rejected wrist_cam_l"].startswith("2 (first: JPEG header claims more pixels")

@@ -143,7 +143,7 @@ class StreamDecoder:
                                            allow_extra=True), spec.units)
         if self.grippers is None and not self.profile.grippers_in_state:
             return None
-        return _finite(_layout(arms, self.grippers), "joint state")
+        return robot.check_plausible(_finite(_layout(arms, self.grippers), "joint state"), "joint state")
 
     def arm_command(self, msg: Any) -> np.ndarray:
         """The recorded action stream's arm joints (14, rad) or whole layout vector (16)."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -96,6 +97,8 @@ class Counters:
     non_finite_replaced: int = 0
     inputs_rejected: int = 0
     chunks_discarded: int = 0
+    #: Backward jumps of the clock (e.g. a simulator reset rewinding /clock): the input buffers were cleared.
+    clock_jumps: int = 0
 
 
 @dataclass
@@ -129,6 +132,8 @@ class Snapshot:
     jitter: Any
     node_overhead: Any
     latency_estimate_s: float
+    #: stream -> (messages rejected, the first reason)
+    rejections: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def decode_image(value: Any) -> np.ndarray:
@@ -153,6 +158,9 @@ class PolicyController:
         self.scheduler = ChunkScheduler(config.n_action_steps, config.blend_steps, config.margin_ticks)
         self.worker = InferenceWorker(self._run_inference, on_done=self._on_inference_done)
         self.counters = Counters()
+        #: Rejected input messages per stream, and the first reason for each.
+        self.rejections: dict[str, int] = {}
+        self.first_rejection: dict[str, str] = {}
         self.inference_latency = LatencyWindow()
         self.sensor_to_action = LatencyWindow()
         self.jitter = LatencyWindow(1000)
@@ -175,25 +183,53 @@ class PolicyController:
             self.set_instruction(instruction)
 
     # ------------------------------------------------------------------------------------- inputs
+    def _check_stamp(self, stream: str, header_stamp: float | None, now: float) -> None:
+        """Refuse a sample whose stamp (the one it would be filed under) lies beyond ``now + clock_skew_s``: it
+        would sort after every real sample and evict them from the buffer."""
+        stamp = self.buffers[stream].stamp_of(header_stamp, now)
+        if stamp > now + self.config.clock_skew_s:
+            raise ValueError(f"stamped {stamp - now:.3f} s ahead of this node's clock (more than clock_skew_s "
+                             f"{self.config.clock_skew_s} s)")
+
     def add_image(self, camera: str, image: Any, header_stamp: float | None, now: float) -> None:
-        """File a camera frame (an array or a loader that decodes it when an inference needs it)."""
+        """File a camera frame (an array or a loader that decodes it when an inference needs it); raises
+        ``ValueError`` (nothing filed) for a frame stamped in the future."""
         with self._lock:
+            self._check_stamp(camera, header_stamp, now)
             self.buffers[camera].add(image, header_stamp, now)
 
     def add_state(self, state: np.ndarray, header_stamp: float | None, now: float) -> None:
-        """File a measured 16-dim joint state; raises ``ValueError`` (nothing filed) if malformed."""
+        """File a measured 16-dim joint state; raises ``ValueError`` (nothing filed) if malformed, non-finite
+        or implausible (beyond the joint limits by more than ``robot.PLAUSIBILITY_MARGIN``): the safety
+        filter's ramp-in starts from the latest filed state, so none that a sensor could not report is kept."""
         state = np.asarray(state, dtype=np.float64).reshape(-1)
         if state.shape != (robot.STATE_DIM,):
             raise ValueError(f"joint state must have {robot.STATE_DIM} values, got {state.shape[0]}")
         if not np.all(np.isfinite(state)):
             raise ValueError("joint state contains non-finite values")
+        robot.check_plausible(state, "joint state")
         with self._lock:
+            self._check_stamp(STATE_STREAM, header_stamp, now)
             self.buffers[STATE_STREAM].add(state, header_stamp, now)
 
-    def reject_input(self) -> None:
-        """Count an input message the ROS layer could not use."""
+    def reject_input(self, stream: str = "", reason: str = "") -> None:
+        """Count an input message the ROS layer could not use, per stream with its first reason."""
         with self._lock:
             self.counters.inputs_rejected += 1
+            if stream:
+                self.rejections[stream] = self.rejections.get(stream, 0) + 1
+                self.first_rejection.setdefault(stream, reason)
+
+    def clock_jumped(self, now: float | None = None) -> None:
+        """The clock went back (a simulator reset, a replayed bag): clear the input buffers, whose samples now
+        lie in the future, and the error back-off, so the node runs again as soon as fresh inputs arrive."""
+        with self._lock:
+            for buffer in self.buffers.values():
+                buffer.clear()
+            self._error_time = None
+            self.counters.clock_jumps += 1
+            if now is not None:
+                self._now = now
 
     def set_instruction(self, text: str, now: float | None = None) -> tuple[str, Task | None, bool]:
         """Switch to ``text`` (an alias from tasks.yaml, a full instruction or free text).
@@ -204,6 +240,10 @@ class PolicyController:
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("empty instruction")
+        if not any(unicodedata.category(c)[0] in "LNPS" for c in text):
+            raise ValueError("instruction has no visible character")
+        if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
+            raise ValueError("instruction contains control characters")
         if len(text) > MAX_INSTRUCTION_CHARS:
             raise ValueError(f"instruction of {len(text)} characters exceeds {MAX_INSTRUCTION_CHARS}")
         instruction, task = self.catalog.resolve_instruction(text)
@@ -250,6 +290,8 @@ class PolicyController:
     def tick(self, now: float) -> TickOutput:
         """One control period at time ``now`` (seconds, the clock the input stamps use)."""
         with self._lock:
+            if now < self._now - self.config.period_s:  # the clock went back by more than a period
+                self.clock_jumped()
             self._now = now
             previous_state = self._state
             out = TickOutput(command=None, state=previous_state)
@@ -305,10 +347,11 @@ class PolicyController:
         if self._needs_reset:
             if proposed is None:
                 return  # nothing commanded yet: publish nothing until the first chunk takes over
+            # The ramp-in starts from the latest measured state: only validated, plausible states are filed.
             measured = self.buffers[STATE_STREAM].latest()
-            self.safety.reset(measured.value if measured is not None else proposed)
+            self.safety.reset(measured.value if measured is not None else proposed, now)
             self._needs_reset = False
-        result = self.safety.apply(proposed)
+        result = self.safety.apply(proposed, now)
         out.command = result.command
         out.held = proposed is None
         self.counters.actions_published += 1
@@ -401,6 +444,7 @@ class PolicyController:
                 inference=self.inference_latency.summary(), sensor_to_action=self.sensor_to_action.summary(),
                 jitter=self.jitter.summary(), node_overhead=self.node_overhead.summary(),
                 latency_estimate_s=self.latency_estimate(),
+                rejections={s: (n, self.first_rejection.get(s, "")) for s, n in self.rejections.items()},
             )
 
     def close(self) -> None:

@@ -95,6 +95,7 @@ def diagnostics_message(snap: Snapshot, stamp: Time, node_name: str, checkpoint:
         "control_jitter_p99_ms": f"{snap.jitter.p99 * 1e3:.2f}",
         "node_overhead_p95_ms": f"{snap.node_overhead.p95 * 1e3:.2f}",
         **{name: str(value) for name, value in vars(c).items()},
+        **{f"rejected {stream}": f"{count} (first: {reason})" for stream, (count, reason) in snap.rejections.items()},
     }
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     msg = DiagnosticArray()

@@ -16,6 +16,9 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -45,6 +48,11 @@ NODE_NAME = "kuavo_smolvla_policy"
 OUTPUT_NAMESPACE = "/kuavo_smolvla"
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+INSTRUCTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: A backward jump of the node's clock larger than this clears the input buffers (a rewound /clock).
+CLOCK_JUMP_BACK = Duration(seconds=-0.05)
 
 
 class PolicyNode(Node):
@@ -77,7 +85,8 @@ class PolicyNode(Node):
                              error_retry_s=s.error_retry_s, initial_latency_s=latency,
                              stamp_source=profile.stamp_source),
             cameras=self.runtime.cameras, predict=self._predict,
-            safety=SafetyFilter(max_step=self._max_step(), ramp_ticks=round(s.ramp_in_s * s.rate_hz)),
+            safety=SafetyFilter(max_step=self._max_step(), ramp_ticks=round(s.ramp_in_s * s.rate_hz),
+                                period_s=1.0 / s.rate_hz),
             catalog=self.catalog,
         )
         self.decoder = StreamDecoder(profile, s.image_sizes())
@@ -86,6 +95,10 @@ class PolicyNode(Node):
         self._make_publishers()
         self._make_subscriptions()
         self.create_service(SetBool, "~/enable", self._on_enable)
+        # rclpy tells when the clock (e.g. a simulator's /clock under use_sim_time) jumps back.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=CLOCK_JUMP_BACK, on_clock_change=True),
+            post_callback=self._on_clock_jump)
         self.add_post_set_parameters_callback(self._on_parameters_set)
         # Every callback is short (frames are decoded on the inference thread), so one executor thread
         # serves them all; rclpy's multi-threaded executor costs more than it gains under the GIL.
@@ -132,23 +145,28 @@ class PolicyNode(Node):
                 self.get_logger().warning(f"camera {stream.role} is not an input of the checkpoint: not subscribed")
                 continue
             self.create_subscription(msg_type, stream.topic, callback, qos_profile_sensor_data)
-        self.create_subscription(String, self.profile.instruction_topic, self._on_instruction, 10)
+        # The instruction arrives whether it was published volatile (a plain `ros2 topic pub`, matched by the
+        # first subscription) or transient local (latched before this node started, matched by the second;
+        # a repeat of the active instruction changes nothing).
+        topic = self.profile.instruction_topic
+        self.create_subscription(String, topic, self._on_instruction, INSTRUCTION_QOS)
+        self.create_subscription(String, topic, self._on_instruction, LATCHED_INSTRUCTION_QOS,
+                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda _event: None))
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _reject(self, what: str, err: Exception) -> None:
-        self.controller.reject_input()
+    def _reject(self, stream: str, what: str, err: Exception) -> None:
+        self.controller.reject_input(stream, str(err))
         self.get_logger().warning(f"rejected {what}: {err}", throttle_duration_sec=2.0)
 
     # -------------------------------------------------------------------------------- callbacks
     def _on_image(self, name: str, msg: CompressedImage | Image) -> None:
         try:
             frame = self.decoder.image(name, msg)
+            self.controller.add_image(name, frame, header_stamp(msg), self._now())
         except ValueError as err:  # images.ImageError included
-            self._reject(f"camera {name} frame", err)
-            return
-        self.controller.add_image(name, frame, header_stamp(msg), self._now())
+            self._reject(name, f"camera {name} frame", err)
 
     def _on_state(self, msg) -> None:
         try:
@@ -156,19 +174,23 @@ class PolicyNode(Node):
             if state is not None:  # None until the first gripper state
                 self.controller.add_state(state, header_stamp(msg), self._now())
         except ValueError as err:
-            self._reject("joint state", err)
+            self._reject(STATE_STREAM, "joint state", err)
 
     def _on_gripper_state(self, msg) -> None:
         try:
             self.decoder.update_grippers(msg)
         except ValueError as err:
-            self._reject("gripper state", err)
+            self._reject(GRIPPER_STATE, "gripper state", err)
+
+    def _on_clock_jump(self, jump) -> None:
+        self.controller.clock_jumped(self._now())
+        self.get_logger().warning(f"the clock jumped by {jump.delta.nanoseconds * 1e-9:.3f} s: input buffers cleared")
 
     def _on_instruction(self, msg: String) -> None:
         try:
             self._switch_instruction(msg.data)
         except ValueError as err:
-            self._reject("instruction", err)
+            self._reject("instruction", "instruction", err)
 
     def _switch_instruction(self, text: str) -> None:
         instruction, task, changed = self.controller.set_instruction(text, self._now())
@@ -209,12 +231,13 @@ class PolicyNode(Node):
             self.controller.record_period(start - self._last_period_start)
         self._last_period_start = start
         try:
-            self._publish_tick(self.controller.tick(self._now()))
+            now = self.get_clock().now()  # the tick's time: the safety filter's speed limit and every stamp
+            self._publish_tick(self.controller.tick(now.nanoseconds * 1e-9), now.to_msg())
         except Exception as err:  # a bug here must not stop the control loop of a robot
             self.get_logger().error(f"control tick failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
 
-    def _publish_tick(self, out: TickOutput) -> None:
-        stamp = self.get_clock().now().to_msg()  # one stamp for every output of the tick
+    def _publish_tick(self, out: TickOutput, stamp) -> None:
+        """Publish what one tick produced, every message stamped ``stamp`` (the time the tick ran at)."""
         if out.command is not None:
             self.action_pub.publish(messages.action_joint_state(out.command, stamp))
             if not self.settings.dry_run:
