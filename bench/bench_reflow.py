@@ -117,9 +117,10 @@ def held_out_observations(datasets: Path, frames: int) -> dict[str, list]:
     """``frames`` evenly spread held-out frames per task (the reflow run's validation episodes)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    from kuavo_smolvla_ros.data.dataset import REPO_ID
     from kuavo_smolvla_ros.policy.runtime import Observation
     from kuavo_smolvla_ros.training.curriculum import load_curriculum
-    from kuavo_smolvla_ros.training.datasets import REPO_ID, open_metadata
+    from kuavo_smolvla_ros.training.datasets import stage_metadata
     from kuavo_smolvla_ros.training.pairs import evenly_spaced
     from kuavo_smolvla_ros.training.sampling import split_episodes
 
@@ -127,7 +128,7 @@ def held_out_observations(datasets: Path, frames: int) -> dict[str, list]:
                              datasets)
     observations = {}
     for stage in stages:
-        total = open_metadata(stage).total_episodes
+        total = stage_metadata(stage).total_episodes
         _, held_out = split_episodes(total, stage.validation_episodes, seed=1000 + stage.task.id)
         dataset = LeRobotDataset(REPO_ID, root=stage.dataset, episodes=held_out, video_backend="pyav")
         rows = []

@@ -44,9 +44,9 @@ import numpy as np
 from common import CACHE, ROOT, machine, save
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.dataset import REPO_ID
 from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
 from kuavo_smolvla_ros.tasks import default_catalog
-from kuavo_smolvla_ros.training.datasets import REPO_ID
 
 HERE = CACHE / "training"
 CAMERA = "head_cam_h"

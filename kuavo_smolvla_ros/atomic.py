@@ -1,19 +1,57 @@
-"""Writes that are either complete or absent: JSON files and whole folders, swapped in by renaming."""
+"""Writes that are either complete or absent: files and whole folders, swapped in by renaming.
+
+Every file write goes through :func:`atomic_path`: the content is written to a temporary file beside the
+target (``.<name>.<pid>.<n>.tmp``: hidden, unique per process and per call, on the same file system so the
+rename is atomic), which is renamed over the target only once it is complete and removed otherwise.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+_COUNTER = itertools.count()
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file renamed over it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+
+def temporary_name(path: Path) -> Path:
+    """A path beside ``path`` that no other writer uses: ``.<name>.<pid>.<n>.tmp`` (``n`` counts this
+    process's calls, so threads and nested writes of the same target do not collide)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{next(_COUNTER)}.tmp")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; on leaving the block without an exception it
+    is renamed over ``path`` (``os.replace``: readers see the old file or the new one, never a part), on an
+    exception (``KeyboardInterrupt`` included) it is deleted and the exception propagates. ``path``'s
+    folder must exist. The temporary file is not created: the writer creates it (so it gets the usual
+    permissions, as a direct write would).
+
+    Raises whatever the write raises, and ``OSError`` if the rename fails (then ``path`` is unchanged)."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any, default: Callable[[Any], Any] = float) -> None:
+    """Write ``data`` as indented JSON plus a newline to ``path`` atomically (:func:`atomic_path`); values
+    JSON does not know go through ``default`` (``float``, e.g. for numpy scalars, unless told otherwise).
+
+    Raises ``TypeError``/``ValueError`` for data ``default`` cannot convert (nothing is written then)."""
+    text = json.dumps(data, indent=2, default=default) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def replace_dir(ready: Path, target: Path, old: Path | None = None) -> None:

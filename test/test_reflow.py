@@ -227,11 +227,24 @@ def test_a_bad_teacher_fails_before_any_work_with_a_clear_message(curriculum, tm
     ({"data_cache": "disk"}, "data_cache must be one of"),
 ])
 def test_settings_that_cannot_be_honoured_are_refused(curriculum, tmp_path, overrides, message):
-    from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
     from kuavo_smolvla_ros.training.reflow_config import reflow_config
 
     with pytest.raises(TrainingConfigError, match=message):
         reflow_config(config(curriculum, tmp_path, **overrides))
+
+
+def test_the_optimizer_blocks_are_read_as_the_sequential_run_reads_them(curriculum, tmp_path):
+    from kuavo_smolvla_ros.training.common.config import OptimConfig, optim_config
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+    from kuavo_smolvla_ros.training.reflow_config import reflow_config
+
+    cfg = config(curriculum, tmp_path, optimizer={"betas": [0.5, 0.75], "grad_clip_norm": 0.5},
+                 scheduler={"min_lr": 0.0})
+    assert reflow_config(cfg).optim == optim_config(cfg) == OptimConfig(betas=(0.5, 0.75), grad_clip_norm=0.5,
+                                                                        min_lr=0.0)
+    with pytest.raises(TrainingConfigError, match=r"optimizer\.weight_decay must be >= 0"):
+        reflow_config(config(curriculum, tmp_path, optimizer={"weight_decay": -0.1}))
 
 
 def test_a_damaged_pair_cache_is_made_again_not_trusted(curriculum, tmp_path, monkeypatch):

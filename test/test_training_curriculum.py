@@ -11,9 +11,11 @@ import yaml
 from lerobot_data import write_dataset
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.dataset import REPO_ID
 from kuavo_smolvla_ros.tasks import default_catalog
-from kuavo_smolvla_ros.training.curriculum import TrainingConfigError, find_stage, load_curriculum, without_replay
-from kuavo_smolvla_ros.training.datasets import REPO_ID, check_datasets, curriculum_stats
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.curriculum import find_stage, load_curriculum, without_replay
+from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
 from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
 
 CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
@@ -151,7 +153,8 @@ def test_replay_batches_keep_each_task_instruction(tmp_path):
 
 
 def test_learning_rate_schedule_and_forgetting_labels():
-    from kuavo_smolvla_ros.training.trainer import forgetting_label, lr_factor
+    from kuavo_smolvla_ros.training.common.optim import lr_factor
+    from kuavo_smolvla_ros.training.trainer import forgetting_label
 
     peak, floor = 5e-5, 1e-6
     factors = [lr_factor(step, 100, 1000, peak, floor) for step in (0, 49, 99, 100, 600, 1100, 5000)]

@@ -181,8 +181,10 @@ def test_a_killed_run_resumes_with_the_same_steps_and_losses(curriculum, tmp_pat
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(curriculum, tmp_path):
     import torch
 
+    from kuavo_smolvla_ros.training.common.errors import TrainingError
     from kuavo_smolvla_ros.training.sequential import fixed_stats
-    from kuavo_smolvla_ros.training.trainer import Settings, StageTrainer, TrainingError
+    from kuavo_smolvla_ros.training.sequential_config import Settings
+    from kuavo_smolvla_ros.training.trainer import StageTrainer
 
     root, pretrained = curriculum
     from kuavo_smolvla_ros.training.curriculum import load_curriculum
@@ -262,7 +264,7 @@ def write_varied_dataset(root: Path, seed: int, lengths: list[int], instruction:
     """Random-walk states, actions near the next state, random images; episodes of ``lengths`` frames."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from kuavo_smolvla_ros.training.datasets import REPO_ID
+    from kuavo_smolvla_ros.data.dataset import REPO_ID
 
     rng = np.random.default_rng(seed)
     vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
@@ -342,10 +344,12 @@ def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied,
     import torch
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
 
-    from kuavo_smolvla_ros.training.curriculum import TrainingConfigError, load_curriculum
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+    from kuavo_smolvla_ros.training.curriculum import load_curriculum
     from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
     from kuavo_smolvla_ros.training.distributed import flow_noise
-    from kuavo_smolvla_ros.training.sequential import fixed_stats, run, settings_from
+    from kuavo_smolvla_ros.training.sequential import fixed_stats, run
+    from kuavo_smolvla_ros.training.sequential_config import settings_from
     from kuavo_smolvla_ros.training.trainer import StageTrainer
 
     root, relative = varied
@@ -394,8 +398,8 @@ def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied,
 
 
 def test_the_action_mode_and_data_cache_settings(curriculum, tmp_path):
-    from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
-    from kuavo_smolvla_ros.training.sequential import settings_from
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+    from kuavo_smolvla_ros.training.sequential_config import settings_from
     from kuavo_smolvla_ros.training.trainer import training_action_mode
 
     _, pretrained = curriculum
@@ -424,7 +428,7 @@ def test_the_memory_cache_holds_the_datasets_items(varied, tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from torch.utils.data import default_collate
 
-    from kuavo_smolvla_ros.training.datasets import REPO_ID
+    from kuavo_smolvla_ros.data.dataset import REPO_ID
     from kuavo_smolvla_ros.training.memory import cached, cached_lerobot
 
     root, _ = varied

@@ -23,7 +23,9 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.atomic import replace_dir
 from kuavo_smolvla_ros.data.config import ConversionConfig
 from kuavo_smolvla_ros.data.episode import Episode
+from kuavo_smolvla_ros.features import camera_of
 
+#: The repo id given to lerobot's dataset classes for our local datasets (the converter's and training's).
 REPO_ID = "local/kuavo"
 #: zlib level of PNG-mode images (1: fast, files ~10% larger than lerobot's level 6).
 PNG_COMPRESSION = 1
@@ -131,7 +133,7 @@ def write_part(episode: Episode, root: Path, config: ConversionConfig, instructi
         settings = config.images.video
         encoder = RGBEncoderConfig(vcodec=settings.codec, preset=settings.preset, crf=settings.crf, g=settings.gop)
     dataset = LeRobotDataset.create(
-        REPO_ID, config.fps, features(config, image_shapes), root=root, robot_type=robot.ROBOT_TYPE,
+        REPO_ID, config.rate, features(config, image_shapes), root=root, robot_type=config.profile.robot_type,
         use_videos=video, streaming_encoding=video, rgb_encoder=encoder, video_backend="pyav")
     load = _images_loader(episode, config, image_shapes)
     try:
@@ -191,7 +193,7 @@ def _save_png_episode(dataset, episode: Episode, config: ConversionConfig, instr
 
     count = len(episode)
     buffer: dict = {"size": count, "task": [instruction] * count, "episode_index": dataset.meta.total_episodes,
-                    "frame_index": list(range(count)), "timestamp": [i / config.fps for i in range(count)],
+                    "frame_index": list(range(count)), "timestamp": [i / config.rate for i in range(count)],
                     "index": [], "task_index": [],  # filled in by save_episode
                     robot.STATE_FEATURE: list(episode.state), robot.ACTION_FEATURE: list(episode.action)}
     buffer |= {key: [] for key in keys.values()}
@@ -203,7 +205,8 @@ def _save_png_episode(dataset, episode: Episode, config: ConversionConfig, instr
 
 
 def open_metadata(root: Path):
-    """lerobot's metadata of the dataset at ``root`` (local only)."""
+    """lerobot's ``LeRobotDatasetMetadata`` of the dataset at ``root`` (local only; raises what lerobot raises
+    for a folder that is not a LeRobot dataset)."""
     from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
 
     return LeRobotDatasetMetadata(REPO_ID, root=root)
@@ -212,16 +215,14 @@ def open_metadata(root: Path):
 def image_shapes_of(root: Path) -> dict[str, tuple[int, int]]:
     """Camera name -> (height, width) of an existing dataset."""
     meta = open_metadata(root)
-    prefix = "observation.images."
-    return {key[len(prefix):]: tuple(ft["shape"][:2]) for key, ft in meta.features.items()
-            if key.startswith(prefix)}
+    return {camera_of(key): tuple(ft["shape"][:2]) for key, ft in meta.features.items() if camera_of(key)}
 
 
 def check_compatible(root: Path, config: ConversionConfig, image_shapes: dict[str, tuple[int, int]]) -> None:
     """Fail if the dataset at ``root`` cannot take episodes converted with ``config``."""
     meta = open_metadata(root)
-    if meta.fps != config.fps:
-        raise DatasetError(f"{root} has fps {meta.fps}, the config says {config.fps}")
+    if meta.fps != config.rate:
+        raise DatasetError(f"{root} has fps {meta.fps}, the config says {config.rate}")
     expected = features(config, image_shapes)
     theirs = {k: (v["dtype"], tuple(v["shape"])) for k, v in meta.features.items() if k in expected or
               k.startswith("observation.")}

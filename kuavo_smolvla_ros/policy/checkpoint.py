@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import default_profile
+from kuavo_smolvla_ros.features import camera_of
 
 METADATA_FILE = "kuavo_smolvla.json"
 METADATA_VERSION = 1
@@ -39,9 +41,9 @@ class CheckpointError(ValueError):
 class CheckpointMetadata:
     """This project's facts about a checkpoint (``kuavo_smolvla.json``)."""
 
-    robot_type: str = robot.ROBOT_TYPE
+    robot_type: str = field(default_factory=lambda: default_profile().robot_type)
     joint_names: list[str] = field(default_factory=lambda: list(robot.JOINT_NAMES))
-    cameras: list[str] = field(default_factory=lambda: list(robot.CAMERA_NAMES))
+    cameras: list[str] = field(default_factory=lambda: list(default_profile().camera_names))
     #: "absolute": the policy outputs target positions; "relative": action - state (state added back).
     action_mode: str = "absolute"
     #: Task instructions the checkpoint was trained on.
@@ -55,10 +57,12 @@ class CheckpointMetadata:
     format_version: int = METADATA_VERSION
 
     def save(self, folder: str | Path) -> Path:
+        """Write ``kuavo_smolvla.json`` into the existing ``folder``, complete or not at all (values JSON does
+        not know, e.g. paths, as strings); returns its path. Raises ``OSError`` if it cannot be written."""
+        from kuavo_smolvla_ros.atomic import write_json
+
         path = Path(folder) / METADATA_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")
-        tmp.replace(path)
+        write_json(path, asdict(self), default=str)
         return path
 
     @classmethod
@@ -210,8 +214,7 @@ def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kua
                 f"{where}: state {state_shape} / action {action_shape} do not fit the Kuavo layout "
                 f"({robot.STATE_DIM},) / ({robot.ACTION_DIM},)"
             )
-    prefix = "observation.images."
-    image_shapes = {k[len(prefix):]: _feature_shape(inputs, k, where) for k in inputs if k.startswith(prefix)}
+    image_shapes = {camera_of(k): _feature_shape(inputs, k, where) for k in inputs if camera_of(k)}
     if not image_shapes and kuavo_layout:
         raise CheckpointError(f"{where}: the policy has no camera input features")
     for key in ("chunk_size", "n_action_steps", "num_steps"):

@@ -16,8 +16,7 @@ def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any
     from omegaconf import OmegaConf
 
     from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
-    from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
-    from kuavo_smolvla_ros.training.trainer import TrainingError
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError, TrainingError
 
     try:
         return run(OmegaConf.to_container(cfg, resolve=True), configs_dir)

@@ -15,13 +15,9 @@ from typing import Any
 import yaml
 
 from kuavo_smolvla_ros.tasks import Task, TaskCatalog, default_catalog
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 
 STAGE_KEYS = {"task", "dataset", "epochs", "lr", "warmup_steps", "decay_steps", "replay", "validation_episodes"}
-
-
-class TrainingConfigError(ValueError):
-    """A training configuration that cannot be used; the message names the file and key."""
-
 
 @dataclass(frozen=True)
 class Stage:

@@ -1,4 +1,5 @@
-"""The curriculum's LeRobot datasets: checked before training, and their fixed normalisation statistics.
+"""The curriculum's LeRobot datasets: checked before training, opened for it (or their in-memory copies), and
+their fixed normalisation statistics.
 
 Statistics are aggregated once over every stage's dataset (lerobot's ``aggregate_stats``) and stay the
 same for all four stages, so an earlier task never sees shifted normalisation; they travel in every
@@ -14,28 +15,50 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.dataset import REPO_ID, open_metadata
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
-from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.curriculum import Stage
 
-REPO_ID = "local/kuavo"
 NORMALISED = (robot.STATE_FEATURE, robot.ACTION_FEATURE)
 
 
-def open_metadata(stage: Stage):
-    """lerobot's metadata of a stage's dataset, or a :class:`TrainingConfigError` naming it."""
-    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
-
+def stage_metadata(stage: Stage):
+    """lerobot's ``LeRobotDatasetMetadata`` of a stage's dataset (``data.dataset.open_metadata``), or a
+    :class:`TrainingConfigError` naming the stage when there is no dataset or it cannot be opened."""
     if not (stage.dataset / "meta" / "info.json").is_file():
         raise TrainingConfigError(f"stage {stage.number} ({stage.task.name}): no LeRobot dataset at {stage.dataset} "
                                   f"(meta/info.json missing; convert the bags with kuavo-rosbag-to-lerobot)")
     try:
-        return LeRobotDatasetMetadata(REPO_ID, root=stage.dataset)
+        return open_metadata(stage.dataset)
     except Exception as err:
         raise TrainingConfigError(f"stage {stage.number}: cannot open {stage.dataset}: {err}") from None
+
+
+def training_dataset(root: Path, episodes: list[int], delta_timestamps: dict[str, list[float]] | None = None,
+                     cache_dir: Path | None = None, num_workers: int = 0, batch_size: int = 64) -> Any:
+    """The LeRobot dataset at ``root`` restricted to ``episodes`` (video decoded with pyav), its items with the
+    ``delta_timestamps`` (key -> offsets in seconds, e.g. an action chunk) when given. With ``cache_dir``
+    (``data_cache: memory``) its in-memory copy instead (``training/memory.py``: read from ``cache_dir``, or
+    built from the dataset with ``num_workers`` loader processes and batches of ``batch_size``, then saved
+    there). Raises what lerobot raises for a dataset it cannot open."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    def open_dataset():
+        return LeRobotDataset(REPO_ID, root=root, episodes=episodes, video_backend="pyav",
+                              delta_timestamps=delta_timestamps)
+
+    if cache_dir is None:
+        return open_dataset()
+    from kuavo_smolvla_ros.training.memory import cached
+
+    return cached(cache_dir, root, episodes, delta_timestamps, open_dataset, num_workers=num_workers,
+                  batch_size=batch_size)
 
 
 def _signature(meta) -> dict[str, tuple]:
@@ -45,7 +68,7 @@ def _signature(meta) -> dict[str, tuple]:
 
 def check_datasets(stages: Sequence[Stage]) -> list:
     """Open every stage's dataset and fail, naming them, if fps or feature shapes disagree."""
-    metas = [open_metadata(stage) for stage in stages]
+    metas = [stage_metadata(stage) for stage in stages]
     first, reference = stages[0], metas[0]
     for key in NORMALISED:
         shape = tuple(reference.features.get(key, {}).get("shape", ()))

@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from kuavo_smolvla_ros.atomic import atomic_path
 
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -148,14 +149,11 @@ class MemoryDataset(torch.utils.data.Dataset):
         return cls(state["length"], state["keys"], state["tensors"], state["uint8_images"], strings)
 
     def save(self, path: Path) -> None:
-        """Write to ``path`` through a temporary file renamed over it (plain tensors, lists and strings)."""
+        """Write to ``path``, complete or not at all (``atomic.atomic_path``; plain tensors, lists and strings,
+        loadable with ``weights_only``); creates the folder."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             torch.save(self.to_state(), tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> MemoryDataset:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kuavo_smolvla_ros.atomic import atomic_path
 from kuavo_smolvla_ros.policy.checkpoint import WEIGHTS_FILE
 from kuavo_smolvla_ros.training.memory import MemoryDataset, batch_loader
 
@@ -43,13 +44,14 @@ class Pairs:
         return len(self.items)
 
     def save(self, path: Path, key: dict[str, Any]) -> None:
+        """Write the pairs to ``path`` as safetensors (``key``, what they depend on, in its metadata), complete
+        or not at all; creates the folder."""
         from safetensors.torch import save_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"items": self.items, "noise": self.noise, "actions": self.actions}, str(tmp),
-                  metadata={"format": str(FORMAT_VERSION), "key": json.dumps(key, sort_keys=True, default=str)})
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({"items": self.items, "noise": self.noise, "actions": self.actions}, str(tmp),
+                      metadata={"format": str(FORMAT_VERSION), "key": json.dumps(key, sort_keys=True, default=str)})
 
     @classmethod
     def load(cls, path: Path) -> Pairs:

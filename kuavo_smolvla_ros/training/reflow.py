@@ -15,7 +15,6 @@ and the reflow settings), ``reflow_results.json``, ``training.png``, ``tensorboa
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,8 +29,13 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata
 from kuavo_smolvla_ros.policy.runtime import load_processors
-from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError, load_curriculum
-from kuavo_smolvla_ros.training.datasets import REPO_ID, check_datasets
+from kuavo_smolvla_ros.training.common.checkpoints import start_progress, write_checkpoint
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.common.loop import autocast, tensorboard_writer
+from kuavo_smolvla_ros.training.common.optim import Optimisation
+from kuavo_smolvla_ros.training.common.plots import two_panels
+from kuavo_smolvla_ros.training.curriculum import Stage, load_curriculum
+from kuavo_smolvla_ros.training.datasets import check_datasets, stage_metadata, training_dataset
 from kuavo_smolvla_ros.training.distributed import flow_noise
 from kuavo_smolvla_ros.training.memory import batch_loader
 from kuavo_smolvla_ros.training.pairs import (
@@ -48,16 +52,10 @@ from kuavo_smolvla_ros.training.pairs import (
 from kuavo_smolvla_ros.training.reflow_config import ReflowConfig, reflow_config
 from kuavo_smolvla_ros.training.reflow_models import ReflowModels, build_reflow_models
 from kuavo_smolvla_ros.training.sampling import split_episodes
-from kuavo_smolvla_ros.training.trainer import (
-    STATE_FILE,
-    TrainingError,
-    load_training_state,
-    make_optimizer,
-    write_checkpoint,
-)
 
 LOG = logging.getLogger(__name__)
-RESULTS_FILE = "reflow_results.json"
+#: The run's results (settings, fidelity history, baselines), in ``output_dir``.
+REFLOW_RESULTS_FILE = "reflow_results.json"
 
 
 class BalancedSteps(torch.utils.data.Sampler):
@@ -98,49 +96,33 @@ class ReflowTrainer:
         self.config, self.stages = config, stages
         self.out = config.output_dir
         self.out.mkdir(parents=True, exist_ok=True)
-        resume = self.out / "last" / "training_state" / STATE_FILE
-        self.state: dict[str, Any] = json.loads(resume.read_text()) if resume.is_file() else {
-            "step": 0, "best": None, "history": [], "train_loss": []}
-        if not resume.is_file():
-            from lerobot.utils.random_utils import set_seed
-
-            set_seed(config.seed)
+        self.state, resume = start_progress(self.out / "last", {"step": 0, "best": None, "history": [],
+                                                                "train_loss": []}, config.seed)
         self.models: ReflowModels = build_reflow_models(
             config.teacher, config.device, config.teacher_num_steps, config.num_steps,
-            student_weights=resume.parent.parent if resume.is_file() else None)
+            student_weights=self.out / "last" if resume is not None else None)
         self.teacher, self.student = self.models.teacher, self.models.student
         for line in (*self.models.log_lines(), *(f"[reflow] {note}" for note in config.notes)):
             LOG.info(line)
         self.preprocessor, self.postprocessor = load_processors(config.teacher, self.student.config, config.device)
         self._make_data()
-        self.optimizer, self.scheduler = make_optimizer(
-            self.student, config.lr, config.betas, config.eps, config.weight_decay, config.warmup_steps,
-            config.decay_steps, config.min_lr)
-        if resume.is_file():
-            self.optimizer, self.scheduler = load_training_state(resume.parent, self.optimizer, self.scheduler)
+        self.optim = Optimisation(self.student, config.optim, config.lr, config.warmup_steps, config.decay_steps)
+        if resume is not None:
+            self.optim.load(resume)
             LOG.info("[reflow] resuming %s at step %d", self.out, self.state["step"])
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        self.writer = tensorboard_writer(self.out / "tensorboard")
 
     # ---------------------------------------------------------------------------------- data
-    def _autocast(self):
-        enabled = self.config.bf16 and self.config.device.startswith("cuda")
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
-
     def _dataset(self, stage: Stage, episodes: list[int]):
-        """``stage``'s frames of ``episodes`` (observations; no action chunks are needed)."""
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+        """``stage``'s frames of ``episodes`` (observations; no action chunks are needed), or (``data_cache:
+        memory``) their cached in-memory copy."""
+        cache_dir = None
+        if self.config.data_cache == "memory":
+            from kuavo_smolvla_ros.training.memory import CACHE_DIR
 
-        def open_dataset():
-            return LeRobotDataset(REPO_ID, root=stage.dataset, episodes=episodes, video_backend="pyav")
-
-        if self.config.data_cache != "memory":
-            return open_dataset()
-        from kuavo_smolvla_ros.training.memory import CACHE_DIR, cached
-
-        return cached(self.config.data_cache_dir or self.out / CACHE_DIR, stage.dataset, episodes, None,
-                      open_dataset, num_workers=self.config.num_workers, batch_size=self.config.batch_size)
+            cache_dir = self.config.data_cache_dir or self.out / CACHE_DIR
+        return training_dataset(stage.dataset, episodes, None, cache_dir, num_workers=self.config.num_workers,
+                                batch_size=self.config.batch_size)
 
     def _pairs(self, stage: Stage, split: str, episodes: list[int], dataset, max_frames: int | None,
                seed: int) -> Pairs:
@@ -155,16 +137,14 @@ class ReflowTrainer:
                "chunk": self.teacher.config.chunk_size}
         return cached_pairs(config.pairs_dir, f"{stage.output_name}_{split}", key, lambda: make_pairs(
             self.teacher, self.preprocessor, dataset, frames, config.pairs_per_observation, seed,
-            config.pairs_batch_size, config.device, config.num_workers, self._autocast(),
+            config.pairs_batch_size, config.device, config.num_workers, autocast(config.device, config.bf16),
             desc=f"teacher pairs {stage.task.name} ({split})"))
 
     def _make_data(self) -> None:
-        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
-
         config = self.config
         train_sets, train_pairs, self.validation = [], [], {}
         for stage in self.stages:
-            total = LeRobotDatasetMetadata(REPO_ID, root=stage.dataset).total_episodes
+            total = stage_metadata(stage).total_episodes
             train, held_out = split_episodes(total, stage.validation_episodes, seed=config.seed + stage.task.id)
             dataset = self._dataset(stage, train)
             train_sets.append(dataset)
@@ -195,39 +175,29 @@ class ReflowTrainer:
         processed[robot.ACTION_FEATURE] = target.to(self.config.device)
         processed.pop("action_is_pad", None)  # the teacher's chunk is whole
         time = flow_noise(step, self.config.seed, len(target), len(target), 1, 1)[1]
-        with self._autocast():
+        with autocast(self.config.device, self.config.bf16):
             per_sample, _ = self.student(processed, noise=noise.to(self.config.device),
                                          time=time.to(self.config.device), reduction="none")
         return per_sample.mean()
 
     def train(self) -> None:
+        """Train from the current step to ``config.steps`` (balanced over the tasks), logging every
+        ``log_freq`` steps, validating and saving as configured (:meth:`_checkpoints`). Raises
+        :class:`TrainingError` on a non-finite loss, before the weights change."""
         from tqdm import tqdm
 
         config = self.config
         sampler = BalancedSteps(self.sizes, config.batch_size, config.seed, self.state["step"], config.steps)
         loader = batch_loader(self.train_data, sampler, config.num_workers)
-        trainable = [p for p in self.student.parameters() if p.requires_grad]
         self.student.train()
         recent: list[float] = []
         for batch in tqdm(loader, total=len(sampler), initial=0, desc="reflow", leave=False, disable=None):
             step = self.state["step"]
-            loss = self._student_loss(batch, step)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss {float(loss)} at step {step}; the last good checkpoint is "
-                                    f"{self.out / 'last'}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            recent.append(self.optim.step(self._student_loss(batch, step), step, self.writer, self.out / "last"))
             self.state["step"] = step = step + 1
-            recent.append(float(loss.detach()))
-            self.writer.add_scalar("train/loss", recent[-1], step)
-            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
             if step % config.log_freq == 0 or step == config.steps:
                 self.state["train_loss"].append({"step": step, "loss": float(np.mean(recent))})
-                LOG.info("[reflow] step %d/%d loss %.5f lr %.2e", step, config.steps, np.mean(recent),
-                         self.scheduler.get_last_lr()[0])
+                LOG.info("[reflow] step %d/%d loss %.5f lr %.2e", step, config.steps, np.mean(recent), self.optim.lr)
                 recent = []
             self._checkpoints(step)
         self.writer.flush()
@@ -268,7 +238,7 @@ class ReflowTrainer:
             for rows, batch in zip(batches, batch_loader(PairedDataset(dataset, pairs), batches,
                                                          self.config.num_workers), strict=True):
                 noise, target = batch.pop(NOISE_KEY), batch.pop(TARGET_KEY)
-                with step_count(policy, num_steps), self._autocast():
+                with step_count(policy, num_steps), autocast(self.config.device, self.config.bf16):
                     chunks = sample_chunks(policy, self.preprocessor(batch), noise.to(self.config.device))
                 total += float(((chunks.float().cpu() - target) ** 2).mean(dim=(1, 2)).sum())
                 count += len(rows)
@@ -276,6 +246,8 @@ class ReflowTrainer:
         return results
 
     def validate(self) -> dict[str, float]:
+        """The student's held-out fidelity per task (:meth:`fidelity` at its own step count); leaves it in
+        training mode."""
         fidelity = self.fidelity(self.student, self.config.num_steps)
         self.student.train()
         return fidelity
@@ -300,11 +272,15 @@ class ReflowTrainer:
                                          "teacher_origin": teacher.origin, "teacher_extra": teacher.extra}})
 
     def save(self, name: str, with_state: bool = False) -> Path:
+        """Write the student as the checkpoint ``<output_dir>/name`` (with the training state to resume from
+        when ``with_state``); returns its folder."""
         return write_checkpoint(self.out / name, self.student, self.preprocessor, self.postprocessor,
-                                self.metadata(), (self.optimizer, self.scheduler, self.state) if with_state else None)
+                                self.metadata(), self.optim.state(self.state) if with_state else None)
 
     # ----------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
+        """Baselines, the initial fidelity (a fresh run), training; writes ``reflow_results.json`` and
+        ``training.png`` and returns the results."""
         baselines = self.baselines()
         if self.state["step"] == 0 and self.config.validation_freq:
             initial = self.fidelity(self.student, self.config.num_steps)
@@ -319,37 +295,30 @@ class ReflowTrainer:
             "trainable_parameters": self.models.trainable_parameters, "best": self.state["best"],
             "baselines": baselines, "history": self.state["history"], "train_loss": self.state["train_loss"],
             "settings": self.config.settings()}
-        write_json(self.out / RESULTS_FILE, results)
+        write_json(self.out / REFLOW_RESULTS_FILE, results)
         plot(results, self.out / "training.png")
         self.writer.close()
         return results
 
 
 def plot(results: dict, path: Path) -> None:
-    """The training loss, and the fidelity per task against the undistilled teacher at the same steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss, fidelity) = plt.subplots(1, 2, figsize=(12, 4.5))
-    loss.plot([p["step"] for p in results["train_loss"]], [p["loss"] for p in results["train_loss"]], color="black")
-    loss.set(xlabel="step", ylabel="flow-matching loss (straight line to the teacher)", yscale="log",
-             title=f"reflow: {results['num_steps']}-step student")
-    steps = [h["step"] for h in results["history"]]
-    baseline = results["baselines"].get(str(results["num_steps"]), {})
-    for index, task in enumerate(results["history"][-1]["fidelity_mse"] if results["history"] else []):
-        color = f"C{index}"
-        fidelity.plot(steps, [h["fidelity_mse"][task] for h in results["history"]], color=color, label=task)
-        if task in baseline:
-            fidelity.axhline(baseline[task], color=color, linestyle="--", linewidth=1)
-    fidelity.set(xlabel="step", ylabel=f"MSE vs the teacher's {results['teacher_num_steps']} steps", yscale="log",
-                 title=f"held-out fidelity (dashed: teacher at {results['num_steps']} steps)")
-    if results["history"]:
-        fidelity.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    """The training loss, and the fidelity per task against the undistilled teacher at the same steps, as a PNG
+    at ``path``."""
+    with two_panels(path) as (_, loss, fidelity):
+        loss.plot([p["step"] for p in results["train_loss"]], [p["loss"] for p in results["train_loss"]], color="black")
+        loss.set(xlabel="step", ylabel="flow-matching loss (straight line to the teacher)", yscale="log",
+                 title=f"reflow: {results['num_steps']}-step student")
+        steps = [h["step"] for h in results["history"]]
+        baseline = results["baselines"].get(str(results["num_steps"]), {})
+        for index, task in enumerate(results["history"][-1]["fidelity_mse"] if results["history"] else []):
+            color = f"C{index}"
+            fidelity.plot(steps, [h["fidelity_mse"][task] for h in results["history"]], color=color, label=task)
+            if task in baseline:
+                fidelity.axhline(baseline[task], color=color, linestyle="--", linewidth=1)
+        fidelity.set(xlabel="step", ylabel=f"MSE vs the teacher's {results['teacher_num_steps']} steps", yscale="log",
+                     title=f"held-out fidelity (dashed: teacher at {results['num_steps']} steps)")
+        if results["history"]:
+            fidelity.legend()
 
 
 def run(cfg: Mapping[str, Any], configs_dir: Path) -> dict[str, Any]:

@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
-from kuavo_smolvla_ros.training.curriculum import TrainingConfigError
-from kuavo_smolvla_ros.training.trainer import DATA_CACHES
+from kuavo_smolvla_ros.training.common.config import (
+    OptimConfig,
+    data_cache_setting,
+    number_setting,
+    optim_config,
+)
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,8 @@ class ReflowConfig:
     lr: float = 2e-5
     warmup_steps: int = 500
     decay_steps: int = 20_000
-    min_lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 5e-7
-    grad_clip_norm: float = 1.0
+    #: AdamW and the floor of the learning-rate schedule (the ``optimizer:`` and ``scheduler:`` blocks).
+    optim: OptimConfig = field(default_factory=OptimConfig)
     save_freq: int = 2000
     log_freq: int = 100
     validation_freq: int = 1000
@@ -59,6 +61,7 @@ class ReflowConfig:
 
     @property
     def pairs_dir(self) -> Path:
+        """Where the teacher's pairs are cached (``pairs.cache_dir``, default ``<output_dir>/pairs``)."""
         return self.pairs_cache_dir or self.output_dir / "pairs"
 
     def settings(self) -> dict[str, Any]:
@@ -114,58 +117,36 @@ def legacy_notes(cfg: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _positive(cfg: Mapping[str, Any], key: str, kind: type = int, allow_zero: bool = False,
-              allow_none: bool = False) -> Any:
-    value = cfg
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    if value is None and allow_none:
-        return None
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise TrainingConfigError(f"{key} must be a number, got {value!r}") from None
-    if number < 0 or (number == 0 and not allow_zero):
-        raise TrainingConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return number
-
-
 def reflow_config(cfg: Mapping[str, Any]) -> ReflowConfig:
     """Check the teacher, then the rest of ``cfg``; raises :class:`TrainingConfigError` naming the key."""
     teacher = open_teacher(cfg)
     notes = legacy_notes(cfg)
-    teacher_steps = _positive(cfg, "teacher_num_steps", allow_none=True) or teacher.num_steps
-    num_steps = _positive(cfg, "num_steps")
+    teacher_steps = number_setting(cfg, "teacher_num_steps", allow_none=True) or teacher.num_steps
+    num_steps = number_setting(cfg, "num_steps")
     if num_steps >= teacher_steps:
         raise TrainingConfigError(f"num_steps ({num_steps}) must be below the teacher's {teacher_steps} steps: "
                                   "the student is distilled to fewer (1 or 2)")
-    steps = _positive(cfg, "steps")
-    data_cache = str(cfg.get("data_cache") or "none")
-    if data_cache not in DATA_CACHES:
-        raise TrainingConfigError(f"data_cache must be one of {DATA_CACHES}, got {data_cache!r}")
-    optimizer, pairs, validation = cfg.get("optimizer") or {}, cfg.get("pairs") or {}, cfg.get("validation") or {}
-    batch_size = _positive(cfg, "batch_size")
+    steps = number_setting(cfg, "steps")
+    data_cache = data_cache_setting(cfg)
+    pairs, validation = cfg.get("pairs") or {}, cfg.get("validation") or {}
+    batch_size = number_setting(cfg, "batch_size")
     if not cfg.get("output_dir"):
         raise TrainingConfigError("output_dir is not set")
     return ReflowConfig(
         teacher=teacher, output_dir=Path(cfg["output_dir"]), curriculum=tuple(cfg["curriculum"]),
         data_root=Path(cfg["data_root"]), num_steps=num_steps, teacher_num_steps=teacher_steps, steps=steps,
-        batch_size=batch_size, lr=_positive(cfg, "lr", float),
-        warmup_steps=_positive(cfg, "warmup_steps", allow_zero=True),
-        decay_steps=_positive(cfg, "decay_steps", allow_none=True) or steps,
-        min_lr=float((cfg.get("scheduler") or {}).get("min_lr", 1e-6)),
-        betas=tuple(optimizer.get("betas", (0.9, 0.999))), eps=float(optimizer.get("eps", 1e-8)),
-        weight_decay=float(optimizer.get("weight_decay", 5e-7)),
-        grad_clip_norm=float(optimizer.get("grad_clip_norm", 1.0)),
-        save_freq=_positive(cfg, "save_freq", allow_zero=True), log_freq=_positive(cfg, "log_freq"),
-        validation_freq=_positive(cfg, "validation.every_steps", allow_zero=True),
-        validation_frames=_positive(cfg, "validation.max_frames_per_task", allow_none=True),
-        pairs_per_observation=_positive(cfg, "pairs.per_observation"),
-        pairs_max_frames=_positive(cfg, "pairs.max_frames_per_task", allow_none=True),
-        pairs_batch_size=_positive(cfg, "pairs.batch_size", allow_none=True) or batch_size,
+        batch_size=batch_size, lr=number_setting(cfg, "lr", float),
+        warmup_steps=number_setting(cfg, "warmup_steps", allow_zero=True),
+        decay_steps=number_setting(cfg, "decay_steps", allow_none=True) or steps, optim=optim_config(cfg),
+        save_freq=number_setting(cfg, "save_freq", allow_zero=True), log_freq=number_setting(cfg, "log_freq"),
+        validation_freq=number_setting(cfg, "validation.every_steps", allow_zero=True),
+        validation_frames=number_setting(cfg, "validation.max_frames_per_task", allow_none=True),
+        pairs_per_observation=number_setting(cfg, "pairs.per_observation"),
+        pairs_max_frames=number_setting(cfg, "pairs.max_frames_per_task", allow_none=True),
+        pairs_batch_size=number_setting(cfg, "pairs.batch_size", allow_none=True) or batch_size,
         pairs_cache_dir=Path(pairs["cache_dir"]) if pairs.get("cache_dir") else None,
         seed=int(cfg.get("seed", 1000)), device=str(cfg.get("device", "cpu")), bf16=bool(cfg.get("bf16", False)),
-        num_workers=_positive(cfg, "num_workers", allow_zero=True), data_cache=data_cache,
+        num_workers=number_setting(cfg, "num_workers", allow_zero=True), data_cache=data_cache,
         data_cache_dir=Path(cfg["data_cache_dir"]) if cfg.get("data_cache_dir") else None,
         vlm_path=cfg.get("vlm_path"), notes=notes + tuple(
             [] if validation.get("every_steps") else ["validation.every_steps=0: no validation; best/ is the last"]))

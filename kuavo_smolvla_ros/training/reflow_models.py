@@ -19,7 +19,6 @@ from kuavo_smolvla_ros.policy.checkpoint import WEIGHTS_FILE, CheckpointError, C
 from kuavo_smolvla_ros.policy.runtime import load_policy
 
 LOG = logging.getLogger(__name__)
-VLM_PREFIX = "model.vlm_with_expert.vlm."
 
 
 @dataclass
@@ -36,9 +35,6 @@ class ReflowModels:
     @property
     def trainable_share(self) -> float:
         return self.trainable_parameters / max(self.total_parameters, 1)
-
-    def trainable_names(self) -> list[str]:
-        return [name for name, p in self.student.named_parameters() if p.requires_grad]
 
     def log_lines(self) -> list[str]:
         return [f"[reflow] VLM loaded {self.vlm_loads} time(s); {self.vlm_instances} VLM instance shared by "

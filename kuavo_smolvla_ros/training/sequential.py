@@ -13,20 +13,14 @@ from typing import Any
 import numpy as np
 
 from kuavo_smolvla_ros.atomic import write_json
-from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
-from kuavo_smolvla_ros.training.curriculum import (
-    Stage,
-    TrainingConfigError,
-    find_stage,
-    load_curriculum,
-    without_replay,
-)
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.common.plots import two_panels
+from kuavo_smolvla_ros.training.curriculum import Stage, find_stage, load_curriculum, without_replay
 from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
 from kuavo_smolvla_ros.training.distributed import World, close_world, init_world
+from kuavo_smolvla_ros.training.sequential_config import Settings, settings_from
 from kuavo_smolvla_ros.training.trainer import (
-    DATA_CACHES,
     RESULTS_FILE,
-    Settings,
     StageTrainer,
     checkpoint_chunk_size,
     stage_source,
@@ -35,27 +29,6 @@ from kuavo_smolvla_ros.training.trainer import (
 
 LOG = logging.getLogger(__name__)
 STATS_FILE = "curriculum_stats.json"
-
-
-def settings_from(cfg: Mapping[str, Any]) -> Settings:
-    optimizer, validation = cfg["optimizer"], cfg["validation"]
-    action_mode, data_cache = cfg.get("action_mode"), str(cfg.get("data_cache") or "none")
-    if action_mode is not None and action_mode not in ACTION_MODES:
-        raise TrainingConfigError(f"action_mode must be null (the checkpoint's) or one of {ACTION_MODES}, "
-                                  f"got {action_mode!r}")
-    if data_cache not in DATA_CACHES:
-        raise TrainingConfigError(f"data_cache must be one of {DATA_CACHES}, got {data_cache!r}")
-    return Settings(
-        output_root=Path(cfg["output_root"]), seed=int(cfg["seed"]), device=str(cfg["device"]), bf16=bool(cfg["bf16"]),
-        batch_size=int(cfg["batch_size"]), num_workers=int(cfg["num_workers"]),
-        save_every_epochs=int(cfg["save_every_epochs"]), betas=tuple(optimizer["betas"]), eps=float(optimizer["eps"]),
-        weight_decay=float(optimizer["weight_decay"]), grad_clip_norm=float(optimizer["grad_clip_norm"]),
-        min_lr=float(cfg["scheduler"]["min_lr"]), policy=dict(cfg["policy"]), vlm_path=cfg.get("vlm_path"),
-        select_best_by=str(validation["select_best_by"]), noise_seed=int(validation["noise_seed"]),
-        validate_every_epochs=int(validation["every_epochs"]),
-        max_val_batches=validation["max_batches"], retained=float(validation["forgetting"]["retained"]),
-        slight=float(validation["forgetting"]["slight"]), action_mode=action_mode, data_cache=data_cache,
-        data_cache_dir=cfg.get("data_cache_dir"))
 
 
 def fixed_stats(stages: list[Stage], output_root: Path, write: bool = True, action_mode: str = "absolute",
@@ -102,6 +75,7 @@ def init_checkpoint(stage: Stage, stages: list[Stage], pretrained_path: str | No
 
 
 def forgetting_lines(results: dict) -> list[str]:
+    """The stage's summary for the log: its best validation loss, and each earlier task's forgetting label."""
     lines = [f"stage {results['stage']} ({results['task_name']}): best validation loss "
              f"{results['best_validation_loss']:.4f} at epoch {results['best_epoch']}"]
     for task, entry in results["forgetting"].items():
@@ -111,36 +85,29 @@ def forgetting_lines(results: dict) -> list[str]:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Loss curves (train, per-task validation) and the task-by-stage validation matrix, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    history = results["history"]
-    figure, (curves, grid) = plt.subplots(1, 2, figsize=(12, 4.5))
-    epochs = [h["epoch"] for h in history]
-    curves.plot(epochs, [h["train_loss"] for h in history], label="train", color="black")
-    for task in history[-1]["validation"] if history else []:
-        curves.plot(epochs, [h["validation"].get(task, np.nan) for h in history], label=f"validation {task}")
-    curves.set(xlabel="epoch", ylabel="flow-matching loss", title=f"stage {results['stage']}: {results['task_name']}")
-    curves.legend()
-    matrix = results["validation_matrix"]
-    stage_names = list(matrix)
-    task_names = sorted({t for row in matrix.values() for t in row}, key=lambda t: stage_names.index(
-        next((s for s in stage_names if s.endswith(t)), stage_names[-1])))
-    values = np.array([[matrix[s].get(t, np.nan) for s in stage_names] for t in task_names])
-    image = grid.imshow(values, cmap="viridis")
-    grid.set_xticks(range(len(stage_names)), stage_names, rotation=30, ha="right")
-    grid.set_yticks(range(len(task_names)), task_names)
-    grid.set(title="validation loss: task (row) after stage (column)")
-    for (i, j), value in np.ndenumerate(values):
-        if np.isfinite(value):
-            grid.text(j, i, f"{value:.3f}", ha="center", va="center", color="white")
-    figure.colorbar(image, ax=grid)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    """Loss curves (train, per-task validation) and the task-by-stage validation matrix, as a PNG at ``path``."""
+    with two_panels(path) as (figure, curves, grid):
+        history = results["history"]
+        epochs = [h["epoch"] for h in history]
+        curves.plot(epochs, [h["train_loss"] for h in history], label="train", color="black")
+        for task in history[-1]["validation"] if history else []:
+            curves.plot(epochs, [h["validation"].get(task, np.nan) for h in history], label=f"validation {task}")
+        curves.set(xlabel="epoch", ylabel="flow-matching loss",
+                   title=f"stage {results['stage']}: {results['task_name']}")
+        curves.legend()
+        matrix = results["validation_matrix"]
+        stage_names = list(matrix)
+        task_names = sorted({t for row in matrix.values() for t in row}, key=lambda t: stage_names.index(
+            next((s for s in stage_names if s.endswith(t)), stage_names[-1])))
+        values = np.array([[matrix[s].get(t, np.nan) for s in stage_names] for t in task_names])
+        image = grid.imshow(values, cmap="viridis")
+        grid.set_xticks(range(len(stage_names)), stage_names, rotation=30, ha="right")
+        grid.set_yticks(range(len(task_names)), task_names)
+        grid.set(title="validation loss: task (row) after stage (column)")
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                grid.text(j, i, f"{value:.3f}", ha="center", va="center", color="white")
+        figure.colorbar(image, ax=grid)
 
 
 def run(cfg: Mapping[str, Any], configs_dir: Path) -> list[dict]:

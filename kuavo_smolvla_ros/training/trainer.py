@@ -1,5 +1,8 @@
-"""One stage of sequential training: replay batches, AdamW with warmup + cosine decay, validation on the
-held-out episodes of every task seen so far with fixed noise, atomic checkpoints and resumable state.
+"""One stage of sequential training (:class:`StageTrainer`): replay batches, AdamW with warmup + cosine decay,
+validation on the held-out episodes of every task seen so far with fixed noise, atomic checkpoints and
+resumable state. The pieces it shares with reflow (optimizer and schedule, the optimisation step, checkpoint
+writing and resuming, autocast, TensorBoard) are in ``training/common/``; its settings in
+``training/sequential_config.py``.
 
 Outputs under ``<output_root>/task{k}_{name}/``: ``best/``, ``epoch{N}/``, ``last/`` (lerobot checkpoints
 plus ``kuavo_smolvla.json``), ``last/training_state/`` (optimizer, scheduler, RNG as safetensors/JSON, no
@@ -15,10 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.atomic import replace_dir, write_json
+from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.policy.checkpoint import (
     ACTION_MODES,
     CONFIG_FILE,
@@ -35,84 +35,26 @@ from kuavo_smolvla_ros.policy.checkpoint import (
     resolve_checkpoint_dir,
 )
 from kuavo_smolvla_ros.policy.runtime import load_policy
-from kuavo_smolvla_ros.training.curriculum import Stage, TrainingConfigError
-from kuavo_smolvla_ros.training.datasets import REPO_ID
+from kuavo_smolvla_ros.training.common.checkpoints import start_progress, training_state_dir, write_checkpoint
+from kuavo_smolvla_ros.training.common.config import check_data_cache
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.common.loop import autocast, tensorboard_writer
+from kuavo_smolvla_ros.training.common.optim import Optimisation
+from kuavo_smolvla_ros.training.curriculum import Stage
+from kuavo_smolvla_ros.training.datasets import stage_metadata, training_dataset
 from kuavo_smolvla_ros.training.distributed import RankSlice, World, flow_noise, sum_over_ranks
 from kuavo_smolvla_ros.training.sampling import ReplaySampler, split_episodes
+from kuavo_smolvla_ros.training.sequential_config import Settings
 
 LOG = logging.getLogger(__name__)
-STATE_FILE = "state.json"
+#: A stage's results (validation history, forgetting report), beside its checkpoints.
 RESULTS_FILE = "training_results.json"
-DATA_CACHES = ("none", "memory")
-
-
-class TrainingError(RuntimeError):
-    """Training stopped (non-finite loss, ...); the last good checkpoint is kept."""
-
-
-@dataclass
-class Settings:
-    """The run-wide knobs of the base config (the stage's own recipe is in :class:`Stage`)."""
-
-    output_root: Path
-    seed: int = 1000
-    device: str = "cpu"
-    bf16: bool = False
-    batch_size: int = 64
-    num_workers: int = 2
-    save_every_epochs: int = 10
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 5e-7
-    grad_clip_norm: float = 1.0
-    min_lr: float = 1e-6
-    policy: dict[str, Any] = field(default_factory=dict)
-    #: Local VLM folder for a pretrained base whose config names a hub id (None: the recorded path or <ckpt>/vlm).
-    vlm_path: str | None = None
-    select_best_by: str = "current"
-    noise_seed: int = 0
-    validate_every_epochs: int = 2
-    max_val_batches: int | None = 20
-    retained: float = 0.7
-    slight: float = 1.0
-    #: "absolute" / "relative" forces the action mode; None: the init checkpoint's (absolute without metadata).
-    action_mode: str | None = None
-    #: "memory": train from in-memory copies of the datasets, cached under <output_root>/.data_cache/.
-    data_cache: str = "none"
-    #: Where the in-memory caches are kept (None: <output_root>/.data_cache); runs may share one.
-    data_cache_dir: str | None = None
-
-
-class _NoWriter:
-    """TensorBoard writer stand-in for the processes other than the main one."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-def lr_factor(step: int, warmup: int, decay: int, peak: float, floor: float) -> float:
-    """Multiplier of the peak LR: linear warmup, then cosine decay to ``floor`` over ``decay`` steps."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    progress = min(max(step - warmup, 0) / max(decay, 1), 1.0)
-    low = floor / peak if peak > 0 else 0.0
-    return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, betas: Sequence[float], eps: float, weight_decay: float,
-                   warmup_steps: int, decay_steps: int, min_lr: float):
-    """(AdamW over ``model``'s trainable parameters, its scheduler: linear warmup then cosine decay to ``min_lr``)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
-        step, warmup_steps, decay_steps, lr, min_lr))
-    return optimizer, scheduler
 
 
 def stage_source(stage: Stage, settings: Settings, init_checkpoint: str | Path) -> Path:
     """The checkpoint a stage's trainer loads: its own ``last/`` when resuming, else ``init_checkpoint``."""
     last = Path(settings.output_root) / stage.output_name / "last"
-    return last if (last / "training_state" / STATE_FILE).is_file() else Path(init_checkpoint)
+    return last if training_state_dir(last) is not None else Path(init_checkpoint)
 
 
 def training_action_mode(source: str | Path, forced: str | None = None) -> str:
@@ -136,46 +78,6 @@ def forgetting_label(loss: float, retained: float, slight: float) -> str:
     return "slight" if loss < slight else "significant"
 
 
-def write_checkpoint(target: Path, policy, preprocessor, postprocessor, metadata: CheckpointMetadata,
-                     training_state: tuple[Any, Any, dict] | None = None) -> Path:
-    """Write a lerobot checkpoint folder (``save_pretrained`` of the policy and both processors) plus
-    ``kuavo_smolvla.json`` at ``target``, complete or not at all. ``training_state`` (optimizer, scheduler,
-    progress dict) adds ``training_state/`` (safetensors and JSON, no pickles) to resume from."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    policy.save_pretrained(tmp)
-    preprocessor.save_pretrained(tmp)
-    postprocessor.save_pretrained(tmp)
-    metadata.save(tmp)
-    if training_state is not None:
-        from lerobot.optim.optimizers import save_optimizer_state
-        from lerobot.optim.schedulers import save_scheduler_state
-        from lerobot.utils.random_utils import save_rng_state
-
-        optimizer, scheduler, progress = training_state
-        state_dir = tmp / "training_state"
-        state_dir.mkdir()
-        save_optimizer_state(optimizer, state_dir)
-        save_scheduler_state(scheduler, state_dir)
-        save_rng_state(state_dir)
-        write_json(state_dir / STATE_FILE, progress)
-    replace_dir(tmp, target)
-    return target
-
-
-def load_training_state(state_dir: Path, optimizer, scheduler):
-    """(optimizer, scheduler) restored from a ``training_state/`` folder, and the RNG state with them."""
-    from lerobot.optim.optimizers import load_optimizer_state
-    from lerobot.optim.schedulers import load_scheduler_state
-    from lerobot.utils.random_utils import load_rng_state
-
-    optimizer = load_optimizer_state(optimizer, state_dir)
-    scheduler = load_scheduler_state(scheduler, state_dir)
-    load_rng_state(state_dir)
-    return optimizer, scheduler
-
-
 class StageTrainer:
     """Trains one stage; ``run()`` returns the stage's results (also written to ``training_results.json``)."""
 
@@ -191,41 +93,32 @@ class StageTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.previous = previous_results or {}
         source = stage_source(stage, settings, init_checkpoint)
-        resume = self.out / "last" / "training_state" / STATE_FILE
-        self.state: dict[str, Any] = json.loads(resume.read_text()) if resume.is_file() else {
-            "epoch": 0, "step": 0, "best": None, "history": []}
-        if not resume.is_file():  # a fresh stage: seed everything (a resumed one restores its RNG state)
-            from lerobot.utils.random_utils import set_seed
-
-            set_seed(settings.seed + stage.number)
+        # a fresh stage seeds everything; a resumed one restores its RNG state with the optimizer's
+        self.state, resume = start_progress(self.out / "last", {"epoch": 0, "step": 0, "best": None, "history": []},
+                                            settings.seed + stage.number)
         self.info = inspect_checkpoint(source, settings.vlm_path, kuavo_layout=False)
         self.action_mode = training_action_mode(source, settings.action_mode)
-        if settings.data_cache not in DATA_CACHES:
-            raise TrainingConfigError(f"data_cache must be one of {DATA_CACHES}, got {settings.data_cache!r}")
+        check_data_cache(settings.data_cache)
         self.policy = load_policy(self.info, self.device, self._configure)
         self.model = self.policy
         if self.world.distributed:  # gradients averaged over the processes by torch's DDP
             self.model = torch.nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
         self._make_processors()
         self._make_data()
-        self.optimizer, self.scheduler = make_optimizer(
-            self.policy, stage.lr, settings.betas, settings.eps, settings.weight_decay, stage.warmup_steps,
-            stage.decay_steps, settings.min_lr)
-        if resume.is_file():
-            self._load_training_state(resume.parent)
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(self.out / "tensorboard")) if self.world.is_main else _NoWriter()
+        self.optim = Optimisation(self.policy, settings.optim, stage.lr, stage.warmup_steps, stage.decay_steps)
+        if resume is not None:
+            self.optim.load(resume)
+            LOG.info("resuming %s at epoch %d, step %d", self.out, self.state["epoch"], self.state["step"])
+        self.writer = tensorboard_writer(self.out / "tensorboard", self.world.is_main)
 
     # ---------------------------------------------------------------------------------- set-up
     def _configure(self, config) -> None:
         """The base config's policy settings, and the datasets' features (a pretrained base was trained on
         another robot: its state/action projections are sized by max_state_dim / max_action_dim, so its
         weights fit any robot's features)."""
-        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
         from lerobot.utils.feature_utils import dataset_to_policy_features
 
-        features = dataset_to_policy_features(LeRobotDatasetMetadata(REPO_ID, root=self.stage.dataset).features)
+        features = dataset_to_policy_features(stage_metadata(self.stage).features)
         config.output_features = {k: v for k, v in features.items() if k == robot.ACTION_FEATURE}
         config.input_features = {k: v for k, v in features.items() if k != robot.ACTION_FEATURE}
         for key, value in self.settings.policy.items():
@@ -242,29 +135,22 @@ class StageTrainer:
 
     @property
     def in_memory(self) -> bool:
+        """Whether training reads in-memory copies of the datasets (``data_cache: memory``)."""
         return self.settings.data_cache == "memory"
 
     def _dataset(self, stage: Stage, episodes: list[int]):
         """The LeRobot dataset of ``episodes`` with action chunks, or (``data_cache: memory``) its cached
         in-memory copy (built from it only when the cache has none)."""
-        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-        fps = LeRobotDatasetMetadata(REPO_ID, root=stage.dataset).fps
+        fps = stage_metadata(stage).fps
         chunk = self.policy.config.chunk_size
         deltas = {robot.ACTION_FEATURE: [i / fps for i in range(chunk)]}
+        cache_dir = None
+        if self.in_memory:
+            from kuavo_smolvla_ros.training.memory import CACHE_DIR
 
-        def open_dataset():
-            return LeRobotDataset(REPO_ID, root=stage.dataset, episodes=episodes, video_backend="pyav",
-                                  delta_timestamps=deltas)
-
-        if not self.in_memory:
-            return open_dataset()
-        from kuavo_smolvla_ros.training.memory import CACHE_DIR, cached
-
-        cache_dir = self.settings.data_cache_dir or Path(self.settings.output_root) / CACHE_DIR
-        return cached(cache_dir, stage.dataset, episodes, deltas, open_dataset,
-                      num_workers=self.settings.num_workers, batch_size=self.settings.batch_size)
+            cache_dir = self.settings.data_cache_dir or Path(self.settings.output_root) / CACHE_DIR
+        return training_dataset(stage.dataset, episodes, deltas, cache_dir, num_workers=self.settings.num_workers,
+                                batch_size=self.settings.batch_size)
 
     def _loader(self, dataset, batches, num_workers: int):
         """A DataLoader of ``batches`` (lists of indices). In-memory datasets gather a whole batch at once
@@ -274,11 +160,9 @@ class StageTrainer:
         return batch_loader(dataset, batches, num_workers)
 
     def _make_data(self) -> None:
-        from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
-
         self.train_sets, self.val_sets = [], {}
         for stage in self.seen:
-            total = LeRobotDatasetMetadata(REPO_ID, root=stage.dataset).total_episodes
+            total = stage_metadata(stage).total_episodes
             train, val = split_episodes(total, stage.validation_episodes, seed=self.settings.seed + stage.task.id)
             if stage.task.name in self.stage.replay:
                 self.train_sets.append((stage.task.name, self._dataset(stage, train)))
@@ -299,10 +183,6 @@ class StageTrainer:
         self.loader = self._loader(data, RankSlice(batches, self.world), self.settings.num_workers)
 
     # -------------------------------------------------------------------------------- training
-    def _autocast(self):
-        enabled = self.settings.bf16 and self.settings.device.startswith("cuda")
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
-
     def targets(self, batch: dict) -> dict:
         """``batch`` with the training targets: its actions, or ``action - state`` (each chunk relative to the
         state it starts from) in relative mode."""
@@ -312,14 +192,14 @@ class StageTrainer:
         return {**batch, robot.ACTION_FEATURE: action - state.unsqueeze(1).to(action.dtype)}
 
     def _loss(self, batch, noise=None, time=None, model=None) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self.settings.device, self.settings.bf16):
             loss, _ = (model or self.policy)(self.preprocessor(self.targets(batch)), noise=noise, time=time)
         return loss
 
     def _training_loss(self, batch, noise, time) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss to differentiate, global loss to report): lerobot's mean over the unpadded actions of the
         *global* batch. Each process scales its share so that DDP's gradient average equals it exactly."""
-        with self._autocast():
+        with autocast(self.settings.device, self.settings.bf16):
             per_sample, _ = self.model(self.preprocessor(self.targets(batch)), noise=noise, time=time,
                                        reduction="none")
         pad = batch.get("action_is_pad")
@@ -330,6 +210,9 @@ class StageTrainer:
         return local_sum / total * self.world.size, sum_over_ranks(local_sum.detach(), self.world) / total
 
     def train_epoch(self, epoch: int) -> float:
+        """Train one epoch (0-based ``epoch``: the sampler's draw for it) of the current task's length, with
+        replay; returns the mean of the global batches' losses. Raises :class:`TrainingError` on a non-finite
+        loss, before the weights change."""
         from tqdm import tqdm
 
         self.policy.train()
@@ -342,19 +225,9 @@ class StageTrainer:
             noise, time = flow_noise(self.state["step"], self.settings.seed, share * self.world.size, share,
                                      config.chunk_size, config.max_action_dim, self.world.rank)
             loss, reported = self._training_loss(batch, noise.to(self.device), time.to(self.device))
-            if not torch.isfinite(reported):
-                raise TrainingError(f"non-finite loss {float(reported)} at step {self.state['step']} "
-                                    f"(epoch {epoch + 1}); the last good checkpoint is {self.out / 'last'}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
-                                           self.settings.grad_clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            losses.append(self.optim.step(loss, self.state["step"], self.writer, self.out / "last", reported,
+                                          where=f" (epoch {epoch + 1})"))
             self.state["step"] += 1
-            losses.append(float(reported))
-            self.writer.add_scalar("train/loss", float(reported), self.state["step"])
-            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.state["step"])
         return float(np.mean(losses))
 
     @torch.no_grad()
@@ -392,12 +265,10 @@ class StageTrainer:
             extra={"stage_config": self.stage.name, "epoch": self.state["epoch"], "step": self.state["step"]})
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
+        """Write the policy as the checkpoint ``<stage output>/name`` (with the training state to resume from
+        when ``with_state``); returns its folder."""
         return write_checkpoint(self.out / name, self.policy, self.preprocessor, self.postprocessor, self._metadata(),
-                                (self.optimizer, self.scheduler, self.state) if with_state else None)
-
-    def _load_training_state(self, state_dir: Path) -> None:
-        self.optimizer, self.scheduler = load_training_state(state_dir, self.optimizer, self.scheduler)
-        LOG.info("resuming %s at epoch %d, step %d", self.out, self.state["epoch"], self.state["step"])
+                                self.optim.state(self.state) if with_state else None)
 
     # ----------------------------------------------------------------------------------- run
     def _score(self, validation: dict[str, float]) -> float:
@@ -406,6 +277,9 @@ class StageTrainer:
         return validation.get(self.stage.task.name, float("nan"))
 
     def run(self) -> dict[str, Any]:
+        """Train the remaining epochs (validating every ``validate_every_epochs`` and after the last, saving
+        ``best/``, ``epoch{N}/`` and ``last/``); returns :meth:`results` on the main process (which also writes
+        them), ``{}`` on the others."""
         for epoch in range(self.state["epoch"], self.stage.epochs):
             train_loss = self.train_epoch(epoch)
             if not self.world.is_main:  # the main process validates and writes
@@ -435,6 +309,8 @@ class StageTrainer:
         return self.results() if self.world.is_main else {}
 
     def results(self) -> dict[str, Any]:
+        """The stage's results (settings, validation history and matrix, each earlier task's forgetting
+        label), also written to ``training_results.json``."""
         final = self.state["history"][-1]["validation"] if self.state["history"] else {}
         matrix = dict(self.previous.get("validation_matrix", {}))
         matrix[self.stage.output_name] = final
