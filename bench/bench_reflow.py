@@ -37,6 +37,7 @@ from bench_closed_loop import prepare_data
 from bench_closed_loop import train as train_teacher
 from common import CACHE, RESULTS, ROOT, interleaved, machine, median_ms, save
 
+from kuavo_smolvla_ros.features import camera_of
 from kuavo_smolvla_ros.tasks import default_catalog
 
 HERE = CACHE / "reflow"
@@ -135,7 +136,7 @@ def held_out_observations(datasets: Path, frames: int) -> dict[str, list]:
         for index in evenly_spaced(len(dataset), frames):
             item = dataset[index]
             images = {k.split(".")[-1]: (v.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                      for k, v in item.items() if k.startswith("observation.images.")}
+                      for k, v in item.items() if camera_of(k)}
             rows.append(Observation(images, item["observation.state"].numpy(), item["task"]))
         observations[stage.task.name] = rows
     return observations

@@ -44,7 +44,9 @@ import numpy as np
 from common import CACHE, ROOT, machine, save
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.data.dataset import REPO_ID
+from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
 from kuavo_smolvla_ros.tasks import default_catalog
 
@@ -111,10 +113,10 @@ def write_dataset(root: Path, task_id: int, episodes: int, frames: int, seed: in
 
     vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
     features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
-                f"observation.images.{CAMERA}": {"dtype": "image", "shape": (IMAGE, IMAGE, 3),
+                image_key(CAMERA): {"dtype": "image", "shape": (IMAGE, IMAGE, 3),
                                                  "names": ["height", "width", "channels"]}}
     instruction = default_catalog().get(task_id).instruction
-    dataset = LeRobotDataset.create(REPO_ID, FPS, features, root=root, robot_type=robot.ROBOT_TYPE,
+    dataset = LeRobotDataset.create(REPO_ID, FPS, features, root=root, robot_type=load_profile().robot_type,
                                     use_videos=False, video_backend="pyav")
     rng = np.random.default_rng(seed)
     for _ in range(episodes):
@@ -122,7 +124,7 @@ def write_dataset(root: Path, task_id: int, episodes: int, frames: int, seed: in
         for _ in range(frames):
             step = rng.normal(0, 0.02, robot.STATE_DIM).astype(np.float32)
             dataset.add_frame({robot.STATE_FEATURE: state, robot.ACTION_FEATURE: state + step,
-                               f"observation.images.{CAMERA}": rng.integers(0, 256, (IMAGE, IMAGE, 3), np.uint8),
+                               image_key(CAMERA): rng.integers(0, 256, (IMAGE, IMAGE, 3), np.uint8),
                                "task": instruction})
             state = state + step
         dataset.save_episode()

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 
 from kuavo_smolvla_ros.atomic import atomic_path
+from kuavo_smolvla_ros.features import camera_of
 
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CACHE_DIR = ".data_cache"
-IMAGE_PREFIX = "observation.images."
 
 
 class MemoryDataset(torch.utils.data.Dataset):
@@ -112,7 +112,7 @@ class MemoryDataset(torch.utils.data.Dataset):
                     value = batch[key]
                     if isinstance(value, torch.Tensor):
                         size = len(value)
-                        if key.startswith(IMAGE_PREFIX) and value.dtype == torch.float32 and uint8.get(key, True):
+                        if camera_of(key) and value.dtype == torch.float32 and uint8.get(key, True):
                             packed = _as_uint8(value)
                             if packed is None:  # not k/255: keep float32 from now on (earlier chunks too)
                                 uint8[key] = False

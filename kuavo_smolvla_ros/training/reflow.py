@@ -27,6 +27,7 @@ import torch
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.atomic import write_json
+from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata
 from kuavo_smolvla_ros.policy.runtime import load_processors
 from kuavo_smolvla_ros.training.common.checkpoints import start_progress, write_checkpoint
@@ -326,8 +327,7 @@ def run(cfg: Mapping[str, Any], configs_dir: Path) -> dict[str, Any]:
     config = reflow_config(cfg)
     stages = load_curriculum(configs_dir, list(config.curriculum), config.data_root)
     metas = check_datasets(stages)
-    missing = [f"observation.images.{c}" for c in config.teacher.cameras
-               if f"observation.images.{c}" not in metas[0].features]
+    missing = [image_key(c) for c in config.teacher.cameras if image_key(c) not in metas[0].features]
     if missing:
         raise TrainingConfigError(f"the teacher's cameras {missing} are not in {stages[0].dataset}")
     trainer = ReflowTrainer(config, stages)
