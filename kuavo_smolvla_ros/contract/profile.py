@@ -389,9 +389,7 @@ def load_profile(name: str | Path | RobotProfile | None = DEFAULT_PROFILE,
         return name.with_overrides(overrides)
     path = profile_path(name)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ProfileError(f"robot profile {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ProfileError(f"robot profile {path}: invalid YAML ({err})") from None
+        data = schema.read_yaml(path, "robot profile")
+    except schema.SchemaError as err:
+        raise ProfileError(str(err)) from None
     return _from_dict(data, str(path)).with_overrides(overrides)

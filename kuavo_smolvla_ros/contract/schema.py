@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 
@@ -108,6 +109,19 @@ def build[T](cls: type[T], data: Any, where: str = "") -> T:
         if missing:
             raise SchemaError(f"{label} lacks required key(s) {missing}") from None
         raise SchemaError(f"{label}: {err}") from None
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path`` (an empty file reads as ``{}``); :class:`SchemaError` naming ``what``, the
+    file and the reason if it cannot be read or parsed."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise SchemaError(f"cannot read {what} {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise SchemaError(f"{what} {path}: invalid YAML ({err})") from None
 
 
 def to_dict(obj: Any) -> Any:
