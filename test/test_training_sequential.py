@@ -15,6 +15,7 @@ from lerobot_data import write_dataset
 from processes import kill_when
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.tasks import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,8 +272,8 @@ def write_varied_dataset(root: Path, seed: int, lengths: list[int], instruction:
     features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
                 "observation.images.head_cam_h": {"dtype": "image", "shape": (image_size, image_size, 3),
                                                   "names": ["height", "width", "channels"]}}
-    dataset = LeRobotDataset.create(REPO_ID, 10, features, root=root, robot_type=robot.ROBOT_TYPE, use_videos=False,
-                                    video_backend="pyav")
+    dataset = LeRobotDataset.create(REPO_ID, 10, features, root=root, robot_type=load_profile().robot_type,
+                                    use_videos=False, video_backend="pyav")
     for frames in lengths:
         state = np.cumsum(rng.normal(0.0, 0.2, (frames, 16)), axis=0) + rng.normal(0.0, 1.0, 16)
         for t in range(frames):
