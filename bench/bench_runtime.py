@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from common import CACHE, interleaved, machine, median_ms, save
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime
 from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
@@ -49,7 +49,7 @@ def lerobot_path(runtime: PolicyRuntime, observation: Observation, noise: np.nda
                 image_key(name): torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
                 for name, image in observation.images.items()
             }
-            batch[robot.STATE_FEATURE] = torch.from_numpy(observation.state)
+            batch[features.OBS_STATE] = torch.from_numpy(observation.state)
             batch["task"] = observation.instruction
             actions = runtime.policy.predict_action_chunk(
                 runtime.preprocessor(batch), noise=torch.from_numpy(noise)[None].to(device))

@@ -46,7 +46,7 @@ from common import CACHE, ROOT, machine, save
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.data.dataset import REPO_ID
-from kuavo_smolvla_ros.features import image_key
+from kuavo_smolvla_ros.features import ACTION, OBS_STATE, image_key
 from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
 from kuavo_smolvla_ros.tasks import default_catalog
 
@@ -112,7 +112,7 @@ def write_dataset(root: Path, task_id: int, episodes: int, frames: int, seed: in
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
-    features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
+    features = {OBS_STATE: vector, ACTION: dict(vector),
                 image_key(CAMERA): {"dtype": "image", "shape": (IMAGE, IMAGE, 3),
                                                  "names": ["height", "width", "channels"]}}
     instruction = default_catalog().get(task_id).instruction
@@ -123,7 +123,7 @@ def write_dataset(root: Path, task_id: int, episodes: int, frames: int, seed: in
         state = rng.uniform(-0.5, 0.5, robot.STATE_DIM).astype(np.float32)
         for _ in range(frames):
             step = rng.normal(0, 0.02, robot.STATE_DIM).astype(np.float32)
-            dataset.add_frame({robot.STATE_FEATURE: state, robot.ACTION_FEATURE: state + step,
+            dataset.add_frame({OBS_STATE: state, ACTION: state + step,
                                image_key(CAMERA): rng.integers(0, 256, (IMAGE, IMAGE, 3), np.uint8),
                                "task": instruction})
             state = state + step

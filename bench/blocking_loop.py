@@ -18,7 +18,7 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_bench import bench_profile  # this folder (the script's) is on sys.path
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from kuavo_smolvla_ros import images, robot
+from kuavo_smolvla_ros import features, images, robot
 from kuavo_smolvla_ros.contract.end_effectors import named_values
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
@@ -56,7 +56,7 @@ class BlockingLoop(Node):
             return
         batch = {image_key(c.name): torch.from_numpy(self._image(self.latest[c.name]))
                  .permute(2, 0, 1).float().div(255.0) for c in self.profile.cameras}
-        batch[robot.STATE_FEATURE] = torch.from_numpy(_state(self.latest["state"])).float()
+        batch[features.OBS_STATE] = torch.from_numpy(_state(self.latest["state"])).float()
         batch["task"] = self.instruction
         with torch.inference_mode():
             action = self.post(self.policy.select_action(self.pre(batch)))[0].numpy()

@@ -8,6 +8,7 @@ import numpy as np
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import load_profile
+from kuavo_smolvla_ros.features import ACTION, OBS_STATE
 from kuavo_smolvla_ros.training.datasets import REPO_ID
 
 
@@ -17,15 +18,15 @@ def write_dataset(root: Path, state_value: float, episodes: int = 3, frames: int
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
-    features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
+    features = {OBS_STATE: vector, ACTION: dict(vector),
                 "observation.images.head_cam_h": {"dtype": "image", "shape": (image_size, image_size, 3),
                                                   "names": ["height", "width", "channels"]}}
     dataset = LeRobotDataset.create(REPO_ID, fps, features, root=root, robot_type=load_profile().robot_type,
                                     use_videos=False, video_backend="pyav")
     for _ in range(episodes):
         for _ in range(frames):
-            dataset.add_frame({robot.STATE_FEATURE: np.full(16, state_value, np.float32),
-                               robot.ACTION_FEATURE: np.full(16, state_value + 0.5, np.float32),
+            dataset.add_frame({OBS_STATE: np.full(16, state_value, np.float32),
+                               ACTION: np.full(16, state_value + 0.5, np.float32),
                                "observation.images.head_cam_h": np.zeros((image_size, image_size, 3), np.uint8),
                                "task": instruction})
         dataset.save_episode()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from lerobot_data import write_dataset
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features
 from kuavo_smolvla_ros.data.dataset import REPO_ID
 from kuavo_smolvla_ros.tasks import default_catalog
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
@@ -117,9 +117,9 @@ def test_datasets_are_checked_and_stats_are_aggregated_once(tmp_path):
         check_datasets(stages)
     write_dataset(tmp_path / "data" / "weighing", 3.0, instruction=catalog.get(2).instruction)
     stats = curriculum_stats(check_datasets(stages))
-    np.testing.assert_allclose(stats[robot.STATE_FEATURE]["mean"], np.full(16, 2.0), atol=1e-6)
-    np.testing.assert_allclose(stats[robot.STATE_FEATURE]["std"], np.full(16, 1.0), atol=1e-6)
-    np.testing.assert_allclose(stats[robot.ACTION_FEATURE]["mean"], np.full(16, 2.5), atol=1e-6)
+    np.testing.assert_allclose(stats[features.OBS_STATE]["mean"], np.full(16, 2.0), atol=1e-6)
+    np.testing.assert_allclose(stats[features.OBS_STATE]["std"], np.full(16, 1.0), atol=1e-6)
+    np.testing.assert_allclose(stats[features.ACTION]["mean"], np.full(16, 2.5), atol=1e-6)
     write_dataset(tmp_path / "other" / "weighing", 3.0, fps=15)
     stages = load_curriculum(tmp_path, [first, second], tmp_path / "other")
     stages = [stages[0].__class__(**{**stages[0].__dict__, "dataset": tmp_path / "data" / "moving_grasp"}),
@@ -146,7 +146,7 @@ def test_replay_batches_keep_each_task_instruction(tmp_path):
                                                                num_samples=64))
     seen = set()
     for batch in loader:
-        for task, state in zip(batch["task"], batch[robot.STATE_FEATURE][:, 0].tolist(), strict=True):
+        for task, state in zip(batch["task"], batch[features.OBS_STATE][:, 0].tolist(), strict=True):
             assert task == catalog.get(int(state)).instruction
             seen.add(int(state))
     assert seen == {1, 2}

@@ -16,6 +16,7 @@ from processes import kill_when
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import load_profile
+from kuavo_smolvla_ros.features import ACTION, OBS_STATE
 from kuavo_smolvla_ros.tasks import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,14 +105,14 @@ def test_statistics_are_fixed_across_stages(full_run):
 
     out, _ = full_run
     stored = json.loads((out / "curriculum_stats.json").read_text())
-    np.testing.assert_allclose(stored[robot.STATE_FEATURE]["mean"], np.full(16, (1 + 2 + 3 + 4) / 16), atol=1e-6)
+    np.testing.assert_allclose(stored[OBS_STATE]["mean"], np.full(16, (1 + 2 + 3 + 4) / 16), atol=1e-6)
     for name in STAGES:
         files = list((out / name / "best").glob("policy_preprocessor_step_*normalizer*.safetensors"))
         assert files, f"{name}: no normaliser state"
         tensors = load_file(files[0])
-        np.testing.assert_allclose(tensors[f"{robot.STATE_FEATURE}.mean"], stored[robot.STATE_FEATURE]["mean"],
+        np.testing.assert_allclose(tensors[f"{OBS_STATE}.mean"], stored[OBS_STATE]["mean"],
                                    atol=1e-6)
-        np.testing.assert_allclose(tensors[f"{robot.ACTION_FEATURE}.std"], stored[robot.ACTION_FEATURE]["std"],
+        np.testing.assert_allclose(tensors[f"{ACTION}.std"], stored[ACTION]["std"],
                                    atol=1e-6)
 
 
@@ -269,7 +270,7 @@ def write_varied_dataset(root: Path, seed: int, lengths: list[int], instruction:
 
     rng = np.random.default_rng(seed)
     vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
-    features = {robot.STATE_FEATURE: vector, robot.ACTION_FEATURE: dict(vector),
+    features = {OBS_STATE: vector, ACTION: dict(vector),
                 "observation.images.head_cam_h": {"dtype": "image", "shape": (image_size, image_size, 3),
                                                   "names": ["height", "width", "channels"]}}
     dataset = LeRobotDataset.create(REPO_ID, 10, features, root=root, robot_type=load_profile().robot_type,
@@ -278,8 +279,8 @@ def write_varied_dataset(root: Path, seed: int, lengths: list[int], instruction:
         state = np.cumsum(rng.normal(0.0, 0.2, (frames, 16)), axis=0) + rng.normal(0.0, 1.0, 16)
         for t in range(frames):
             action = state[min(t + 1, frames - 1)] + rng.normal(0.3, 0.1, 16)
-            dataset.add_frame({robot.STATE_FEATURE: state[t].astype(np.float32),
-                               robot.ACTION_FEATURE: action.astype(np.float32),
+            dataset.add_frame({OBS_STATE: state[t].astype(np.float32),
+                               ACTION: action.astype(np.float32),
                                "observation.images.head_cam_h": rng.integers(0, 256, (image_size, image_size, 3),
                                                                              dtype=np.uint8),
                                "task": instruction})
@@ -332,8 +333,8 @@ def numpy_delta_stats(roots: list[Path], chunk: int) -> tuple[np.ndarray, np.nda
         frame = pd.concat(pd.read_parquet(f) for f in sorted(root.glob("data/**/*.parquet")))
         for _, episode in frame.groupby("episode_index"):
             episode = episode.sort_values("frame_index")
-            state = np.stack(episode[robot.STATE_FEATURE].to_numpy()).astype(np.float64)
-            action = np.stack(episode[robot.ACTION_FEATURE].to_numpy()).astype(np.float64)
+            state = np.stack(episode[OBS_STATE].to_numpy()).astype(np.float64)
+            action = np.stack(episode[ACTION].to_numpy()).astype(np.float64)
             deltas += [action[t + k] - state[t] for t in range(len(state)) for k in range(chunk)
                        if t + k < len(state)]
     deltas = np.array(deltas)
@@ -362,14 +363,14 @@ def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied,
     stored = json.loads((out / "curriculum_stats.json").read_text())
     assert stored["action_mode"] == "relative" and stored["chunk_size"] == 4
     mean, std = numpy_delta_stats([root / "data" / name for name in STAGES[:2]], chunk=4)
-    np.testing.assert_allclose(stored[robot.ACTION_FEATURE]["mean"], mean, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(stored[robot.ACTION_FEATURE]["std"], std, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stored[ACTION]["mean"], mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stored[ACTION]["std"], std, rtol=1e-9, atol=1e-12)
     stages = load_curriculum(CONFIGS, cfg["curriculum"], root / "data",
                              overrides={k: v for k, v in cfg["stage_overrides"].items() if v is not None})
     absolute = curriculum_stats(check_datasets(stages))
     for stat in ("mean", "std"):  # the state keeps the datasets' statistics
-        np.testing.assert_allclose(stored[robot.STATE_FEATURE][stat], absolute[robot.STATE_FEATURE][stat])
-    assert not np.allclose(absolute[robot.ACTION_FEATURE]["mean"], mean, atol=0.1)
+        np.testing.assert_allclose(stored[OBS_STATE][stat], absolute[OBS_STATE][stat])
+    assert not np.allclose(absolute[ACTION]["mean"], mean, atol=0.1)
 
     with pytest.raises(TrainingConfigError, match="holds statistics of relative actions, but this run trains "
                                                   "absolute"):
@@ -381,18 +382,18 @@ def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied,
     assert trainer.action_mode == "relative"
     trainer.policy.eval()
     batch = next(iter(trainer.loader))
-    deltas = batch[robot.ACTION_FEATURE] - batch[robot.STATE_FEATURE][:, None, :]
+    deltas = batch[ACTION] - batch[OBS_STATE][:, None, :]
     processed = trainer.preprocessor(trainer.targets(batch))
-    np.testing.assert_allclose(processed[robot.ACTION_FEATURE][..., :16].numpy(),
+    np.testing.assert_allclose(processed[ACTION][..., :16].numpy(),
                                ((deltas.numpy() - mean) / std), rtol=1e-4, atol=1e-4)
     noise, time = flow_noise(0, 0, 4, 4, 4, 32)
-    hand_stats = {robot.STATE_FEATURE: {k: torch.tensor(v) for k, v in stored[robot.STATE_FEATURE].items()},
-                  robot.ACTION_FEATURE: {"mean": torch.tensor(mean, dtype=torch.float32),
+    hand_stats = {OBS_STATE: {k: torch.tensor(v) for k, v in stored[OBS_STATE].items()},
+                  ACTION: {"mean": torch.tensor(mean, dtype=torch.float32),
                                          "std": torch.tensor(std, dtype=torch.float32)}}
     by_hand, _ = make_smolvla_pre_post_processors(trainer.policy.config, hand_stats)
     with torch.no_grad():
         loss = float(trainer._loss(batch, noise, time))
-        expected = float(trainer.policy(by_hand({**batch, robot.ACTION_FEATURE: deltas}), noise=noise, time=time)[0])
+        expected = float(trainer.policy(by_hand({**batch, ACTION: deltas}), noise=noise, time=time)[0])
         on_absolute = float(trainer.policy(by_hand(dict(batch)), noise=noise, time=time)[0])
     assert loss == pytest.approx(expected, rel=1e-5)
     assert abs(loss - on_absolute) > 1e-3 * loss
@@ -434,7 +435,7 @@ def test_the_memory_cache_holds_the_datasets_items(varied, tmp_path):
 
     root, _ = varied
     dataset = LeRobotDataset(REPO_ID, root=root / "data" / STAGES[1], episodes=[0, 2], video_backend="pyav",
-                             delta_timestamps={robot.ACTION_FEATURE: [i / 10 for i in range(4)]})
+                             delta_timestamps={ACTION: [i / 10 for i in range(4)]})
     memory = cached_lerobot(dataset, tmp_path, num_workers=1, batch_size=5)
     assert memory.origin == "built" and len(memory) == len(dataset) == 16
     assert memory.uint8_images == {"observation.images.head_cam_h"}  # stored as uint8, returned as float32

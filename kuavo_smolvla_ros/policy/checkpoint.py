@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.contract.profile import default_profile
 from kuavo_smolvla_ros.features import camera_of
 
@@ -207,8 +207,8 @@ def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kua
     where = str(folder / CONFIG_FILE)
     inputs, outputs = config.get("input_features") or {}, config.get("output_features") or {}
     if kuavo_layout:
-        state_shape = _feature_shape(inputs, robot.STATE_FEATURE, where)
-        action_shape = _feature_shape(outputs, robot.ACTION_FEATURE, where)
+        state_shape = _feature_shape(inputs, features.OBS_STATE, where)
+        action_shape = _feature_shape(outputs, features.ACTION, where)
         if state_shape != (robot.STATE_DIM,) or action_shape != (robot.ACTION_DIM,):
             raise CheckpointError(
                 f"{where}: state {state_shape} / action {action_shape} do not fit the Kuavo layout "

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.observation import Observation
 from kuavo_smolvla_ros.policy.checkpoint import (
@@ -164,7 +164,7 @@ class PolicyRuntime:
             raise ValueError("state contains non-finite values")
         if not isinstance(observation.instruction, str) or not observation.instruction.strip():
             raise ValueError("instruction must be a non-empty string")
-        batch = {robot.STATE_FEATURE: torch.from_numpy(state), "task": observation.instruction}
+        batch = {features.OBS_STATE: torch.from_numpy(state), "task": observation.instruction}
         missing = [c for c in self.info.cameras if c not in observation.images]
         if missing:
             raise ValueError(f"missing camera images: {', '.join(missing)} (policy cameras: {self.info.cameras})")

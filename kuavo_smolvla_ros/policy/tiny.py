@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.contract.profile import default_profile
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES, METADATA_FILE, VLM_FOLDER, CheckpointMetadata
@@ -164,7 +164,7 @@ def build_vlm_folder(path: str | Path, spec: VLMSpec = TINY, texts: list[str] | 
 def default_stats() -> dict[str, dict[str, list[float]]]:
     """Identity normalisation for state and action (mean 0, std 1)."""
     identity = {"mean": [0.0] * robot.STATE_DIM, "std": [1.0] * robot.STATE_DIM}
-    return {robot.STATE_FEATURE: dict(identity), robot.ACTION_FEATURE: dict(identity)}
+    return {features.OBS_STATE: dict(identity), features.ACTION: dict(identity)}
 
 
 def make_policy_config(vlm_path: str | Path, spec: TinyCheckpointSpec, device: str = "cpu"):
@@ -174,12 +174,12 @@ def make_policy_config(vlm_path: str | Path, spec: TinyCheckpointSpec, device: s
 
     vlm = SIZES[spec.size]
     height, width = spec.image_shape
-    inputs = {robot.STATE_FEATURE: PolicyFeature(type=FeatureType.STATE, shape=(robot.STATE_DIM,))}
+    inputs = {features.OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(robot.STATE_DIM,))}
     for name in spec.cameras:
         inputs[image_key(name)] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, height, width))
     return SmolVLAConfig(
         input_features=inputs,
-        output_features={robot.ACTION_FEATURE: PolicyFeature(type=FeatureType.ACTION, shape=(robot.ACTION_DIM,))},
+        output_features={features.ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(robot.ACTION_DIM,))},
         vlm_model_name=str(Path(vlm_path).resolve()),
         load_vlm_weights=False,
         num_vlm_layers=vlm.vlm_layers,
@@ -199,7 +199,7 @@ def make_policy_config(vlm_path: str | Path, spec: TinyCheckpointSpec, device: s
 
 def check_stats(stats: dict[str, dict[str, list[float]]]) -> None:
     """Raise ``ValueError`` unless state and action each have finite 16-dim mean and positive std."""
-    for feature in (robot.STATE_FEATURE, robot.ACTION_FEATURE):
+    for feature in (features.OBS_STATE, features.ACTION):
         entry = stats.get(feature) if isinstance(stats, dict) else None
         if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
             raise ValueError(f"stats must give 'mean' and 'std' for {feature!r}")

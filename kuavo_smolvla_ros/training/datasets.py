@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.data.dataset import REPO_ID, open_metadata
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 from kuavo_smolvla_ros.training.curriculum import Stage
 
-NORMALISED = (robot.STATE_FEATURE, robot.ACTION_FEATURE)
+NORMALISED = (features.OBS_STATE, features.ACTION)
 
 
 def stage_metadata(stage: Stage):
@@ -63,7 +63,7 @@ def training_dataset(root: Path, episodes: list[int], delta_timestamps: dict[str
 
 def _signature(meta) -> dict[str, tuple]:
     return {key: (ft["dtype"], tuple(ft["shape"])) for key, ft in meta.features.items()
-            if key.startswith("observation.") or key == robot.ACTION_FEATURE}
+            if key.startswith("observation.") or key == features.ACTION}
 
 
 def check_datasets(stages: Sequence[Stage]) -> list:
@@ -101,7 +101,7 @@ def curriculum_stats(metas: Sequence, action_mode: str = "absolute", chunk_size:
     if action_mode == "relative":
         if not chunk_size or chunk_size < 1:
             raise TrainingConfigError(f"relative actions need the policy's chunk_size, got {chunk_size!r}")
-        stats[robot.ACTION_FEATURE] = delta_action_stats([m.root for m in metas], chunk_size)
+        stats[features.ACTION] = delta_action_stats([m.root for m in metas], chunk_size)
     for key in NORMALISED:
         std = np.asarray(stats[key]["std"], dtype=np.float64)
         stats[key]["std"] = np.maximum(std, 1e-6)  # a constant joint must not divide by zero
@@ -114,7 +114,7 @@ def episode_arrays(root: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarr
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = ["episode_index", "frame_index", robot.STATE_FEATURE, robot.ACTION_FEATURE]
+    columns = ["episode_index", "frame_index", features.OBS_STATE, features.ACTION]
     files = sorted(Path(root).glob("data/**/*.parquet"))
     if not files:
         raise TrainingConfigError(f"{root}: no parquet files under data/")
@@ -126,7 +126,7 @@ def episode_arrays(root: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarr
 
     episodes = table.column("episode_index").to_numpy()
     frames = table.column("frame_index").to_numpy()
-    state, action = matrix(robot.STATE_FEATURE), matrix(robot.ACTION_FEATURE)
+    state, action = matrix(features.OBS_STATE), matrix(features.ACTION)
     order = np.lexsort((frames, episodes))
     episodes, state, action = episodes[order], state[order], action[order]
     starts = np.flatnonzero(np.r_[True, episodes[1:] != episodes[:-1]])

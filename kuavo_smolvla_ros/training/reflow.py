@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features
 from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata
@@ -173,7 +173,7 @@ class ReflowTrainer:
         noise as the start: the straight line between them, at flow times drawn as SmolVLA draws them."""
         noise, target = batch.pop(NOISE_KEY), batch.pop(TARGET_KEY)
         processed = self.preprocessor(batch)
-        processed[robot.ACTION_FEATURE] = target.to(self.config.device)
+        processed[features.ACTION] = target.to(self.config.device)
         processed.pop("action_is_pad", None)  # the teacher's chunk is whole
         time = flow_noise(step, self.config.seed, len(target), len(target), 1, 1)[1]
         with autocast(self.config.device, self.config.bf16):

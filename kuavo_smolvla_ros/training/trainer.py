@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.policy.checkpoint import (
     ACTION_MODES,
@@ -119,8 +119,8 @@ class StageTrainer:
         from lerobot.utils.feature_utils import dataset_to_policy_features
 
         features = dataset_to_policy_features(stage_metadata(self.stage).features)
-        config.output_features = {k: v for k, v in features.items() if k == robot.ACTION_FEATURE}
-        config.input_features = {k: v for k, v in features.items() if k != robot.ACTION_FEATURE}
+        config.output_features = {k: v for k, v in features.items() if k == features.ACTION}
+        config.input_features = {k: v for k, v in features.items() if k != features.ACTION}
         for key, value in self.settings.policy.items():
             if not hasattr(config, key):
                 raise ValueError(f"policy.{key} is not a SmolVLA setting")
@@ -143,7 +143,7 @@ class StageTrainer:
         in-memory copy (built from it only when the cache has none)."""
         fps = stage_metadata(stage).fps
         chunk = self.policy.config.chunk_size
-        deltas = {robot.ACTION_FEATURE: [i / fps for i in range(chunk)]}
+        deltas = {features.ACTION: [i / fps for i in range(chunk)]}
         cache_dir = None
         if self.in_memory:
             from kuavo_smolvla_ros.training.memory import CACHE_DIR
@@ -188,8 +188,8 @@ class StageTrainer:
         state it starts from) in relative mode."""
         if self.action_mode != "relative":
             return batch
-        action, state = batch[robot.ACTION_FEATURE], batch[robot.STATE_FEATURE]
-        return {**batch, robot.ACTION_FEATURE: action - state.unsqueeze(1).to(action.dtype)}
+        action, state = batch[features.ACTION], batch[features.OBS_STATE]
+        return {**batch, features.ACTION: action - state.unsqueeze(1).to(action.dtype)}
 
     def _loss(self, batch, noise=None, time=None, model=None) -> torch.Tensor:
         with autocast(self.settings.device, self.settings.bf16):
@@ -221,7 +221,7 @@ class StageTrainer:
         config = self.policy.config
         for batch in tqdm(self.loader, desc=f"{self.stage.output_name} epoch {epoch + 1}/{self.stage.epochs}",
                           leave=False, disable=None if self.world.is_main else True):
-            share = len(batch[robot.ACTION_FEATURE])
+            share = len(batch[features.ACTION])
             noise, time = flow_noise(self.state["step"], self.settings.seed, share * self.world.size, share,
                                      config.chunk_size, config.max_action_dim, self.world.rank)
             loss, reported = self._training_loss(batch, noise.to(self.device), time.to(self.device))
@@ -243,7 +243,7 @@ class StageTrainer:
             for index, batch in enumerate(loader):
                 if self.settings.max_val_batches is not None and index >= self.settings.max_val_batches:
                     break
-                size = len(batch[robot.ACTION_FEATURE])
+                size = len(batch[features.ACTION])
                 noise, time = flow_noise(index, self.settings.noise_seed, size, size, config.chunk_size,
                                          config.max_action_dim)
                 loss = self._loss(batch, noise.to(self.device), time.to(self.device))
