@@ -337,3 +337,14 @@ def test_image_bombs_and_corrupt_frames_over_dds_are_counted_and_the_node_lives(
             v.key == "rejected wrist_cam_l" for v in d.status[0].values)), None), 10, "the rejection in diagnostics")
     values = {v.key: v.value for v in diagnostics.status[0].values}
     assert values["rejected wrist_cam_l"].startswith("2 (first: JPEG header claims more pixels")
+
+
+def test_a_checkpoint_with_a_shorter_chunk_starts_with_its_path_alone(checkpoint_copy):
+    """chunk_size and n_action_steps default to the checkpoint's (0): a checkpoint fine-tuned with chunk 10
+    needs no other parameter."""
+    config = json.loads((checkpoint_copy / "config.json").read_text())
+    (checkpoint_copy / "config.json").write_text(json.dumps({**config, "chunk_size": 10, "n_action_steps": 6}))
+    with running(checkpoint_copy, default_instruction="task1") as (node, fake):
+        chunk = fake.wait_count("chunk", 1, timeout=30)[0]
+    assert (chunk.chunk_size, chunk.n_execute) == (10, 6)
+    assert node.get_parameter("chunk_size").value == 0 and node.get_parameter("n_action_steps").value == 0

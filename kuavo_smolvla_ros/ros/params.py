@@ -32,8 +32,10 @@ class NodeSettings:
     device: str = "cpu"
     #: 0: the checkpoint's own (10 for a flow-matching checkpoint, 1-2 for a reflow student).
     num_steps: int = 0
-    chunk_size: int = 50
-    n_action_steps: int = 8
+    #: 0: the checkpoint's own (it may only shrink).
+    chunk_size: int = 0
+    #: 0: the checkpoint's own (8 for this project's checkpoints).
+    n_action_steps: int = 0
     #: 0: the profile's fps.
     control_rate_hz: float = 0.0
     blend_steps: int = 2
@@ -63,7 +65,7 @@ class NodeSettings:
             raise ValueError("parameter 'checkpoint' is empty: set it to a SmolVLA checkpoint folder")
         if self.stale_behaviour not in STALE_BEHAVIOURS:
             raise ValueError(f"stale_behaviour must be one of {STALE_BEHAVIOURS}, got {self.stale_behaviour!r}")
-        if self.n_action_steps > self.chunk_size:
+        if self.n_action_steps and self.chunk_size and self.n_action_steps > self.chunk_size:
             raise ValueError(f"n_action_steps ({self.n_action_steps}) must be <= chunk_size ({self.chunk_size})")
         if (self.camera_height > 0) != (self.camera_width > 0):
             raise ValueError("camera_height and camera_width must both be 0 (the profile's) or both set")
@@ -101,8 +103,8 @@ _DESCRIPTIONS = {
     "vlm_path": "local VLM folder overriding the one recorded in the checkpoint (empty: recorded path)",
     "device": "torch device: cpu, cuda or cuda:N",
     "num_steps": "flow-matching (denoising) steps per chunk (0: the checkpoint's own, e.g. 2 for a reflow student)",
-    "chunk_size": "actions per predicted chunk (at most the checkpoint's)",
-    "n_action_steps": "actions executed from each chunk before the next takes over",
+    "chunk_size": "actions per predicted chunk (0: the checkpoint's; a value above it is refused)",
+    "n_action_steps": "actions executed from each chunk before the next takes over (0: the checkpoint's)",
     "control_rate_hz": "rate at which actions are published (0: the robot profile's fps, 10 Hz for Kuavo)",
     "blend_steps": "actions blended linearly at the seam between two chunks",
     "robot_profile": "robot profile: a shipped name (kuavo4pro, kuavo5, leju_sim, ros2_joint_state) or a path to a "
@@ -129,7 +131,7 @@ _DESCRIPTIONS = {
 }
 
 _RANGES = {
-    "num_steps": (0, 100), "chunk_size": (1, 1000), "n_action_steps": (1, 1000), "blend_steps": (0, 50),
+    "num_steps": (0, 100), "chunk_size": (0, 1000), "n_action_steps": (0, 1000), "blend_steps": (0, 50),
     "camera_height": (0, 10000), "camera_width": (0, 10000), "seed": (-1, 2**31 - 1),
     "warmup_iterations": (0, 100), "torch_threads": (0, 1024),
     "control_rate_hz": (0.0, 200.0), "max_input_age_s": (0.0, 60.0), "max_joint_velocity": (0.01, 10.0),

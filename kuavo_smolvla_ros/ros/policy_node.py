@@ -65,8 +65,8 @@ class PolicyNode(Node):
 
         torch.set_num_threads(s.torch_threads or max(1, (os.cpu_count() or 2) - 1))
         self.runtime = PolicyRuntime.open(s.checkpoint, device=s.device, vlm_path=s.vlm_path or None,
-                                          num_steps=s.num_steps or None, chunk_size=s.chunk_size,
-                                          n_action_steps=s.n_action_steps)
+                                          num_steps=s.num_steps or None, chunk_size=s.chunk_size or None,
+                                          n_action_steps=s.n_action_steps or None)
         profile = self.profile = s.profile
         missing = [c for c in self.runtime.cameras if c not in profile.camera_names]
         if missing:
@@ -75,12 +75,13 @@ class PolicyNode(Node):
         latency = self.runtime.warmup(s.warmup_iterations) if s.warmup_iterations else 0.0
         self.get_logger().info(
             f"loaded {self.runtime.info.path} on {s.device}: {self.runtime.num_steps} steps, chunk "
-            f"{self.runtime.chunk_size}, {s.n_action_steps} executed per chunk, warm-up {latency * 1e3:.0f} ms; "
-            f"robot profile {profile.describe()}")
+            f"{self.runtime.chunk_size}, {self.runtime.n_action_steps} executed per chunk, warm-up "
+            f"{latency * 1e3:.0f} ms; robot profile {profile.describe()}; dry_run {s.dry_run}")
         self.catalog = default_catalog()
         ages = {c.name: c.sync.live_max_age for c in profile.cameras} | {STATE_STREAM: profile.state.sync.live_max_age}
         self.controller = PolicyController(
-            ControllerConfig(rate_hz=s.rate_hz, n_action_steps=s.n_action_steps, blend_steps=s.blend_steps,
+            ControllerConfig(rate_hz=s.rate_hz, n_action_steps=self.runtime.n_action_steps,
+                             blend_steps=s.blend_steps,
                              stream_max_age_s=ages, stale_behaviour=s.stale_behaviour,
                              error_retry_s=s.error_retry_s, initial_latency_s=latency,
                              stamp_source=profile.stamp_source),
@@ -248,7 +249,7 @@ class PolicyNode(Node):
                     self.gripper_pub.publish(build(*self.encoder.gripper_command(units, stamp)[1:]))
         if out.new_chunk is not None:
             self.chunk_pub.publish(messages.chunk_message(
-                out.new_chunk, out.new_chunk_start, self.settings.n_action_steps,
+                out.new_chunk, out.new_chunk_start, self.runtime.n_action_steps,
                 1.0 / self.settings.rate_hz, self.runtime.num_steps))
         if out.error is not None:
             self.get_logger().error(f"inference failed: {out.error.error}\n{out.error.detail}",
