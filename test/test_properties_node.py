@@ -55,7 +55,7 @@ def test_states_are_filed_only_when_finite_plausible_and_not_from_the_future(val
         filed = controller.buffers[STATE_STREAM].latest()
         assert len(values) == 16 and np.all(np.isfinite(filed.value))
         robot.check_plausible(filed.value)
-        assert filed.stamp <= 100.0 + controller.config.clock_skew_s
+        assert filed.stamp <= 100.0 + controller.config.future_tolerance_s
     finally:
         controller.close()
 

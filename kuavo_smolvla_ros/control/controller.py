@@ -61,8 +61,11 @@ class ControllerConfig:
     stale_behaviour: str = "finish"
     #: Seconds to wait after a model error before trying again.
     error_retry_s: float = 1.0
-    #: Tolerated amount by which input stamps may lie in the future of the local clock.
+    #: Tolerated amount by which input stamps may lie in the future of the local clock when sampling them.
     clock_skew_s: float = 0.05
+    #: A sample stamped further than this ahead of the local clock is refused (it would sort after every real
+    #: sample and evict them).
+    future_tolerance_s: float = 0.05
     margin_ticks: int = 1
     #: Inference latency assumed before the first measurement (e.g. from the warm-up).
     initial_latency_s: float = 0.0
@@ -184,12 +187,12 @@ class PolicyController:
 
     # ------------------------------------------------------------------------------------- inputs
     def _check_stamp(self, stream: str, header_stamp: float | None, now: float) -> None:
-        """Refuse a sample whose stamp (the one it would be filed under) lies beyond ``now + clock_skew_s``: it
-        would sort after every real sample and evict them from the buffer."""
+        """Refuse a sample whose stamp (the one it would be filed under) lies beyond ``now + future_tolerance_s``:
+        it would sort after every real sample and evict them from the buffer."""
         stamp = self.buffers[stream].stamp_of(header_stamp, now)
-        if stamp > now + self.config.clock_skew_s:
-            raise ValueError(f"stamped {stamp - now:.3f} s ahead of this node's clock (more than clock_skew_s "
-                             f"{self.config.clock_skew_s} s)")
+        if stamp > now + self.config.future_tolerance_s:
+            raise ValueError(f"stamped {stamp - now:.3f} s ahead of this node's clock (more than "
+                             f"{self.config.future_tolerance_s} s)")
 
     def add_image(self, camera: str, image: Any, header_stamp: float | None, now: float) -> None:
         """File a camera frame (an array or a loader that decodes it when an inference needs it); raises

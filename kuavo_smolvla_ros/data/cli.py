@@ -1,7 +1,9 @@
 """``kuavo-rosbag-to-lerobot``: convert Kuavo bags to a LeRobot v3 dataset, or validate one.
 
-Exit status: 0 all good; 1 some bags failed (the others are in the dataset) or validation found
-problems; 2 nothing could be done (bad arguments or config, output in the way, no bags).
+Exit status: 0 all good; 1 some bags failed (the others are in the dataset; each failed bag is printed once
+as ``FAILED <bag>: <its first cause>`` and listed in the report) or validation found problems; 2 nothing
+could be done (bad arguments or config, output in the way, no bags). A bag cut into several episodes at
+breaks in time is printed as ``CUT <bag>: ...``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     media.add_argument("--video", dest="storage", action="store_const", const="video", help="cameras as MP4 video")
     media.add_argument("--png", dest="storage", action="store_const", const="png", help="cameras as PNG images")
     convert.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    validate = commands.add_parser("validate", help="check a dataset (lerobot opens it, frames, values, limits)")
+    validate = commands.add_parser("validate", help="check a dataset (lerobot opens it, frames, values, limits, "
+                                                    "no break in time between consecutive rows)")
     validate.add_argument("dataset", help="dataset folder")
+    validate.add_argument("--max-gap-frames", type=int, default=None, metavar="N",
+                          help="dropped grid ticks the conversion report may show between two rows (default 2)")
     return parser
 
 
@@ -55,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.getLogger("lerobot").setLevel(logging.WARNING)
     if args.command == "validate":
-        from kuavo_smolvla_ros.data.validate import validate
+        from kuavo_smolvla_ros.data.validate import MAX_GAP_FRAMES, validate
 
-        result = validate(args.dataset)
+        result = validate(args.dataset, MAX_GAP_FRAMES if args.max_gap_frames is None else args.max_gap_frames)
         if result.ok:
             print(f"OK: {result.root}: {result.episodes} episode(s), {result.frames} frames")
             return 0
@@ -68,18 +73,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from kuavo_smolvla_ros.contract.profile import ProfileError, parse_overrides
     from kuavo_smolvla_ros.data.config import ConfigError
-    from kuavo_smolvla_ros.data.convert import ConversionError, convert
+    from kuavo_smolvla_ros.data.convert import ConversionError, convert, print_failure
     from kuavo_smolvla_ros.data.dataset import DatasetError
 
-    try:
+    try:  # each failed bag is printed once, as soon as it is done: FAILED <bag>: <its first cause>
         result = convert(args.inputs, args.output, task=args.task, config=args.config, fps=args.fps,
                          workers=args.workers, resume=args.resume, storage=args.storage, progress=not args.quiet,
-                         robot=args.robot, overrides=parse_overrides(args.override))
+                         robot=args.robot, overrides=parse_overrides(args.override), on_result=print_failure)
     except (ConversionError, ConfigError, DatasetError, ProfileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for failed in result.failed:
-        print(f"FAILED {failed.source}: {failed.reason}", file=sys.stderr)
     print(result.summary)
     if result.report_path:
         print(f"report: {result.report_path}")

@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, Literal
 
 from kuavo_smolvla_ros.contract import schema
 from kuavo_smolvla_ros.contract.profile import DEFAULT_PROFILE, ProfileError, RobotProfile, load_profile
@@ -59,6 +57,22 @@ class Trim:
 
 
 @dataclass
+class TimeBreaks:
+    """What a break in a recording's time becomes: never consecutive dataset frames.
+
+    A break is more than ``max_gap_frames`` consecutive grid ticks without a sample of some stream (a camera
+    that stopped, a record clock that jumped forwards, a paused simulator) or a stream whose stamps go back by
+    more than one frame period in recording order (a simulator reset, a rewound ``/clock``, header stamps
+    from a restarted driver). ``split``: the episode is cut at each break into separate episodes (each still
+    needs ``min_frames``); ``refuse``: the bag fails, with the breaks in its reason. Shorter runs of dropped
+    ticks (at most ``max_gap_frames``) are joined and listed per episode in the report (``tick_gaps``).
+    """
+
+    max_gap_frames: int = 2
+    action: Literal["split", "refuse"] = "split"
+
+
+@dataclass
 class ConversionConfig:
     """What the converter does with one robot's bags (see the module doc)."""
 
@@ -73,6 +87,8 @@ class ConversionConfig:
     max_dropped_fraction: float = 0.1
     #: An episode with fewer frames than this (after trimming and drops) fails.
     min_frames: int = 10
+    #: Breaks in time inside an episode: split or refuse (see :class:`TimeBreaks`).
+    time_breaks: TimeBreaks = field(default_factory=TimeBreaks)
     images: ImagesConfig = field(default_factory=ImagesConfig)
 
     @cached_property
@@ -101,6 +117,10 @@ class ConversionConfig:
             raise ConfigError("trim.start_frames and trim.end_frames must be >= 0")
         if not 0 <= self.max_dropped_fraction <= 1:
             raise ConfigError(f"max_dropped_fraction must be in 0..1, got {self.max_dropped_fraction}")
+        if self.min_frames < 1:
+            raise ConfigError(f"min_frames must be >= 1, got {self.min_frames}")
+        if self.time_breaks.max_gap_frames < 0:
+            raise ConfigError(f"time_breaks.max_gap_frames must be >= 0, got {self.time_breaks.max_gap_frames}")
         if self.images.storage not in IMAGE_STORAGES:
             raise ConfigError(f"images.storage must be one of {IMAGE_STORAGES}, got {self.images.storage!r}")
         if self.images.size is not None and (len(self.images.size) != 2 or min(self.images.size) < 1):
@@ -142,11 +162,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ConversionC
     ``robot``) applied when not None. Raises :class:`ConfigError` naming the file and key."""
     source = Path(path) if path else share_file(DEFAULT_CONFIG)
     try:
-        data = yaml.safe_load(source.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read conversion config {source}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: invalid YAML ({err})") from None
+        data = schema.read_yaml(source, "conversion config")
+    except schema.SchemaError as err:
+        raise ConfigError(str(err)) from None
     try:
         config = _build(data)
         for key, value in overrides.items():

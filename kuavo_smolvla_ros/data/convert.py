@@ -1,6 +1,12 @@
 """Convert Kuavo bags to one LeRobot dataset: bag search, per-bag parts (optionally in worker processes),
 resume, the run report, and atomic assembly.
 
+Whatever is wrong with a bag is that bag's failure, with its own first cause, never the run's: a bag that
+cannot be found, hashed, opened or read, whose messages are all refused, or whose conversion process dies
+(worker processes that die are replaced, their bags converted again one process each) is reported as
+``failed`` with its reason; the other bags are converted. A bag cut at breaks in time becomes several
+episodes, each listed in the report with its source and piece.
+
 Python API::
 
     from kuavo_smolvla_ros.data.convert import convert
@@ -10,12 +16,17 @@ Python API::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import shutil
+import signal
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,16 +37,14 @@ from kuavo_smolvla_ros.contract.streams import StreamDecoder
 from kuavo_smolvla_ros.data import dataset as lerobot_io
 from kuavo_smolvla_ros.data.bags import BagError, find_bags, read_messages
 from kuavo_smolvla_ros.data.config import ConversionConfig, config_from_dict, load_config
-from kuavo_smolvla_ros.data.episode import (
-    EpisodeError,
-    build_episode,
-    describe_error,
-)
-from kuavo_smolvla_ros.images import ImageError
+from kuavo_smolvla_ros.data.episode import BagEpisodes, Episode, build_episodes, describe_error
 from kuavo_smolvla_ros.tasks import default_catalog
 
 REPORT_NAME = "kuavo_conversion.json"
 PART_DONE = "episode.json"
+#: Next to a part folder while its bag is converted in this process: left behind, it marks the bag that was
+#: being converted when a run died (``--resume`` then converts that bag in a process of its own).
+STARTED_SUFFIX = ".started"
 
 
 class ConversionError(ValueError):
@@ -50,7 +59,12 @@ class BagResult:
     sha256: str
     status: str  # converted | reused (finished part of an interrupted run) | skipped (already in the dataset) | failed
     reason: str = ""
+    #: The report of its (first) episode; ``episodes`` has them all when the bag was cut at breaks in time.
     episode: dict[str, Any] = field(default_factory=dict)
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+    #: Its breaks in time (:meth:`~kuavo_smolvla_ros.data.episode.TimeBreak.to_dict`) and the pieces left out.
+    time_breaks: list[dict[str, Any]] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,9 +92,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _empty(bag: Path) -> str:
+    """Why ``bag`` holds nothing to read (a 0-byte file, a folder without files), or ""."""
+    if bag.is_file():
+        return "empty file (0 bytes)" if bag.stat().st_size == 0 else ""
+    if not any(p.is_file() for p in bag.rglob("*")):
+        return "empty folder (no files: not a bag)"
+    return ""
+
+
 def peek_image_shapes(bags: list[Path], config: ConversionConfig) -> dict[str, tuple[int, int]]:
     """Camera sizes for a new dataset: ``images.size`` if set, else the first readable frame of each camera in
-    the first bag that has one on every camera; empty if no bag has (each bag then fails with its own reason)."""
+    the first bag that has one on every camera; empty if no bag has (each bag then fails with its own reason).
+    Never raises for a bag: whatever is wrong with one is its own conversion's failure."""
     if config.images.size:
         return {c.name: tuple(config.images.size) for c in config.cameras}
     topics = {c.topic: c.name for c in config.cameras}
@@ -88,80 +112,134 @@ def peek_image_shapes(bags: list[Path], config: ConversionConfig) -> dict[str, t
         decoder = StreamDecoder(config.profile)
         shapes: dict[str, tuple[int, int]] = {}
         try:
-            for message in read_messages(bag, list(topics)):
+            for message in read_messages(bag, list(topics), undecodable="yield"):
                 name = topics[message.topic]
-                if name not in shapes:
+                if name not in shapes and message.msg is not None:
                     try:
                         frame = decoder.image(name, message.msg)
-                    except ImageError:
+                    except ValueError:  # images.ImageError and any other refusal
                         continue
-                    shapes[name] = (frame.height, frame.width)
+                    shapes[name] = (int(frame.height), int(frame.width))
                 if len(shapes) == len(topics):
                     return shapes
-        except (BagError, EpisodeError):
+        except Exception:  # the bag's own conversion reports it
             continue
     return {}
 
 
-def episode_report(episode, seconds: float) -> dict[str, Any]:
-    return {
+def episode_report(episode: Episode, seconds: float) -> dict[str, Any]:
+    """The report of one episode: frames, drops, rejections, timing (``conversion_s``: its bag's)."""
+    report = {
         "frames": len(episode), "grid_ticks": episode.grid_ticks, "dropped_ticks": episode.dropped_ticks,
         "dropped": episode.dropped, "messages": episode.messages, "rejected": episode.rejected,
         "reject_reasons": episode.reject_reasons,
         "span_s": [float(episode.times[0]), float(episode.times[-1])],
+        "tick_gaps": [list(gap) for gap in episode.tick_gaps], "out_of_order": episode.out_of_order,
         "stamp_skew_s": episode.skew, "sample_age_s": episode.age, "conversion_s": round(seconds, 3),
     }
+    if episode.pieces > 1:
+        report["piece"] = [episode.piece + 1, episode.pieces]
+    return report
+
+
+def bag_report(built: BagEpisodes, seconds: float) -> dict[str, Any]:
+    """What a finished part records (its ``episode.json``): the episodes' reports, breaks, pieces left out."""
+    return {"episodes": [episode_report(e, seconds) for e in built.episodes],
+            "time_breaks": [b.to_dict() for b in built.breaks], "discarded": list(built.discarded)}
+
+
+def _bag_outcome(data: dict[str, Any]) -> dict[str, Any]:
+    """A part's ``episode.json`` as a :func:`bag_report` (parts written before bags could be cut hold one
+    episode's report)."""
+    return data if "episodes" in data else {"episodes": [data], "time_breaks": [], "discarded": []}
 
 
 def convert_one(bag: str, part: str, config_data: dict, instruction: str,
                 image_shapes: dict[str, tuple[int, int]], show_progress: bool = False) -> dict[str, Any]:
-    """Convert one bag into the part folder ``part``; returns the episode report or ``{"error": reason}``.
+    """Convert one bag into the part folder ``part``; returns its :func:`bag_report` or ``{"error": reason}``.
 
-    Runs in worker processes: every failure is caught and reported, the part folder is removed.
+    Runs in worker processes: every failure is caught and reported (one line, the bag's first cause), the
+    part folder is removed.
     """
     start = time.perf_counter()
     part_dir = Path(part)
     shutil.rmtree(part_dir, ignore_errors=True)
     try:
         config = config_from_dict(config_data)
-        episode = build_episode(bag, config)
+        built = build_episodes(bag, config)
         if not image_shapes:  # no bag had a frame on every camera, yet this episode does: size from it
-            image_shapes = {name: (frames[0].height, frames[0].width) for name, frames in episode.frames.items()}
-        bar = None
-        if show_progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(episode), desc=f"  {Path(bag).name}", unit="frame", leave=False)
+            image_shapes = {name: (frames[0].height, frames[0].width)
+                            for name, frames in built.episodes[0].frames.items()}
         try:
-            lerobot_io.write_part(episode, part_dir / "dataset", config, instruction, image_shapes,
-                                  progress=bar.update if bar else None)
-        finally:
-            if bar:
-                bar.close()
-        report = episode_report(episode, time.perf_counter() - start)
+            _write(bag, built, part_dir, config, instruction, image_shapes, show_progress)
+        except lerobot_io.CorruptFrameError:  # frames whose data is corrupt: reject them like any bad message
+            shutil.rmtree(part_dir, ignore_errors=True)
+            built = build_episodes(bag, config, check_frames=True)
+            _write(bag, built, part_dir, config, instruction, image_shapes, show_progress)
+        report = bag_report(built, time.perf_counter() - start)
         write_json(part_dir / PART_DONE, report)  # written last: marks the part complete
         return report
-    except Exception as err:
+    except Exception as err:  # a bag's failure is its result, whatever it is
         shutil.rmtree(part_dir, ignore_errors=True)
         return {"error": describe_error(err).removeprefix(f"{bag}: ")}
 
 
+def _write(bag: str, built: BagEpisodes, part_dir: Path, config: ConversionConfig, instruction: str,
+           image_shapes: dict[str, tuple[int, int]], show_progress: bool) -> None:
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(map(len, built.episodes)), desc=f"  {Path(bag).name}", unit="frame", leave=False)
+    try:
+        lerobot_io.write_part(built.episodes, part_dir / "dataset", config, instruction, image_shapes,
+                              progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+
+
 def read_report(output: Path) -> dict[str, Any]:
+    """The conversion report of the dataset at ``output`` (empty if it has none); :class:`ConversionError` if
+    it cannot be read."""
     path = output / "meta" / REPORT_NAME
     if not path.is_file():
         return {"episodes": [], "runs": []}
-    return json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text())
+        if not isinstance(report.get("episodes"), list) or not isinstance(report.get("runs"), list):
+            raise ValueError("no 'episodes' and 'runs' lists")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConversionError(f"{path}: unreadable conversion report ({describe_error(err)}); it records which bags "
+                              "the dataset holds: restore it, or convert into a new folder") from None
+    return report
+
+
+def print_failure(result: BagResult) -> None:
+    """Print a finished bag's failure, or its breaks in time, to stderr (one line; above progress bars)."""
+    from tqdm import tqdm
+
+    if result.status == "failed":
+        tqdm.write(f"FAILED {result.source}: {result.reason}", file=sys.stderr)
+    elif result.time_breaks or result.discarded:
+        breaks = "; ".join(f"{b['kind']} at {b['at']:.3f} s" for b in result.time_breaks)
+        left = f"; left out: {'; '.join(result.discarded)}" if result.discarded else ""
+        tqdm.write(f"CUT {result.source}: {len(result.episodes)} episode(s) at {len(result.time_breaks)} break(s) "
+                   f"in time ({breaks}){left}", file=sys.stderr)
 
 
 def convert(inputs: list[str | Path], output: str | Path, task: str,
             config: str | Path | ConversionConfig | None = None, fps: int | None = None, workers: int = 1,
             resume: bool = False, storage: str | None = None, progress: bool = True, robot: str | None = None,
-            overrides: dict[str, Any] | None = None) -> ConversionResult:
+            overrides: dict[str, Any] | None = None,
+            on_result: Callable[[BagResult], None] | None = None) -> ConversionResult:
     """Convert the bags found in ``inputs`` into the LeRobot dataset ``output`` (see the module doc).
 
     ``robot`` (a profile name or path) and ``overrides`` (profile overrides, added to the config's) take
-    precedence over the config's. Raises :class:`ConversionError`, ``ConfigError`` or ``DatasetError`` when
-    nothing can be done; a bag that fails is reported in the result, never raised."""
+    precedence over the config's. ``on_result(result)`` is called once per bag as soon as it is done (default
+    with ``progress``: :func:`print_failure`). Raises :class:`ConversionError`, ``ConfigError`` or
+    ``DatasetError`` when nothing can be done; a bag that fails, whatever is wrong with it, is reported in the
+    result, never raised, and never stops the others."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     catalog = default_catalog()
     try:
@@ -181,6 +259,8 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
     config.validate()
     if workers < 1:
         raise ConversionError(f"--workers must be >= 1, got {workers}")
+    if on_result is None and progress:
+        on_result = print_failure
     output = Path(output).resolve()
     parts_root = lerobot_io.sibling(output, "parts")
     lerobot_io.recover(output)
@@ -196,7 +276,7 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
         raise ConversionError(f"no bags found in {[str(i) for i in inputs]} (.bag files or folders with metadata.yaml)")
 
     report = read_report(output) if output.exists() else {"episodes": [], "runs": []}
-    done = {e["sha256"] for e in report["episodes"]}
+    done = {e.get("sha256") for e in report["episodes"] if isinstance(e, dict)}
     if output.exists():
         image_shapes = lerobot_io.image_shapes_of(output)
         lerobot_io.check_compatible(output, config, image_shapes)
@@ -205,76 +285,215 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
 
     results: list[BagResult] = []
     todo: list[tuple[BagResult, Path]] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for bag in bags:
-        sha = sha256_of(bag)
+        try:
+            empty = _empty(bag)
+            sha = "" if empty else sha256_of(bag)
+        except OSError as err:  # unreadable file (permissions, I/O error), vanished since the search
+            empty, sha = f"cannot read it ({type(err).__name__}: {err.strerror or err})", ""
+        if empty:
+            results.append(BagResult(str(bag), sha, "failed", empty))
+            if on_result:
+                on_result(results[-1])
+            continue
         result = BagResult(str(bag), sha, "pending")
         results.append(result)
         if sha in done or sha in seen:
-            result.status, result.reason = "skipped", "already in the dataset" if sha in done else "duplicate input"
+            result.status = "skipped"
+            result.reason = ("already in the dataset" if sha in done
+                             else f"duplicate input (same content as {seen[sha]})")
             continue
-        seen.add(sha)
+        seen[sha] = str(bag)
         part = parts_root / sha[:16]
-        if resume and (part / PART_DONE).is_file():
-            result.status, result.episode = "reused", json.loads((part / PART_DONE).read_text())
+        if resume and (part / PART_DONE).is_file() and _reuse(result, part):
+            if on_result:
+                on_result(result)
         else:
             todo.append((result, part))
 
     config_data = config.to_dict()
-    _run_parts(todo, config_data, task_entry.instruction, image_shapes, workers, progress)
+    _run_parts(todo, config_data, task_entry.instruction, image_shapes, workers, progress, on_result)
 
     finished = [(r, parts_root / r.sha256[:16]) for r in results if r.status in ("converted", "reused")]
+    if not image_shapes and len(finished) > 1:  # each part sized itself: only those matching the first can join
+        finished = _same_image_shapes(finished, on_result)
     next_index = len(report["episodes"])
-    for offset, (result, _) in enumerate(finished):
-        report["episodes"].append({"episode_index": next_index + offset, "source": result.source,
-                                   "sha256": result.sha256, "task": task_entry.name} | result.episode)
+    for result, _ in finished:
+        for episode in result.episodes or [result.episode]:
+            entry = {"episode_index": next_index, "source": result.source, "sha256": result.sha256,
+                     "task": task_entry.name} | episode
+            if result.time_breaks or result.discarded:  # the bag's, on each of its episodes
+                entry |= {"time_breaks": result.time_breaks, "discarded": result.discarded}
+            report["episodes"].append(entry)
+            next_index += 1
     counts = {s: sum(r.status == s for r in results) for s in ("converted", "reused", "skipped", "failed")}
-    total_frames = sum(r.episode.get("frames", 0) for r, _ in finished)
-    summary = (f"{output.name}: {len(finished)} episode(s) added ({total_frames} frames), "
+    added = sum(len(r.episodes or [r.episode]) for r, _ in finished)
+    total_frames = sum(e.get("frames", 0) for r, _ in finished for e in (r.episodes or [r.episode]))
+    from_bags = f" from {len(finished)} bag(s)" if added != len(finished) else ""
+    summary = (f"{output.name}: {added} episode(s) added{from_bags} ({total_frames} frames), "
                f"{counts['skipped']} skipped, {counts['failed']} failed, {len(report['episodes'])} in the dataset")
     report.update({"dataset": str(output), "format": "LeRobot v3.0", "robot_type": config.profile.robot_type,
                    "fps": config.rate, "config": config.report()})
     report["runs"].append({"started": started, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                            "task": task_entry.name, "instruction": task_entry.instruction, "summary": summary,
-                           "bags": [asdict(r) | {"episode": None} for r in results]})
+                           "bags": [asdict(r) | {"episode": None, "episodes": len(r.episodes)} for r in results]})
 
     def finish(root: Path) -> None:
         write_json(root / "meta" / REPORT_NAME, report)
 
     if finished:
-        lerobot_io.assemble(output, [part / "dataset" for _, part in finished], finish)
+        try:
+            lerobot_io.assemble(output, [part / "dataset" for _, part in finished], finish)
+        except Exception as err:
+            raise ConversionError(f"assembling {output} failed ({describe_error(err)}); the converted episodes are "
+                                  f"kept in {parts_root}: rerun with --resume to reuse them") from None
         shutil.rmtree(parts_root, ignore_errors=True)
     elif output.exists():
         finish(output)
+    with contextlib.suppress(OSError):  # nothing left in it (every bag failed)
+        parts_root.rmdir()
     return ConversionResult(output, results, output / "meta" / REPORT_NAME if output.exists() else None, summary)
 
 
+def _reuse(result: BagResult, part: Path) -> bool:
+    """Take a finished part of an interrupted run (False if its record cannot be read: convert again)."""
+    try:
+        outcome = _bag_outcome(json.loads((part / PART_DONE).read_text()))
+    except (OSError, ValueError):
+        return False
+    result.status = "reused"
+    _apply(result, outcome)
+    return True
+
+
+def _apply(result: BagResult, outcome: dict[str, Any]) -> None:
+    result.episodes = list(outcome["episodes"])
+    result.episode = result.episodes[0] if result.episodes else {}
+    result.time_breaks = list(outcome.get("time_breaks", []))
+    result.discarded = list(outcome.get("discarded", []))
+
+
+def _same_image_shapes(finished: list[tuple[BagResult, Path]], on_result: Callable[[BagResult], None] | None
+                       ) -> list[tuple[BagResult, Path]]:
+    """The parts whose camera sizes match the first part's; the others fail with the sizes."""
+    def shapes_of(part: Path) -> dict | str:
+        try:
+            return lerobot_io.image_shapes_of(part / "dataset")
+        except Exception as err:  # a part that cannot be read back cannot join
+            return describe_error(err)
+
+    first = shapes_of(finished[0][1])
+    kept = []
+    for result, part in finished:
+        shapes = shapes_of(part)
+        if shapes == first and isinstance(shapes, dict):
+            kept.append((result, part))
+            continue
+        result.status = "failed"
+        result.reason = (f"camera sizes {shapes} differ from {first} of {Path(finished[0][0].source).name}: "
+                         "set images.size to resize")
+        if on_result:
+            on_result(result)
+    return kept
+
+
 def _run_parts(todo: list[tuple[BagResult, Path]], config_data: dict, instruction: str,
-               image_shapes: dict[str, tuple[int, int]], workers: int, progress: bool) -> None:
-    """Convert the pending bags, in this process (workers=1) or a pool of processes."""
+               image_shapes: dict[str, tuple[int, int]], workers: int, progress: bool,
+               on_result: Callable[[BagResult], None] | None = None,
+               work: Callable[..., dict[str, Any]] = convert_one) -> None:
+    """Convert the pending bags with ``work`` (:func:`convert_one`), in this process (workers=1) or a pool of
+    processes. A worker process that dies (killed, out of memory, a crash in native code) loses nothing: the
+    bags it left unfinished are converted again each in a process of its own, and the one that kills its
+    process again fails with the reason. A bag marked as started by a run that died is converted in a process
+    of its own too."""
     from tqdm import tqdm
 
     def record(result: BagResult, outcome: dict[str, Any]) -> None:
         if "error" in outcome:
             result.status, result.reason = "failed", outcome["error"]
-            tqdm.write(f"FAILED {result.source}: {result.reason}")
         else:
-            result.status, result.episode = "converted", outcome
+            result.status = "converted"
+            _apply(result, _bag_outcome(outcome))
+        if on_result:
+            on_result(result)
+
+    def args(result: BagResult, part: Path, show: bool = False) -> tuple:
+        return result.source, str(part), config_data, instruction, image_shapes, show
 
     bar = tqdm(total=len(todo), desc="bags", unit="bag", disable=not progress or not todo)
     try:
+        suspects = [(r, p) for r, p in todo if _marker(p).exists()]
+        for result, part in suspects:  # the bag a run died converting: in a process of its own
+            record(result, _isolated(work, args(result, part)))
+            _marker(part).unlink(missing_ok=True)
+            bar.update(1)
+        todo = [(r, p) for r, p in todo if r.status == "pending"]
         if workers == 1 or len(todo) <= 1:
             for result, part in todo:
-                record(result, convert_one(result.source, str(part), config_data, instruction, image_shapes,
-                                           show_progress=progress))
+                marker = _marker(part)
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                try:
+                    outcome = work(*args(result, part, progress))
+                finally:  # an interrupt is not the bag's fault: only a process that dies leaves the marker
+                    marker.unlink(missing_ok=True)
+                record(result, outcome)
                 bar.update(1)
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(convert_one, result.source, str(part), config_data, instruction,
-                                   image_shapes): result for result, part in todo}
+            futures = {pool.submit(work, *args(result, part)): result for result, part in todo}
             for future in as_completed(futures):
-                record(futures[future], future.result())
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    continue  # its worker died (or another's did): converted again below, in isolation
+                except Exception as err:  # e.g. a result that cannot be sent back
+                    outcome = {"error": f"its conversion process failed ({describe_error(err)})"}
+                record(futures[future], outcome)
+                bar.update(1)
+        for result, part in todo:
+            if result.status == "pending":
+                record(result, _isolated(work, args(result, part)))
                 bar.update(1)
     finally:
         bar.close()
+
+
+def _marker(part: Path) -> Path:
+    return part.with_name(part.name + STARTED_SUFFIX)
+
+
+def _isolated(work: Callable[..., dict[str, Any]], args: tuple) -> dict[str, Any]:
+    """``work(*args)`` in a process of its own; ``{"error": ...}`` naming how it died if it does not return."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(sender, work, args), name="kuavo-convert-bag")
+    process.start()
+    sender.close()
+    try:
+        try:
+            outcome = receiver.recv()
+        except EOFError:
+            outcome = None
+        process.join()
+    finally:
+        receiver.close()
+        if process.is_alive():  # interrupted while waiting
+            process.terminate()
+            process.join(5)
+    if outcome is not None:
+        return outcome
+    code = process.exitcode
+    how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
+    return {"error": f"its conversion process died ({how}: out of memory, or a crash in native code such as a "
+                     "decoder); the other bags are not affected"}
+
+
+def _child(sender, work: Callable[..., dict[str, Any]], args: tuple) -> None:
+    """The body of an isolated conversion process: send ``work(*args)`` back."""
+    try:
+        sender.send(work(*args))
+    finally:
+        sender.close()

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +34,10 @@ IMAGE_NAMES = ["height", "width", "channels"]
 
 class DatasetError(ValueError):
     """An output dataset that cannot be written or extended; the message says why."""
+
+
+class CorruptFrameError(DatasetError):
+    """A camera frame whose data turned out corrupt when it was decoded for writing (its header was fine)."""
 
 
 def features(config: ConversionConfig, image_shapes: dict[str, tuple[int, int]]) -> dict[str, dict]:
@@ -76,7 +80,11 @@ def _images_loader(episode: Episode, config: ConversionConfig, image_shapes: dic
     def load(index: int) -> dict[str, np.ndarray]:
         images = {}
         for camera, frames in episode.frames.items():
-            image = _resize(frames[index].decode(), size)
+            try:
+                image = _resize(frames[index].decode(), size)
+            except ValueError as err:  # images.ImageError: a frame whose data is corrupt
+                raise CorruptFrameError(f"camera {camera}: the frame of row {index} (tick {episode.times[index]:.3f} "
+                                        f"s) cannot be decoded: {err}") from None
             if image.shape[:2] != image_shapes[camera]:
                 raise DatasetError(
                     f"camera {camera} is {image.shape[0]}x{image.shape[1]} but the dataset's is "
@@ -120,12 +128,14 @@ class _EncoderBackpressure:
             raise DatasetError(f"the video encoder dropped frames {dropped}; the episode is not written")
 
 
-def write_part(episode: Episode, root: Path, config: ConversionConfig, instruction: str,
+def write_part(episodes: Episode | Sequence[Episode], root: Path, config: ConversionConfig, instruction: str,
                image_shapes: dict[str, tuple[int, int]], progress: Callable[[int], None] | None = None) -> None:
-    """Write ``episode`` as a finalised one-episode LeRobot dataset at ``root`` (which must not exist)."""
+    """Write ``episodes`` (one bag's: one, or several when it was cut at breaks in time) as a finalised LeRobot
+    dataset at ``root`` (which must not exist), in order; ``progress(n)`` after every n frames."""
     from lerobot.configs.video import RGBEncoderConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    episodes = [episodes] if isinstance(episodes, Episode) else list(episodes)
     quiet_codecs()
     video = config.images.storage == "video"
     encoder = None
@@ -135,12 +145,13 @@ def write_part(episode: Episode, root: Path, config: ConversionConfig, instructi
     dataset = LeRobotDataset.create(
         REPO_ID, config.rate, features(config, image_shapes), root=root, robot_type=config.profile.robot_type,
         use_videos=video, streaming_encoding=video, rgb_encoder=encoder, video_backend="pyav")
-    load = _images_loader(episode, config, image_shapes)
     try:
-        if video:
-            _stream_video_episode(dataset, episode, config, instruction, load, progress)
-        else:
-            _save_png_episode(dataset, episode, config, instruction, load, progress)
+        for episode in episodes:
+            load = _images_loader(episode, config, image_shapes)
+            if video:
+                _stream_video_episode(dataset, episode, config, instruction, load, progress)
+            else:
+                _save_png_episode(dataset, episode, config, instruction, load, progress)
     except BaseException:
         with contextlib.suppress(Exception):  # the caller deletes the part; only release the encoder
             dataset.finalize()

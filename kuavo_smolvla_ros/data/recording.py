@@ -23,11 +23,13 @@ from kuavo_smolvla_ros.data.bags import BagWriter
 
 class KuavoRecorder:
     """A bag being written; ``storage`` is ``ros1``, ``sqlite3`` or ``mcap``; ``profile`` a robot profile or its
-    name (default ``kuavo4pro``). Times are seconds; ``t`` is the record time, ``stamp`` the header stamp
+    name (default ``kuavo4pro``); ``compression`` (ROS 1 only) ``bz2`` or ``lz4`` chunks. Times are seconds;
+    ``t`` is the record time, ``stamp`` the header stamp
     (default ``t``)."""
 
-    def __init__(self, path: str | Path, storage: str = "ros1", profile: RobotProfile | str | None = None):
-        self.bag = BagWriter(path, storage)
+    def __init__(self, path: str | Path, storage: str = "ros1", profile: RobotProfile | str | None = None,
+                 compression: str | None = None):
+        self.bag = BagWriter(path, storage, compression)
         self.ros1 = self.bag.ros1
         self.profile = load_profile(profile)
         self.encoder = StreamEncoder(self.profile)

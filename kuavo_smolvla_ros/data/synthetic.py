@@ -50,6 +50,21 @@ def frame_number(image: np.ndarray) -> int:
     return int(r + 16 * g + 256 * b)
 
 
+def raw_image_fields(image: np.ndarray, encoding: str, stamp: float, frame_id: str = "") -> dict:
+    """A ``sensor_msgs/Image`` of an RGB image in ``encoding`` (``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, or
+    ``mono8``: its grey levels)."""
+    height, width = image.shape[:2]
+    if encoding == "mono8":
+        pixels = image.mean(axis=2).astype(np.uint8)
+    else:
+        pixels = image[:, :, ::-1] if encoding.startswith("bgr") else image
+        if encoding.endswith("a8"):
+            pixels = np.concatenate([pixels, np.full((height, width, 1), 255, np.uint8)], axis=2)
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    return {"header": {"stamp": stamp, "frame_id": frame_id}, "height": height, "width": width,
+            "encoding": encoding, "is_bigendian": 0, "step": pixels.strides[0], "data": pixels.tobytes()}
+
+
 def textured_image(number: int, height: int, width: int, base: np.ndarray) -> np.ndarray:
     """A camera-like frame (smooth texture, moving) for timing: JPEG sizes like real 640x480 frames."""
     return np.roll(base, shift=(3 * number) % width, axis=1)[:height, :width]
@@ -85,6 +100,23 @@ class SyntheticBag:
     omit_topics: tuple[str, ...] = ()
     joint_state_topics: tuple[str, ...] = ()
     seed: int = 0
+    #: Nominal time -> seconds the recording's clock (record times and header stamps) jumps by from then on
+    #: (negative: back, as a simulator reset or a rewound /clock; positive: forwards, as a paused simulator).
+    #: Messages are still written in the order they happened.
+    clock_jumps: dict[float, float] = field(default_factory=dict)
+    #: Stream name -> (from, seconds): that stream's header stamps jump by ``seconds`` from nominal time
+    #: ``from`` on (a driver restarted on another clock); record times are unchanged.
+    stamp_jumps: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Camera name -> a raw ``sensor_msgs/Image`` encoding its frames are written in instead of JPEG
+    #: (``rgb8``, ``bgr8``; or one the converter refuses, such as ``mono8``, whose frames are grey levels).
+    raw_encodings: dict[str, str] = field(default_factory=dict)
+    #: Camera name -> numbers of its frames whose JPEG data is cut short (header and end marker intact: only
+    #: decoding finds it).
+    corrupt_frames: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def clock_offset(self, nominal: float) -> float:
+        """Seconds the clock has jumped by at nominal time ``nominal``."""
+        return sum(seconds for at, seconds in self.clock_jumps.items() if nominal >= at)
 
     def times(self, rate: float, rng: np.random.Generator) -> Iterator[tuple[int, float, float]]:
         """(index, nominal time, record time) of each message of a stream at ``rate``."""
@@ -94,22 +126,29 @@ class SyntheticBag:
 
 
 def write_synthetic_bag(path: str | Path, storage: str = "ros1", spec: SyntheticBag | None = None,
-                        profile: RobotProfile | str | None = None) -> dict:
+                        profile: RobotProfile | str | None = None, compression: str | None = None) -> dict:
     """Write the bag with ``profile``'s streams (default ``kuavo4pro``); returns per stream the (nominal,
-    record) times written, for expectations. Streams: the camera names, ``sensors`` (the joint state),
-    ``claw_state`` and ``claw_command`` (the end effector's, if the profile has separate topics) and
-    ``arm_command`` (the action stream)."""
+    record) times written (record times relative to ``start``, clock jumps included), for expectations.
+    Streams: the camera names, ``sensors`` (the joint state), ``claw_state`` and ``claw_command`` (the end
+    effector's, if the profile has separate topics) and ``arm_command`` (the action stream); cameras and
+    joint states are stamped with their nominal time, the others with their record time. ``compression``:
+    ROS 1 chunks compressed with ``bz2`` or ``lz4``."""
     spec = spec or SyntheticBag()
     rng = np.random.default_rng(spec.seed)
     height, width = spec.image_size
     base = texture(height, width * 2, spec.seed) if spec.textured else None
-    events: list[tuple[float, str, tuple]] = []
+    events: list[tuple[float, float, str, tuple]] = []  # (arrival, record time, stream, (stamp, nominal, ...))
     written: dict[str, list[tuple[float, float]]] = {}
-    with KuavoRecorder(path, storage, profile) as bag:
+    with KuavoRecorder(path, storage, profile, compression) as bag:
         profile = bag.profile
 
-        def add(stream: str, record: float, nominal: float, args: tuple) -> None:
-            events.append((spec.start + record, stream, (spec.start + nominal, *args)))
+        def add(stream: str, arrival: float, nominal: float, args: tuple) -> None:
+            record = arrival + spec.clock_offset(arrival)  # the recorder's clock when it arrived
+            jump_from, jump = spec.stamp_jumps.get(stream, (0.0, 0.0))
+            exact = stream in profile.camera_names or stream == "sensors"
+            stamp = nominal + spec.clock_offset(nominal) if exact else record
+            stamp += jump if nominal >= jump_from else 0.0
+            events.append((arrival, spec.start + record, stream, (spec.start + stamp, nominal, *args)))
             written.setdefault(stream, []).append((nominal, record))
 
         for camera in profile.cameras:
@@ -131,24 +170,31 @@ def write_synthetic_bag(path: str | Path, storage: str = "ros1", spec: Synthetic
         if profile.end_effector is not None:
             topics |= {"claw_state": profile.end_effector.state_topic,
                        "claw_command": profile.end_effector.command_topic}
-        events.sort(key=lambda e: e[0])
-        for record, stream, (stamp, *args) in events:
+        events.sort(key=lambda e: e[0])  # the order they happened (what a recorder writes)
+        for _, record, stream, (stamp, t, *args) in events:
             topic = topics[stream]
             if topic in spec.omit_topics:
                 continue
-            t = stamp - spec.start
             if topic in spec.joint_state_topics:
                 bag.joint_state(topic, record, state_at(t))
             elif stream in profile.camera_names:
                 k = args[0]
                 image = textured_image(k, height, width, base) if base is not None else frame_image(k, height, width)
-                bag.camera(stream, record, jpeg=encode_jpeg(image), stamp=stamp)
+                if stream in spec.raw_encodings:
+                    bag.write((topic, "Image", raw_image_fields(image, spec.raw_encodings[stream], stamp, stream)),
+                              record)
+                else:
+                    jpeg = encode_jpeg(image)
+                    if k in spec.corrupt_frames.get(stream, ()):  # its scan data cut in the middle
+                        scan = jpeg.index(b"\xff\xda")
+                        jpeg = jpeg[: (scan + len(jpeg)) // 2] + b"\xff\xd9"
+                    bag.camera(stream, record, jpeg=jpeg, stamp=stamp)
             elif stream == "sensors":
                 bag.state(record, state_at(t), stamp=stamp)
             elif stream == "claw_state":
-                bag.gripper_state(record, robot.gripper_units(state_at(t)))
+                bag.gripper_state(record, robot.gripper_units(state_at(t)), stamp=stamp)
             elif stream == "arm_command":
-                bag.arm_command(record, action_at(t))
+                bag.arm_command(record, action_at(t), stamp=stamp)
             else:
-                bag.gripper_command(record, action_at(t))
+                bag.gripper_command(record, action_at(t), stamp=stamp)
     return written

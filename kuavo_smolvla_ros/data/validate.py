@@ -1,18 +1,36 @@
 """Check a converted dataset the way training will use it: lerobot opens it, every row has its video
-frames, values are finite and inside the joint limits, timestamps run on the fps grid, tasks are set."""
+frames, values are finite and inside the joint limits, timestamps run on the fps grid, tasks are set, and
+consecutive rows are consecutive moments of their recording (no break in time joined into them).
+
+Breaks in time are found two ways: from the data alone, a measured state that moves between two rows faster
+than the joints can (:data:`JUMP_MARGIN` times :data:`~kuavo_smolvla_ros.robot.DEFAULT_MAX_VELOCITY`), which
+also finds splices in datasets written by older converters; and from the conversion report
+(``meta/kuavo_conversion.json``), which lists per episode the grid ticks joined between rows (``tick_gaps``)
+or, written by older converters, the recording span of its rows (``span_s``).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.data.config import TimeBreaks
+from kuavo_smolvla_ros.data.convert import REPORT_NAME
 from kuavo_smolvla_ros.data.dataset import REPO_ID, open_metadata, quiet_codecs
 
 #: Slack on the joint limits (rad / gripper units): recorded commands may touch a limit.
 LIMIT_TOLERANCE = 1e-3
+#: A measured joint moving between two consecutive rows faster than this many times its
+#: ``robot.DEFAULT_MAX_VELOCITY`` (the safety filter's 1 rad/s for the arms, 2 units/s for the grippers; so
+#: 5 rad/s and 10 units/s) did not move in one frame period: the rows are not consecutive moments.
+JUMP_MARGIN = 5.0
+#: Dropped grid ticks that may lie between two rows (the converter's default ``time_breaks.max_gap_frames``).
+MAX_GAP_FRAMES = TimeBreaks().max_gap_frames
 
 
 @dataclass
@@ -57,8 +75,60 @@ def _check_values(name: str, episode: int, values: np.ndarray, findings: list[st
                         f"row(s) ({', '.join(joints)})")
 
 
-def validate(root: str | Path) -> Validation:
-    """Findings for the dataset at ``root`` (an empty list means it is fit for training)."""
+def _check_jumps(episode: int, state: np.ndarray, fps: float, findings: list[str]) -> None:
+    """A finding for measured states that move between consecutive rows faster than the joints can."""
+    if len(state) < 2:
+        return
+    limit = JUMP_MARGIN * robot.DEFAULT_MAX_VELOCITY / fps  # per row
+    steps = np.abs(np.diff(state, axis=0))
+    rows = np.nonzero((steps > limit).any(axis=1))[0]
+    if not rows.size:
+        return
+    first = int(rows[0])
+    joint = int(np.argmax(steps[first] / limit))
+    findings.append(
+        f"episode {episode}: the measured state jumps between frames {first} and {first + 1} "
+        f"({robot.JOINT_NAMES[joint]} moves {steps[first, joint]:.3f} {robot.UNITS[joint]} in 1/{fps:g} s, more than "
+        f"{JUMP_MARGIN:g}x its {robot.DEFAULT_MAX_VELOCITY[joint]:g} {robot.UNITS[joint]}/s)"
+        f"{f' and at {rows.size - 1} more row(s)' if rows.size > 1 else ''}: a break in time joined into "
+        "consecutive frames? reconvert the bag (time_breaks) or drop the episode")
+
+
+def _report_episodes(root: Path) -> dict[int, dict[str, Any]]:
+    """The conversion report's episode entries by index (empty without a readable report)."""
+    try:
+        report = json.loads((root / "meta" / REPORT_NAME).read_text())
+        return {int(e["episode_index"]): e for e in report.get("episodes", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _check_reported_time(episode: int, entry: dict[str, Any], rows: int, fps: float, max_gap_frames: int,
+                         findings: list[str]) -> None:
+    """A finding for rows the conversion report shows are more than ``max_gap_frames`` ticks apart."""
+    if entry.get("frames") != rows:
+        return  # the report does not describe this episode as it is now
+    if "tick_gaps" in entry:
+        big = [(int(i), int(n)) for i, n in entry["tick_gaps"] if int(n) > max_gap_frames]
+        if big:
+            listed = ", ".join(f"{n} tick(s) ({n / fps:.2f} s) before frame {i}" for i, n in big[:3])
+            findings.append(f"episode {episode}: {len(big)} break(s) in time joined into consecutive frames "
+                            f"(conversion report: {listed}; more than {max_gap_frames} ticks): reconvert the bag "
+                            "(time_breaks) or drop the episode")
+        return
+    span = entry.get("span_s")
+    if isinstance(span, list) and len(span) == 2:
+        missing = round((float(span[1]) - float(span[0])) * fps) + 1 - rows
+        if missing > max_gap_frames:
+            findings.append(f"episode {episode}: its {rows} frames span {float(span[1]) - float(span[0]):.2f} s of "
+                            f"its recording, {missing} grid tick(s) more than its rows (conversion report, written "
+                            "without time-break detection): recording time is joined into consecutive frames; "
+                            "reconvert the bag")
+
+
+def validate(root: str | Path, max_gap_frames: int = MAX_GAP_FRAMES) -> Validation:
+    """Findings for the dataset at ``root`` (an empty list means it is fit for training). ``max_gap_frames``:
+    how many dropped grid ticks the conversion report may show between two rows."""
     import pandas as pd
 
     root = Path(root)
@@ -91,6 +161,7 @@ def validate(root: str | Path) -> Validation:
     unknown_tasks = sorted(set(data["task_index"].unique()) - set(tasks))
     if unknown_tasks:
         findings.append(f"rows refer to task indices {unknown_tasks} missing from meta/tasks")
+    reported = _report_episodes(root)
     for episode in meta.episodes:
         index = episode["episode_index"]
         rows = data[data["episode_index"] == index].sort_values("frame_index")
@@ -103,6 +174,12 @@ def validate(root: str | Path) -> Validation:
             findings.append(f"episode {index}: timestamps are off the {fps} fps grid")
         for key in (robot.STATE_FEATURE, robot.ACTION_FEATURE):
             _check_values(key, index, np.stack(rows[key].to_numpy()).astype(np.float64), findings)
+        if len(rows):
+            state = np.stack(rows[robot.STATE_FEATURE].to_numpy()).astype(np.float64)
+            if np.all(np.isfinite(state)):
+                _check_jumps(index, state, fps, findings)
+        if index in reported:
+            _check_reported_time(index, reported[index], len(rows), fps, max_gap_frames, findings)
         for key in meta.video_keys:
             path = root / meta.get_video_file_path(index, key)
             start, end = episode[f"videos/{key}/from_timestamp"], episode[f"videos/{key}/to_timestamp"]
