@@ -32,6 +32,22 @@ def test_inspect_reports_the_kuavo_layout(tiny_checkpoint):
     assert len(info.metadata.instructions) == 4
 
 
+def test_the_builder_writes_a_self_contained_checkpoint(tiny_checkpoint):
+    """kuavo-smolvla-tiny ships its VLM folder and names it by its content, never by a path of this machine."""
+    from kuavo_smolvla_ros.policy.checkpoint import SHIPPED_VLM_PREFIX, cached_vlm, vlm_content_id
+
+    name = json.loads((tiny_checkpoint / "config.json").read_text())["vlm_model_name"]
+    assert name == vlm_content_id(tiny_checkpoint / "vlm")[0] and name.startswith(SHIPPED_VLM_PREFIX)
+    steps = json.loads((tiny_checkpoint / "policy_preprocessor.json").read_text())["steps"]
+    assert [s["config"]["tokenizer_name"] for s in steps if s["registry_name"] == "tokenizer_processor"] == [name]
+    for file in ("config.json", "policy_preprocessor.json", "policy_postprocessor.json"):
+        assert str(tiny_checkpoint) not in (tiny_checkpoint / file).read_text(), file
+    info = inspect_checkpoint(tiny_checkpoint)
+    assert (info.vlm_name, info.vlm_source, info.vlm_hub_id) == (name, "shipped", name)
+    shipped = (tiny_checkpoint / "vlm" / "tokenizer.json").read_bytes()
+    assert (cached_vlm(name) / "tokenizer.json").read_bytes() == shipped  # for lerobot's own loader
+
+
 def test_lerobot_train_layouts_are_found(checkpoint_copy, tmp_path):
     run = tmp_path / "run"
     step = run / "checkpoints" / "005000"

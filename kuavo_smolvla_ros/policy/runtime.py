@@ -23,10 +23,14 @@ from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.observation import Observation
 from kuavo_smolvla_ros.policy.checkpoint import (
+    POSTPROCESSOR_FILE,
+    PREPROCESSOR_FILE,
     WEIGHTS_FILE,
     CheckpointError,
     CheckpointInfo,
+    architecture_mismatch,
     inspect_checkpoint,
+    read_policy_config,
 )
 
 LOG = logging.getLogger(__name__)
@@ -34,44 +38,53 @@ __all__ = ["Observation", "PolicyRuntime", "load_policy", "load_processors"]
 
 
 def load_policy(info: CheckpointInfo, device: str = "cpu", configure: Callable[[Any], None] | None = None):
-    """The checkpoint's ``SmolVLAPolicy`` on ``device`` with every weight from ``model.safetensors``.
+    """The checkpoint's ``SmolVLAPolicy`` on ``device`` with every weight from ``model.safetensors``, built on
+    the local VLM folder ``info.vlm_path`` (``config.vlm_model_name`` is that folder while it is loaded;
+    :func:`kuavo_smolvla_ros.training.common.checkpoints.write_checkpoint` records the portable name again).
 
     ``configure(config)`` may change the config before the model is built (step counts, what trains).
-    Raises :class:`CheckpointError` if the weights do not fit the architecture.
+    Raises :class:`CheckpointError` if the config cannot be read or the weights do not fit the architecture.
     """
-    from lerobot.configs.policies import PreTrainedConfig
+    import copy
+
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from safetensors.torch import load_model
 
-    config = PreTrainedConfig.from_pretrained(str(info.path))
+    config = copy.deepcopy(info.policy_config) if info.policy_config is not None else read_policy_config(info.path)
     config.vlm_model_name = str(info.vlm_path)
     config.load_vlm_weights = False  # every weight comes from model.safetensors
     config.device = device
     if configure:
         configure(config)
     policy = SmolVLAPolicy(config)
-    missing, unexpected = load_model(policy, str(info.path / WEIGHTS_FILE), strict=False, device=device)
+    try:
+        missing, unexpected = load_model(policy, str(info.path / WEIGHTS_FILE), strict=False, device=device)
+    except RuntimeError as err:  # tensors of another shape
+        raise CheckpointError(f"{info.path / WEIGHTS_FILE} does not match the architecture in config.json "
+                              f"({' '.join(str(err).split())[:300]})") from None
     if missing or unexpected:
-        raise CheckpointError(
-            f"{info.path / WEIGHTS_FILE} does not match the architecture in config.json: "
-            f"{len(missing)} missing tensors{_first(missing)}, {len(unexpected)} unexpected{_first(unexpected)}"
-        )
+        raise architecture_mismatch(info.path / WEIGHTS_FILE, missing, unexpected)
     return policy.to(device)
 
 
 def load_processors(info: CheckpointInfo, config, device: str = "cpu"):
     """The checkpoint's saved (preprocessor, postprocessor): its normalisation statistics, the tokenizer of
-    its local VLM folder, tensors moved to ``device``."""
+    its local VLM folder, tensors moved to ``device``. Raises :class:`CheckpointError` if lerobot cannot load
+    them."""
     from lerobot.policies.factory import make_pre_post_processors
 
-    return make_pre_post_processors(
-        config,
-        pretrained_path=str(info.path),
-        preprocessor_overrides={
-            "tokenizer_processor": {"tokenizer_name": str(info.vlm_path)},
-            "device_processor": {"device": device},
-        },
-    )
+    try:
+        return make_pre_post_processors(
+            config,
+            pretrained_path=str(info.path),
+            preprocessor_overrides={
+                "tokenizer_processor": {"tokenizer_name": str(info.vlm_path)},
+                "device_processor": {"device": device},
+            },
+        )
+    except (KeyError, ValueError, TypeError, OSError) as err:
+        raise CheckpointError(f"{info.path / PREPROCESSOR_FILE} / {POSTPROCESSOR_FILE}: lerobot cannot load the "
+                              f"processors ({' '.join(str(err).split())[:300]})") from None
 
 
 class PolicyRuntime:
@@ -97,8 +110,12 @@ class PolicyRuntime:
         chunk_size: int | None = None,
         n_action_steps: int | None = None,
     ) -> PolicyRuntime:
-        """Load ``checkpoint`` on ``device``; ``vlm_path`` overrides the recorded VLM folder and the
-        step counts override the checkpoint's (``chunk_size`` may only shrink)."""
+        """Load ``checkpoint`` on ``device``; ``vlm_path`` overrides the VLM folder the checkpoint names and the
+        step counts override the checkpoint's (``chunk_size`` may only shrink).
+
+        Raises :class:`CheckpointError` (one line naming the file and key) for everything
+        :func:`~kuavo_smolvla_ros.policy.checkpoint.inspect_checkpoint` refuses, ``ValueError`` for bad
+        overrides and ``RuntimeError`` for an unavailable device."""
         info = inspect_checkpoint(checkpoint, vlm_path)
         device = _check_device(device)
         policy = load_policy(info, device, lambda config: _apply_overrides(config, info, num_steps, chunk_size,
@@ -221,11 +238,6 @@ class PolicyRuntime:
         state = ((robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2).astype(np.float32)
         texts = self.info.metadata.instructions if self.info.metadata else []
         return Observation(images, state, instruction or (texts[0] if texts else "do the task"))
-
-
-def _first(names) -> str:
-    names = sorted(names)
-    return f" (e.g. {', '.join(names[:3])})" if names else ""
 
 
 def _check_device(device: str) -> str:

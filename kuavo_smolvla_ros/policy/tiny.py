@@ -23,7 +23,14 @@ import numpy as np
 from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.contract.profile import default_profile
 from kuavo_smolvla_ros.features import image_key
-from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES, METADATA_FILE, VLM_FOLDER, CheckpointMetadata
+from kuavo_smolvla_ros.policy.checkpoint import (
+    ACTION_MODES,
+    METADATA_FILE,
+    VLM_FOLDER,
+    CheckpointMetadata,
+    installed_lerobot_version,
+    make_portable,
+)
 from kuavo_smolvla_ros.tasks import default_catalog
 
 # Special tokens SmolVLA and the SmolVLM processor look up on the tokenizer.
@@ -168,7 +175,8 @@ def default_stats() -> dict[str, dict[str, list[float]]]:
 
 
 def make_policy_config(vlm_path: str | Path, spec: TinyCheckpointSpec, device: str = "cpu"):
-    """A ``SmolVLAConfig`` for the Kuavo layout on the local VLM folder ``vlm_path``."""
+    """A ``SmolVLAConfig`` for the Kuavo layout on the local VLM folder ``vlm_path`` (recorded by its absolute
+    path, as lerobot needs to build the model; :func:`build_checkpoint` then records a portable name)."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
 
@@ -220,8 +228,12 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
                      vlm_dir: str | Path | None = None) -> Path:
     """Build a randomly initialised SmolVLA for the Kuavo layout and save it in lerobot's format.
 
-    The VLM folder goes to ``vlm_dir`` (default ``OUTPUT_DIR/vlm``); the policy (``config.json``,
-    ``model.safetensors``, pre/post processors) and this project's metadata go to ``OUTPUT_DIR``.
+    The VLM folder (config, processor, tokenizer; no weights) is built in ``vlm_dir`` (default
+    ``OUTPUT_DIR/vlm``); the policy (``config.json``, ``model.safetensors``, pre/post processors) and this
+    project's metadata go to ``OUTPUT_DIR``. The checkpoint is self-contained: the VLM folder is shipped as
+    ``OUTPUT_DIR/vlm``, named ``kuavo-smolvla/vlm-<content hash>`` in ``config.json`` and in the preprocessor's
+    tokenizer step, and put in the local Hugging Face cache under that name for lerobot's own loader
+    (:func:`~kuavo_smolvla_ros.policy.checkpoint.make_portable`).
     """
     import torch
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
@@ -253,7 +265,9 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
         instructions=default_catalog().instructions,
         origin=f"kuavo_smolvla_ros.policy.tiny ({spec.size}, seed {spec.seed}, random weights)",
         extra={"builder": asdict(spec) | {"stats": None}},
+        lerobot_version=installed_lerobot_version(),
     ).save(output_dir)
+    make_portable(output_dir, vlm_dir)
     return output_dir
 
 

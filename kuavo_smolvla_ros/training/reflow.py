@@ -276,7 +276,8 @@ class ReflowTrainer:
         """Write the student as the checkpoint ``<output_dir>/name`` (with the training state to resume from
         when ``with_state``); returns its folder."""
         return write_checkpoint(self.out / name, self.student, self.preprocessor, self.postprocessor,
-                                self.metadata(), self.optim.state(self.state) if with_state else None)
+                                self.metadata(), self.optim.state(self.state) if with_state else None,
+                                vlm_hub_id=self.config.teacher.vlm_hub_id)
 
     # ----------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:

@@ -118,9 +118,9 @@ class StageTrainer:
         weights fit any robot's features)."""
         from lerobot.utils.feature_utils import dataset_to_policy_features
 
-        features = dataset_to_policy_features(stage_metadata(self.stage).features)
-        config.output_features = {k: v for k, v in features.items() if k == features.ACTION}
-        config.input_features = {k: v for k, v in features.items() if k != features.ACTION}
+        policy_features = dataset_to_policy_features(stage_metadata(self.stage).features)
+        config.output_features = {k: v for k, v in policy_features.items() if k == features.ACTION}
+        config.input_features = {k: v for k, v in policy_features.items() if k != features.ACTION}
         for key, value in self.settings.policy.items():
             if not hasattr(config, key):
                 raise ValueError(f"policy.{key} is not a SmolVLA setting")
@@ -268,7 +268,7 @@ class StageTrainer:
         """Write the policy as the checkpoint ``<stage output>/name`` (with the training state to resume from
         when ``with_state``); returns its folder."""
         return write_checkpoint(self.out / name, self.policy, self.preprocessor, self.postprocessor, self._metadata(),
-                                self.optim.state(self.state) if with_state else None)
+                                self.optim.state(self.state) if with_state else None, vlm_hub_id=self.info.vlm_hub_id)
 
     # ----------------------------------------------------------------------------------- run
     def _score(self, validation: dict[str, float]) -> float:

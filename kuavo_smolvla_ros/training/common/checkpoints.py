@@ -1,7 +1,10 @@
 """Checkpoints the trainers write and resume from.
 
 A checkpoint is a lerobot policy folder (``save_pretrained`` of the policy and both processors) plus this
-project's ``kuavo_smolvla.json``; the one a run resumes from (``last/``) also holds ``training_state/``:
+project's ``kuavo_smolvla.json``, self-contained: its VLM is recorded by a portable name, and a small VLM
+folder (config, processor, tokenizer, no weights) travels in it as ``vlm/``
+(:func:`kuavo_smolvla_ros.policy.checkpoint.make_portable`), so the folder can be moved or copied to a robot.
+The one a run resumes from (``last/``) also holds ``training_state/``:
 the optimizer and scheduler (lerobot's safetensors/JSON helpers, no pickles), the RNG state and the
 run's progress dict (:data:`STATE_FILE`). Folders are written beside the target and swapped in by renaming,
 so a killed run leaves the previous checkpoint whole.
@@ -11,11 +14,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kuavo_smolvla_ros.atomic import replace_dir, write_json
-from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata
+from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, installed_lerobot_version, make_portable
 
 #: The progress dict (epoch/step, best score, history...) inside ``training_state/``.
 STATE_FILE = "state.json"
@@ -44,18 +48,25 @@ def start_progress(checkpoint: Path, fresh: dict[str, Any], seed: int) -> tuple[
 
 
 def write_checkpoint(target: Path, policy, preprocessor, postprocessor, metadata: CheckpointMetadata,
-                     training_state: tuple[Any, Any, dict] | None = None) -> Path:
+                     training_state: tuple[Any, Any, dict] | None = None, *, vlm_hub_id: str | None = None) -> Path:
     """Write a lerobot checkpoint folder (``save_pretrained`` of the policy and both processors) plus
-    ``kuavo_smolvla.json`` at ``target``, complete or not at all; returns ``target``. ``training_state``
-    (optimizer, scheduler, progress dict) adds ``training_state/`` (safetensors and JSON, no pickles) to resume
-    from."""
+    ``kuavo_smolvla.json`` (with the installed lerobot version) at ``target``, complete or not at all; returns
+    ``target``. ``training_state`` (optimizer, scheduler, progress dict) adds ``training_state/`` (safetensors
+    and JSON, no pickles) to resume from.
+
+    ``policy.config.vlm_model_name`` is the local VLM folder the policy was built on (``load_policy``); the
+    checkpoint records a portable name instead: a small VLM folder is shipped as ``vlm/`` under its content id
+    (and put in the local Hugging Face cache), a VLM from the cache keeps its hub id, and a VLM with weights
+    elsewhere is recorded as ``vlm_hub_id`` (the hub id its source checkpoint recorded, e.g.
+    ``HuggingFaceTB/SmolVLM2-500M-Video-Instruct``), or by its path, with a warning, without one."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     policy.save_pretrained(tmp)
     preprocessor.save_pretrained(tmp)
     postprocessor.save_pretrained(tmp)
-    metadata.save(tmp)
+    replace(metadata, lerobot_version=installed_lerobot_version()).save(tmp)
+    make_portable(tmp, policy.config.vlm_model_name, vlm_hub_id, required=False)
     if training_state is not None:
         from lerobot.optim.optimizers import save_optimizer_state
         from lerobot.optim.schedulers import save_scheduler_state
