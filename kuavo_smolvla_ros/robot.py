@@ -16,13 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kuavo_smolvla_ros.features import ACTION, OBS_STATE
-
 ACTION_DIM = 16
 STATE_DIM = 16
-#: lerobot's feature keys of the state and the action (from lerobot's constants).
-STATE_FEATURE = OBS_STATE
-ACTION_FEATURE = ACTION
 #: SmolVLA's pretrained base works on 32-dim state/action; the 16 real dims are zero-padded.
 PADDED_DIM = 32
 #: The rate at which Kuavo data is recorded and the policy is run by default.

@@ -34,6 +34,7 @@ from kuavo_smolvla_ros.data.synthetic import (
     write_synthetic_bag,
 )
 from kuavo_smolvla_ros.data.validate import validate
+from kuavo_smolvla_ros.features import ACTION, OBS_STATE
 from kuavo_smolvla_ros.tasks import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def _read_back(root: Path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     return LeRobotDataset(REPO_ID, root=root, video_backend="pyav",
-                          delta_timestamps={robot.ACTION_FEATURE: [i / FPS for i in range(CHUNK)]})
+                          delta_timestamps={ACTION: [i / FPS for i in range(CHUNK)]})
 
 
 CASES = {
@@ -116,14 +117,14 @@ def test_values_frames_and_drops_match_the_recording(tmp_path, storage):
 
     dataset = _read_back(tmp_path / "dataset")
     assert len(dataset) == len(rows) and dataset.meta.robot_type == KUAVO.robot_type
-    assert dataset.meta.features[robot.STATE_FEATURE]["names"] == list(robot.JOINT_NAMES)
+    assert dataset.meta.features[OBS_STATE]["names"] == list(robot.JOINT_NAMES)
     nominal = {k: np.array([n for n, _ in v]) for k, v in written.items()}
     actions = []
     for i, row in enumerate(rows):
         item = dataset[i]
         assert item["task"] == INSTRUCTION
         assert float(item["timestamp"]) == pytest.approx(i / FPS, abs=1e-4)
-        state = item[robot.STATE_FEATURE].numpy()
+        state = item[OBS_STATE].numpy()
         np.testing.assert_allclose(state[robot.ARM_INDICES], state_at(nominal["sensors"][row["sensors"]])[
             robot.ARM_INDICES], atol=1e-5)
         np.testing.assert_allclose(state[robot.GRIPPER_INDICES], state_at(nominal["sensors"][row["sensors"]])[
@@ -138,7 +139,7 @@ def test_values_frames_and_drops_match_the_recording(tmp_path, storage):
     actions = np.array(actions)
     for i in (0, len(rows) // 2, len(rows) - 1):  # 50-step chunks, padded past the episode's end
         item = dataset[i]
-        chunk, pad = item[robot.ACTION_FEATURE].numpy(), item["action_is_pad"].numpy()
+        chunk, pad = item[ACTION].numpy(), item["action_is_pad"].numpy()
         real = min(CHUNK, len(rows) - i)
         assert chunk.shape == (CHUNK, robot.ACTION_DIM) and not pad[:real].any() and pad[real:].all()
         np.testing.assert_allclose(chunk[:real], actions[i:i + real], atol=1e-5)
@@ -217,8 +218,8 @@ def test_generic_joint_state_recordings(tmp_path):
     first = dataset[0]
     t = (first["observation.images.head_cam_h"].numpy().transpose(1, 2, 0) * 255).round()
     t = frame_number(t) / 30.0
-    np.testing.assert_allclose(first[robot.STATE_FEATURE].numpy(), state_at(t), atol=1e-5)
-    np.testing.assert_allclose(first[robot.ACTION_FEATURE].numpy()[0], action_at(t), atol=1e-5)
+    np.testing.assert_allclose(first[OBS_STATE].numpy(), state_at(t), atol=1e-5)
+    np.testing.assert_allclose(first[ACTION].numpy()[0], action_at(t), atol=1e-5)
 
 
 def test_interrupted_run_resumes_without_duplicates(tmp_path):
@@ -258,7 +259,7 @@ def test_two_workers_give_the_same_dataset_as_one(tmp_path):
     import pandas as pd
 
     frames = [pd.read_parquet(next((tmp_path / name / "data").rglob("*.parquet")),
-                              columns=[robot.STATE_FEATURE, robot.ACTION_FEATURE, "episode_index"])
+                              columns=[OBS_STATE, ACTION, "episode_index"])
               for name in ("one", "two")]
     pd.testing.assert_frame_equal(frames[0], frames[1])
 
@@ -270,12 +271,12 @@ def test_validate_reports_bad_values(tmp_path, capsys):
     convert([tmp_path / "a.bag"], tmp_path / "out", task="1", storage="png", progress=False)
     path = next((tmp_path / "out" / "data").rglob("*.parquet"))
     table = pd.read_parquet(path)
-    state = np.stack(table[robot.STATE_FEATURE].to_numpy())
-    action = np.stack(table[robot.ACTION_FEATURE].to_numpy())
+    state = np.stack(table[OBS_STATE].to_numpy())
+    action = np.stack(table[ACTION].to_numpy())
     state[3, 2] = np.nan
     action[5, 0] = 4.0  # beyond zarm_l1_joint's upper limit
-    table[robot.STATE_FEATURE] = list(state)
-    table[robot.ACTION_FEATURE] = list(action)
+    table[OBS_STATE] = list(state)
+    table[ACTION] = list(action)
     table.to_parquet(path)
     assert cli(["validate", str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
@@ -297,7 +298,7 @@ def test_the_converted_dataset_trains_the_policy(tmp_path):
     dataset = _read_back(tmp_path / "out")
     stats = {key: {"mean": dataset.meta.stats[key]["mean"].tolist(),
                    "std": np.maximum(dataset.meta.stats[key]["std"], 1e-3).tolist()}
-             for key in (robot.STATE_FEATURE, robot.ACTION_FEATURE)}
+             for key in (OBS_STATE, ACTION)}
     checkpoint = build_checkpoint(tmp_path / "policy", TinyCheckpointSpec(stats=stats, train_everything=True))
     runtime = PolicyRuntime.open(checkpoint)
     policy = runtime.policy.train()

@@ -28,6 +28,7 @@ from kuavo_smolvla_ros.data.damaged import DAMAGES, write_damaged_bag
 from kuavo_smolvla_ros.data.dataset import REPO_ID
 from kuavo_smolvla_ros.data.synthetic import SyntheticBag, frame_number, state_at, write_synthetic_bag
 from kuavo_smolvla_ros.data.validate import validate
+from kuavo_smolvla_ros.features import OBS_STATE
 
 ROOT = Path(__file__).resolve().parent.parent
 KUAVO = load_profile("kuavo4pro")
@@ -239,7 +240,7 @@ def _check_consecutive(dataset, episode: int, camera_hz: float = CAMERA_HZ) -> l
     for index in range(start, end):
         item = dataset[index]
         t = _frames(item) / camera_hz
-        np.testing.assert_allclose(item[robot.STATE_FEATURE].numpy()[robot.ARM_INDICES],
+        np.testing.assert_allclose(item[OBS_STATE].numpy()[robot.ARM_INDICES],
                                    state_at(t)[robot.ARM_INDICES], atol=0.011)  # state sample within 1/30 s
         times.append(t)
     steps = np.diff(times)
@@ -408,9 +409,9 @@ def test_validate_finds_time_joined_into_consecutive_frames(tmp_path, capsys):
     assert validate(tmp_path / "out").ok
     path = next((tmp_path / "out" / "data").rglob("*.parquet"))
     table = pd.read_parquet(path)
-    state = np.stack(table[robot.STATE_FEATURE].to_numpy())
+    state = np.stack(table[OBS_STATE].to_numpy())
     state[20:, 0] += 0.8  # zarm_l1_joint: 0.8 rad in 0.1 s (8 rad/s) between frames 19 and 20
-    table[robot.STATE_FEATURE] = list(state)
+    table[OBS_STATE] = list(state)
     table.to_parquet(path)
     (finding,) = validate(tmp_path / "out").findings
     assert finding.startswith("episode 0: the measured state jumps between frames 19 and 20 (zarm_l1_joint moves "

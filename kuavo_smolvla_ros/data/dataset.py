@@ -23,7 +23,7 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.atomic import replace_dir
 from kuavo_smolvla_ros.data.config import ConversionConfig
 from kuavo_smolvla_ros.data.episode import Episode
-from kuavo_smolvla_ros.features import camera_of
+from kuavo_smolvla_ros.features import ACTION, OBS_STATE, camera_of
 
 #: The repo id given to lerobot's dataset classes for our local datasets (the converter's and training's).
 REPO_ID = "local/kuavo"
@@ -43,7 +43,7 @@ class CorruptFrameError(DatasetError):
 def features(config: ConversionConfig, image_shapes: dict[str, tuple[int, int]]) -> dict[str, dict]:
     """LeRobot features: state and action named after the robot's joints, one image/video per camera."""
     vector = {"dtype": "float32", "shape": (robot.STATE_DIM,), "names": list(robot.JOINT_NAMES)}
-    result = {robot.STATE_FEATURE: dict(vector), robot.ACTION_FEATURE: dict(vector)}
+    result = {OBS_STATE: dict(vector), ACTION: dict(vector)}
     dtype = "video" if config.images.storage == "video" else "image"
     for camera in config.cameras:
         height, width = image_shapes[camera.name]
@@ -165,7 +165,7 @@ def _stream_video_episode(dataset, episode: Episode, config: ConversionConfig, i
     """Frames through ``add_frame`` into lerobot's streaming video encoder (no temporary images)."""
     backpressure = _EncoderBackpressure(dataset)
     for index, images in enumerate(_per_tick(len(episode), load)):
-        frame = {robot.STATE_FEATURE: episode.state[index], robot.ACTION_FEATURE: episode.action[index],
+        frame = {OBS_STATE: episode.state[index], ACTION: episode.action[index],
                  "task": instruction}
         for camera in config.cameras:
             frame[camera.feature_key] = images[camera.name]
@@ -206,7 +206,7 @@ def _save_png_episode(dataset, episode: Episode, config: ConversionConfig, instr
     buffer: dict = {"size": count, "task": [instruction] * count, "episode_index": dataset.meta.total_episodes,
                     "frame_index": list(range(count)), "timestamp": [i / config.rate for i in range(count)],
                     "index": [], "task_index": [],  # filled in by save_episode
-                    robot.STATE_FEATURE: list(episode.state), robot.ACTION_FEATURE: list(episode.action)}
+                    OBS_STATE: list(episode.state), ACTION: list(episode.action)}
     buffer |= {key: [] for key in keys.values()}
     for paths in _per_tick(count, write):
         for camera, path in paths.items():

@@ -22,6 +22,7 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.data.config import TimeBreaks
 from kuavo_smolvla_ros.data.convert import REPORT_NAME
 from kuavo_smolvla_ros.data.dataset import REPO_ID, open_metadata, quiet_codecs
+from kuavo_smolvla_ros.features import ACTION, OBS_STATE
 
 #: Slack on the joint limits (rad / gripper units): recorded commands may touch a limit.
 LIMIT_TOLERANCE = 1e-3
@@ -144,7 +145,7 @@ def validate(root: str | Path, max_gap_frames: int = MAX_GAP_FRAMES) -> Validati
         findings.append(f"lerobot cannot open {root}: {type(err).__name__}: {err}")
         return result
     result.episodes, result.frames, fps = meta.total_episodes, meta.total_frames, meta.fps
-    for key in (robot.STATE_FEATURE, robot.ACTION_FEATURE):
+    for key in (OBS_STATE, ACTION):
         shape = tuple(meta.features.get(key, {}).get("shape", ()))
         if shape != (robot.ACTION_DIM,):
             findings.append(f"feature {key} has shape {shape}, expected ({robot.ACTION_DIM},)")
@@ -154,7 +155,7 @@ def validate(root: str | Path, max_gap_frames: int = MAX_GAP_FRAMES) -> Validati
     empty = [i for i, t in tasks.items() if not t.strip()]
     if empty:
         findings.append(f"task(s) {empty} have an empty instruction")
-    columns = ["episode_index", "frame_index", "timestamp", "task_index", robot.STATE_FEATURE, robot.ACTION_FEATURE]
+    columns = ["episode_index", "frame_index", "timestamp", "task_index", OBS_STATE, ACTION]
     data = pd.concat([pd.read_parquet(p, columns=columns) for p in sorted((root / "data").rglob("*.parquet"))])
     if len(data) != meta.total_frames:
         findings.append(f"data has {len(data)} rows, meta/info.json says {meta.total_frames}")
@@ -172,10 +173,10 @@ def validate(root: str | Path, max_gap_frames: int = MAX_GAP_FRAMES) -> Validati
             findings.append(f"episode {index}: timestamps are not strictly increasing")
         elif not np.allclose(stamps, rows["frame_index"].to_numpy() / fps, atol=1e-3):
             findings.append(f"episode {index}: timestamps are off the {fps} fps grid")
-        for key in (robot.STATE_FEATURE, robot.ACTION_FEATURE):
+        for key in (OBS_STATE, ACTION):
             _check_values(key, index, np.stack(rows[key].to_numpy()).astype(np.float64), findings)
         if len(rows):
-            state = np.stack(rows[robot.STATE_FEATURE].to_numpy()).astype(np.float64)
+            state = np.stack(rows[OBS_STATE].to_numpy()).astype(np.float64)
             if np.all(np.isfinite(state)):
                 _check_jumps(index, state, fps, findings)
         if index in reported:
