@@ -96,7 +96,9 @@ def compressed_frame(fmt: str, data, expected: tuple[int, int] | None = None) ->
                 width, height = header.size
     except Image.DecompressionBombError:
         raise ImageError(f"{kind.upper()} header claims more pixels than {MAX_PIXELS} (decompression bomb)") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError:
+        raise ImageError(f"corrupt {kind.upper()} header (Pillow cannot identify it)") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"corrupt {kind.upper()} header: {err}") from None
     _check_size(height, width, expected)
     return Frame(height, width, lambda: _decode_jpeg(payload, height, width) if kind == "jpeg"

@@ -78,6 +78,14 @@ class StreamBuffer:
             del self._samples[0]
         return sample
 
+    def remove(self, value: Any) -> int:
+        """Drop every sample holding ``value`` (the very object); returns how many were dropped."""
+        keep = [i for i, sample in enumerate(self._samples) if sample.value is not value]
+        dropped = len(self._samples) - len(keep)
+        self._samples = [self._samples[i] for i in keep]
+        self._stamps = [self._stamps[i] for i in keep]
+        return dropped
+
     def clear(self) -> None:
         self._stamps.clear()
         self._samples.clear()

@@ -426,3 +426,39 @@ def test_the_converter_command_takes_the_robot_and_overrides_and_reports_them(tm
     profile = report["config"]["robot_profile"]
     assert profile["name"] == "kuavo5" and profile["overrides"] == {"state.sync.max_age_s": 0.2}
     assert profile["profile"]["state"]["sync"]["max_age_s"] == 0.2 and report["robot_type"] == "kuavo5"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"cameras.wrist_cam_l.topic": "/cam_r/color/image_raw/compressed"},
+     r"cameras\.wrist_cam_r\.topic /cam_r/color/image_raw/compressed is also cameras\.wrist_cam_l\.topic"),
+    ({"state.sync.max_age_s": float("nan")}, r"state\.sync\.max_age_s must be a finite number"),
+    ({"action.sync.max_age_s": "1e-1"}, None),  # YAML 1.1 reads 1e-1 as a string: still a number
+    ({"state.topic": ""}, r"state\.topic must be a topic name"),
+    ({"state.topic": "/sensors data"}, r"state\.topic must be a topic name"),
+])
+def test_overrides_that_would_break_a_stream_are_refused(override, message):
+    if message is None:
+        assert load_profile("kuavo4pro", override).action.sync.max_age_s == pytest.approx(0.1)
+        return
+    with pytest.raises(ProfileError, match=message):
+        load_profile("kuavo4pro", override)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("state_scale: 100.0", "state_scale: .inf"), r"end_effector\.state_scale must be a finite number"),
+    (("height: 480, width: 640,\n     sync: {mode: as_of, max_age_s: 0.1}}\n  - {name: wrist_cam_l",
+      "height: 0, width: 0,\n     sync: {mode: as_of, max_age_s: 0.1}}\n  - {name: wrist_cam_l"),
+     r"height and width must both be in 1\.\.8192"),
+    (("names: [left_claw, right_claw]", "names: [left_claw, left_claw]"), "two different names"),
+    (("  topic: /kuavo_arm_traj\n", "  topic: /kuavo_arm_traj\n  units: rad\n"),
+     r"action\.units: kuavo_arm_traj is always in deg"),
+    (("fps: 10 ", "fps: 10\nfps: 20 "), r"key\(s\) \['fps'\] given twice"),
+    (("length: 28", "length: 1000000000"), r"length must be in 14\.\.1000"),
+])
+def test_profile_values_that_would_mislead_are_refused(tmp_path, change, message):
+    text = (ROOT / "config/robots/kuavo4pro.yaml").read_text()
+    assert change[0] in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace(change[0], change[1], 1))
+    with pytest.raises(ProfileError, match=message):
+        load_profile(bad)

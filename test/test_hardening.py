@@ -85,6 +85,9 @@ def test_a_frame_that_fails_to_decode_is_counted_and_no_inference_uses_it():
         controller.worker.wait(2.0)
         out = controller.tick(1.05)
         assert controller.counters.inputs_rejected == 1 and out.new_chunk is None and not model.calls
+        # Counted on its camera with the reason, and dropped: the camera is stale until a good frame comes.
+        assert controller.rejections == {"cam": 1} and "corrupt JPEG data" in controller.first_rejection["cam"]
+        assert len(controller.buffers["cam"]) == 0 and "cam" in controller.snapshot().stale_streams
     finally:
         controller.close()
 
@@ -153,6 +156,7 @@ def test_a_clock_that_jumps_back_clears_the_buffers_and_the_node_runs_again_on_f
 # ----------------------------------------------------------------------------------- instructions
 @pytest.mark.parametrize(("text", "message"), [
     ("\u200b", "no visible character"), (" \u200b\u200d ", "no visible character"), ("", "empty instruction"),
+    ("\u3164", "no visible character"), ("\u2800 \u2800", "no visible character"),
     ("task1\x00", "control characters"), ("\x1b[2Jtask1", "control characters")])
 def test_instructions_need_visible_printable_text(text, message):
     controller = make(GatedModel())

@@ -230,6 +230,9 @@ def test_enable_service_stops_and_ramps_back_in(tiny_checkpoint):
      "needs cameras ['wrist_cam_l', 'wrist_cam_r'] that robot profile head_only does not provide"),
     (["-p", "checkpoint:=CK", "-p", "robot_profile:=kuavo9"], "unknown robot profile 'kuavo9'"),
     (["-p", "checkpoint:=CK", "-p", "profile_overrides:=[fps=30]"], "'fps' cannot be overridden"),
+    (["-p", "checkpoint:=CK", "-p", "profile_overrides:=[state.sync.max_age_s=null]"], "['state'] have no max age"),
+    (["-p", "checkpoint:=CK", "-p", "profile_overrides:=[state.topic=/a//b]"], "cannot start: Invalid topic name"),
+    (["-p", "checkpoint:=CK", "-p", "profile_overrides:=fps=5"], "cannot start: Trying to set parameter"),
     (["-p", "checkpoint:=CK", "-p", "n_action_steps:=60"], "n_action_steps (60) must be <= chunk_size (50)"),
 ])
 def test_startup_errors_exit_with_a_clear_message(tiny_checkpoint, tmp_path, params, message):
@@ -337,6 +340,7 @@ def test_image_bombs_and_corrupt_frames_over_dds_are_counted_and_the_node_lives(
             v.key == "rejected wrist_cam_l" for v in d.status[0].values)), None), 10, "the rejection in diagnostics")
     values = {v.key: v.value for v in diagnostics.status[0].values}
     assert values["rejected wrist_cam_l"].startswith("2 (first: JPEG header claims more pixels")
+    assert any(r.startswith("wrist_cam_l: 2 (first: JPEG header") for r in fake.latest("status").rejections)
 
 
 def test_a_checkpoint_with_a_shorter_chunk_starts_with_its_path_alone(checkpoint_copy):
@@ -348,3 +352,35 @@ def test_a_checkpoint_with_a_shorter_chunk_starts_with_its_path_alone(checkpoint
         chunk = fake.wait_count("chunk", 1, timeout=30)[0]
     assert (chunk.chunk_size, chunk.n_execute) == (10, 6)
     assert node.get_parameter("chunk_size").value == 0 and node.get_parameter("n_action_steps").value == 0
+
+
+def test_a_simulator_reset_that_rewinds_clock_does_not_leave_the_node_stale(tiny_checkpoint):
+    """use_sim_time: /clock runs from 1000 s, then jumps back 20 s (a simulator reset). The node clears its
+    input buffers (rclpy's clock-jump callback) and infers again within a second of fresh data."""
+    from builtin_interfaces.msg import Time
+    from rosgraph_msgs.msg import Clock
+
+    clock = {"now": 1000.0}
+
+    def start_clock(fake):
+        publisher = fake.create_publisher(Clock, "/clock", 10)
+
+        def tick():
+            clock["now"] += 0.01
+            sec = int(clock["now"])
+            publisher.publish(Clock(clock=Time(sec=sec, nanosec=int((clock["now"] - sec) * 1e9))))
+        fake.create_timer(0.01, tick)  # the fake's own timers run on the wall clock
+
+    with running(tiny_checkpoint, default_instruction="task1", use_sim_time=True,
+                 before_node=start_clock) as (_node, fake):
+        fake.wait_status(lambda s: s.state == PolicyStatus.STATE_RUNNING, 60, "RUNNING on simulated time")
+        inferences = fake.latest("status").inferences
+        clock["now"] -= 20.0  # the reset
+        rewound_at = time.monotonic()
+        fake.wait_status(lambda s, n=inferences: s.header.stamp.sec < 990 and s.inferences > n + 1, 15,
+                         "inferences after the rewind")
+        recovered_s = time.monotonic() - rewound_at
+        diagnostics = fake.wait_for(lambda: next((d for d in reversed(fake.received["diagnostics"])
+                                                  if d.header.stamp.sec < 990), None), 10, "post-rewind diagnostics")
+    values = {v.key: v.value for v in diagnostics.status[0].values}
+    assert int(values["clock_jumps"]) >= 1 and recovered_s < 5.0

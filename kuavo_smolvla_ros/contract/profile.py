@@ -58,6 +58,8 @@ class SyncPolicy:
     def check(self, where: str) -> None:
         if self.mode == "nearest" and (self.tolerance_s is None or self.tolerance_s < 0):
             raise ProfileError(f"{where}.sync: nearest needs tolerance_s >= 0")
+        if self.tolerance_s is not None and self.tolerance_s < 0:
+            raise ProfileError(f"{where}.sync.tolerance_s must be >= 0, got {self.tolerance_s}")
         if self.max_age_s is not None and self.max_age_s <= 0:
             raise ProfileError(f"{where}.sync.max_age_s must be > 0 or null, got {self.max_age_s}")
 
@@ -105,6 +107,8 @@ class JointQLayout:
     right_arm: tuple[int, ...]
 
     def check(self, where: str) -> None:
+        if not 14 <= self.length <= 1000:
+            raise ProfileError(f"{where}.length must be in 14..1000, got {self.length}")
         for side, indices in (("left_arm", self.left_arm), ("right_arm", self.right_arm)):
             if len(indices) != robot.ARM_DOF:
                 raise ProfileError(f"{where}.{side} must list {robot.ARM_DOF} indices, got {len(indices)}")
@@ -125,7 +129,7 @@ class StateSpec:
     topic: str
     joint_q: JointQLayout | None = None
     joint_names: tuple[str, ...] | None = None
-    units: Literal["rad", "deg"] = "rad"
+    units: Literal["rad", "deg"] | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
 
 
@@ -137,7 +141,7 @@ class ActionSpec:
     source: Literal["kuavo_arm_traj", "joint_state"]
     topic: str
     joint_names: tuple[str, ...] | None = None
-    units: Literal["rad", "deg"] = "rad"
+    units: Literal["rad", "deg"] | None = None
     sync: SyncPolicy = field(default_factory=lambda: SyncPolicy(max_age_s=0.2))
 
 
@@ -192,17 +196,26 @@ class RobotProfile:
         for i, camera in enumerate(self.cameras):
             if not camera.name or not camera.topic:
                 raise ProfileError(f"cameras[{i}] needs a name and a topic")
-            if (camera.height is None) != (camera.width is None) or (camera.height or 1) < 1 or (camera.width or 1) < 1:
-                raise ProfileError(f"cameras[{i}]: height and width must both be positive or both null")
+            sizes = (camera.height, camera.width)
+            if (sizes[0] is None) != (sizes[1] is None) or any(v is not None and not 1 <= v <= 8192 for v in sizes):
+                raise ProfileError(f"cameras[{i}]: height and width must both be in 1..8192 or both null, got "
+                                   f"{camera.height}x{camera.width}")
             camera.sync.check(f"cameras[{i}]")
+        self._check_topics()
         ee = self.end_effector
         if ee is not None:
             if ee.type not in KINDS:
                 raise ProfileError(f"end_effector.type must be one of {sorted(KINDS)}, got {ee.type!r}")
-            if len(ee.names) != 2 or ee.state_scale <= 0 or ee.command_scale <= 0:
-                raise ProfileError("end_effector needs two names and positive state_scale and command_scale")
+            if len(ee.names) != 2 or len(set(ee.names)) != 2 or ee.state_scale <= 0 or ee.command_scale <= 0:
+                raise ProfileError("end_effector needs two different names and positive state_scale and "
+                                   f"command_scale, got {list(ee.names)}, {ee.state_scale}, {ee.command_scale}")
             ee.command_sync.check("end_effector.command")
         state = self.state
+        natural = {"kuavo_sensors": "rad", "kuavo_arm_traj": "deg"}
+        for where, stream in (("state", state), ("action", self.action)):
+            if stream.source in natural and stream.units not in (None, natural[stream.source]):
+                raise ProfileError(f"{where}.units: {stream.source} is always in {natural[stream.source]}, got "
+                                   f"{stream.units!r} (leave it out)")
         if state.source == "kuavo_sensors":
             if state.joint_q is None:
                 raise ProfileError("state.source kuavo_sensors needs state.joint_q (length, left_arm, right_arm)")
@@ -221,6 +234,23 @@ class RobotProfile:
                                "nor end_effector.command_topic")
         action.sync.check("action")
         return self
+
+    def _check_topics(self) -> None:
+        """Every topic named, without spaces, and no two streams on one topic (one would starve the other)."""
+        topics = [(f"cameras.{c.name}.topic", c.topic) for c in self.cameras]
+        topics += [("state.topic", self.state.topic), ("action.topic", self.action.topic)]
+        if self.end_effector is not None:
+            topics += [(f"end_effector.{k}", getattr(self.end_effector, k)) for k in ("state_topic", "command_topic")
+                       if getattr(self.end_effector, k) is not None]
+        topics.append(("instruction_topic", self.instruction_topic))
+        seen: dict[str, str] = {}
+        for key, topic in topics:
+            if not topic or any(c.isspace() for c in topic):
+                raise ProfileError(f"{key} must be a topic name, got {topic!r}")
+            if topic in seen:
+                raise ProfileError(f"{key} {topic} is also {seen[topic]}: two streams cannot share a topic "
+                                   "(swapping two cameras? override both topics)")
+            seen[topic] = key
 
     @staticmethod
     def _check_names(where: str, names: tuple[str, ...] | None, with_grippers: bool) -> None:
@@ -336,9 +366,10 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ProfileError(f"override {item!r} must be KEY=VALUE (e.g. cameras.head_cam_h.topic=/cam)")
         try:
-            result[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+            value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
-            result[key.strip()] = text
+            value = text
+        result[key.strip()] = value
     return result
 
 

@@ -8,6 +8,7 @@ path (``cameras[1].sync.max_age_s``), never ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -69,8 +70,15 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise SchemaError(f"{where} must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-1 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise SchemaError(f"{where} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SchemaError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise SchemaError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -116,12 +124,23 @@ def read_yaml(path: Path, what: str) -> Any:
     file and the reason if it cannot be read or parsed."""
     import yaml
 
+    class StrictLoader(yaml.SafeLoader):
+        """A safe loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(loader, node, deep=False):
+        keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(None, None, f"key(s) {repeated} given twice", node.start_mark)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return yaml.load(path.read_text(), Loader=StrictLoader) or {}  # a SafeLoader
     except OSError as err:
         raise SchemaError(f"cannot read {what} {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
-        raise SchemaError(f"{what} {path}: invalid YAML ({err})") from None
+        raise SchemaError(f"{what} {path}: invalid YAML ({' '.join(str(err).split())})") from None
 
 
 def to_dict(obj: Any) -> Any:

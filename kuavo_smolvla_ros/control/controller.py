@@ -29,6 +29,8 @@ from kuavo_smolvla_ros.sync import StampSource, StreamBuffer, align
 from kuavo_smolvla_ros.tasks import Task, TaskCatalog
 
 STATE_STREAM = "joint_state"
+#: Characters Unicode files as letters or symbols that render blank (Hangul fillers, the blank Braille pattern).
+BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 MAX_INSTRUCTION_CHARS = 2000
 
 
@@ -243,7 +245,7 @@ class PolicyController:
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("empty instruction")
-        if not any(unicodedata.category(c)[0] in "LNPS" for c in text):
+        if not any(unicodedata.category(c)[0] in "LNPS" and c not in BLANK_CHARACTERS for c in text):
             raise ValueError("instruction has no visible character")
         if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
             raise ValueError("instruction contains control characters")
@@ -315,8 +317,7 @@ class PolicyController:
             return
         if result.error:
             if result.error.startswith(InputRejected.__name__):
-                self.counters.inputs_rejected += 1
-                return
+                return  # counted, and the frame dropped, where it failed to decode (_run_inference)
             self.counters.inference_errors += 1
             self._error_time = now
             self._message = f"model error: {result.error}"
@@ -411,6 +412,12 @@ class PolicyController:
             try:
                 decoded[name] = decode_image(value)
             except Exception as err:
+                # A frame whose data fails to decode (e.g. corrupt JPEG data under an intact header) is
+                # counted on its camera's stream and dropped, so the stream goes stale instead of failing
+                # every inference; the next good frame brings it back.
+                with self._lock:
+                    self.buffers[name].remove(value)
+                    self.reject_input(name, str(err))
                 raise InputRejected(f"camera {name}: {err}") from err
         prepare_s = time.perf_counter() - start
         return self._predict(Observation(decoded, state, instruction)), prepare_s

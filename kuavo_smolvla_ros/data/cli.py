@@ -17,7 +17,8 @@ EPILOG = """examples:
   kuavo-rosbag-to-lerobot convert ~/bags/grasp --output ~/datasets/moving_grasp --task moving_grasp --workers 2
   kuavo-rosbag-to-lerobot convert new_bags/ --output ~/datasets/moving_grasp --task 1 --resume
   kuavo-rosbag-to-lerobot convert k5_bags/ -o ~/datasets/weighing -t 2 --robot kuavo5 \
-      --override cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed
+      --override cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed \
+      --override cameras.wrist_cam_r.topic=/cam_l/color/image_raw/compressed
   kuavo-rosbag-to-lerobot validate ~/datasets/moving_grasp
 """
 
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                                                "leju_sim, ros2_joint_state, or a path to a profile YAML")
     convert.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                          help="change the robot profile (repeatable): topics, sync max ages, stamp_source, "
-                              "end_effector.inverted, e.g. cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed")
+                              "end_effector.inverted, e.g. cameras.head_cam_h.topic=/head/image_raw/compressed")
     convert.add_argument("--fps", type=int, help="dataset rate (overrides the config)")
     convert.add_argument("--workers", "-j", type=int, default=1, help="bags converted in parallel processes")
     convert.add_argument("--resume", action="store_true",

@@ -67,6 +67,7 @@ def status_message(snap: Snapshot, stamp: Time, dry_run: bool, num_steps: int,
     msg.inferences, msg.actions_published, msg.actions_held = c.inferences, c.actions_published, c.actions_held
     msg.actions_clamped, msg.non_finite_replaced, msg.inputs_rejected = (
         c.actions_clamped, c.non_finite_replaced, c.inputs_rejected)
+    msg.rejections = [f"{stream}: {count} (first: {reason})" for stream, (count, reason) in snap.rejections.items()]
     return msg
 
 

@@ -82,9 +82,16 @@ class NodeSettings:
                 for camera in base.camera_names:
                     overrides.setdefault(f"cameras.{camera}.sync.max_age_s", self.max_input_age_s)
                 overrides.setdefault("state.sync.max_age_s", self.max_input_age_s)
-            return base.with_overrides(overrides)
+            profile = base.with_overrides(overrides)
         except ProfileError as err:
             raise ValueError(f"parameters robot_profile/profile_overrides: {err}") from None
+        unlimited = [c.name for c in profile.cameras if c.sync.live_max_age is None]
+        if profile.state.sync.live_max_age is None:
+            unlimited.append("state")
+        if unlimited:
+            raise ValueError(f"robot profile {profile.name}: {unlimited} have no max age (sync.max_age_s null): a live "
+                             "node must notice a stream that stops; give one (profile_overrides or max_input_age_s)")
+        return profile
 
     @property
     def rate_hz(self) -> float:
@@ -110,7 +117,7 @@ _DESCRIPTIONS = {
     "robot_profile": "robot profile: a shipped name (kuavo4pro, kuavo5, leju_sim, ros2_joint_state) or a path to a "
                      "profile YAML; it gives every topic, message type, joint mapping, end effector and max age",
     "profile_overrides": "KEY=VALUE overrides of the profile (topics, sync max ages, stamp_source, "
-                         "end_effector.inverted), e.g. cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed",
+                         "end_effector.inverted), e.g. cameras.head_cam_h.topic=/head/image_raw/compressed",
     "camera_height": "image height every camera must have, pixels (0: the profile's)",
     "camera_width": "image width every camera must have, pixels (0: the profile's)",
     "default_instruction": "instruction used at start (empty: wait for one on the profile's instruction topic)",

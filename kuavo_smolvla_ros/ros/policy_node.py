@@ -19,6 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -93,6 +94,7 @@ class PolicyNode(Node):
         self.decoder = StreamDecoder(profile, s.image_sizes())
         self.encoder = StreamEncoder(profile)
         self._last_period_start: float | None = None
+        self._last_instruction, self._last_instruction_at = "", -1.0
         self._make_publishers()
         self._make_subscriptions()
         self.create_service(SetBool, "~/enable", self._on_enable)
@@ -188,6 +190,10 @@ class PolicyNode(Node):
         self.get_logger().warning(f"the clock jumped by {jump.delta.nanoseconds * 1e-9:.3f} s: input buffers cleared")
 
     def _on_instruction(self, msg: String) -> None:
+        now = time.monotonic()
+        if msg.data == self._last_instruction and now - self._last_instruction_at < 0.2:
+            return  # the same message through the other subscription (a latched publisher reaches both)
+        self._last_instruction, self._last_instruction_at = msg.data, now
         try:
             self._switch_instruction(msg.data)
         except ValueError as err:
@@ -280,7 +286,8 @@ class PolicyNode(Node):
 
 def main() -> int:
     sys.setswitchinterval(0.0005)  # let the control timer's thread get the GIL promptly
-    return spin_node(PolicyNode, startup_errors=(CheckpointError, ValueError, RuntimeError))
+    return spin_node(PolicyNode, startup_errors=(CheckpointError, ValueError, RuntimeError, ParameterException,
+                                                 NameValidationException))
 
 
 if __name__ == "__main__":

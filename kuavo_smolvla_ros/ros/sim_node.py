@@ -19,6 +19,7 @@ import time
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import NameValidationException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -328,7 +329,7 @@ class SimNode(Node):
 
 
 def main() -> int:
-    return spin_node(SimNode, startup_errors=(ValueError,))
+    return spin_node(SimNode, startup_errors=(ValueError, NameValidationException))
 
 
 if __name__ == "__main__":

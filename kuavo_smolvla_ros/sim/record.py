@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import ProfileError, RobotProfile, available_profiles, load_profile
 from kuavo_smolvla_ros.data.recording import KuavoRecorder
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert
-from kuavo_smolvla_ros.sim.render import render_cameras
+from kuavo_smolvla_ros.sim.render import CAMERA_VIEWS, render_cameras
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
 from kuavo_smolvla_ros.tasks import Task, default_catalog
 
@@ -113,6 +114,11 @@ def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: st
 
     if storage not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {storage!r}")
+    profile = load_profile(profile)
+    unknown = [c for c in profile.camera_names if c not in CAMERA_VIEWS]
+    if unknown:
+        raise ValueError(f"robot profile {profile.name} has camera(s) {unknown} the simulator does not render "
+                         f"(it renders {sorted(CAMERA_VIEWS)})")
     output = Path(output)
     jobs = [(task, first_seed + i) for task in tasks for i in range(episodes)]
     written = []
@@ -120,10 +126,16 @@ def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: st
         path = episode_path(output, task, seed, storage)
         if path.exists():
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        summary = record_episode(tmp, task, seed, storage, config, profile)
-        tmp.rename(path)
+        # Written under its final name inside a hidden folder, then moved into place: a ROS 2 bag's storage file
+        # is named after its folder, and an interrupted recording never looks like a bag.
+        staging = path.parent / f".recording-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            summary = record_episode(staging / path.name, task, seed, storage, config, profile)
+            (staging / path.name).rename(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         written.append(summary | {"path": str(path)})
     return written
 
@@ -164,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --robot: {err}", file=sys.stderr)
         return 2
     config = RecordingConfig(camera_hz=args.camera_hz, image_size=tuple(args.image_size))
-    written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config, not args.quiet, profile)
+    try:
+        written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config, not args.quiet,
+                         profile)
+    except ValueError as err:
+        print(f"error: --robot: {err}", file=sys.stderr)
+        return 2
     kept = len(tasks) * args.episodes - len(written)
     print(f"wrote {len(written)} bag(s) under {args.output} ({kept} already there)")
     return 0
