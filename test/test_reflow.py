@@ -138,7 +138,8 @@ def test_teacher_frozen_vlm_built_once_and_shared_and_the_trainable_set(curricul
     original = smolvlm_with_expert.SmolVLMWithExpertModel.__init__
 
     def counting(self, *args, **kwargs):
-        built.append(1)
+        if torch.get_default_device().type != "meta":  # inspect_checkpoint's shape check builds one on meta
+            built.append(1)
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(smolvlm_with_expert.SmolVLMWithExpertModel, "__init__", counting)
