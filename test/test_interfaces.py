@@ -170,12 +170,14 @@ def test_roundtrip_over_dds(ros_node, name):
 
 def test_robot_mappings_accept_the_generated_messages():
     from kuavo_smolvla_ros import robot
+    from kuavo_smolvla_ros.contract.kuavo import arms_from_joint_q
     from kuavo_smolvla_ros.contract.profile import load_profile
-    from kuavo_smolvla_ros.contract.streams import StreamDecoder
 
-    decoder = StreamDecoder(load_profile("kuavo4pro"))
-    decoder.update_grippers(_claw_state())
-    state = decoder.state(_sensors())
+    # The codec's mapping (the decoder would also refuse these test values as implausible joint angles).
+    profile = load_profile("kuavo4pro")
+    arms = arms_from_joint_q(_sensors().joint_data.joint_q, profile.state.joint_q, profile.name)
+    left, right = profile.gripper.decode_state(_claw_state())
+    state = robot.compose(arms[:7], left, arms[7:], right)
     np.testing.assert_allclose(state[robot.LEFT_ARM], [i / 10 for i in range(12, 19)])
     np.testing.assert_allclose(state[robot.RIGHT_ARM], [i / 10 for i in range(19, 26)])
     assert robot.gripper_units(state) == pytest.approx((0.1, 0.9))
