@@ -113,8 +113,8 @@ def instruction_case(rng) -> tuple[str, bool]:
     kind = rng.integers(6)
     if kind == 0:
         return str(rng.choice(["", " ", "\u200b", "\ufeff\u200d", "\t\n"])), True
-    if kind == 1:
-        return "task1\x00" + "x" * int(rng.integers(5)), True
+    if kind == 1:  # (a NUL would not survive DDS: a ROS string ends there)
+        return "task1" + str(rng.choice(["\x07", "\x1b[2J", "\x7f"])) + "x" * int(rng.integers(5)), True
     if kind == 2:
         return "a" * 2001, True
     if kind == 3:

@@ -94,7 +94,7 @@ class PolicyNode(Node):
         self.decoder = StreamDecoder(profile, s.image_sizes())
         self.encoder = StreamEncoder(profile)
         self._last_period_start: float | None = None
-        self._last_instruction, self._last_instruction_at = "", -1.0
+        self._last_instruction: tuple[str, str, float] = ("", "", -1.0)  # text, subscription, when
         self._make_publishers()
         self._make_subscriptions()
         self.create_service(SetBool, "~/enable", self._on_enable)
@@ -152,8 +152,8 @@ class PolicyNode(Node):
         # first subscription) or transient local (latched before this node started, matched by the second;
         # a repeat of the active instruction changes nothing).
         topic = self.profile.instruction_topic
-        self.create_subscription(String, topic, self._on_instruction, INSTRUCTION_QOS)
-        self.create_subscription(String, topic, self._on_instruction, LATCHED_INSTRUCTION_QOS,
+        self.create_subscription(String, topic, lambda m: self._on_instruction(m, "volatile"), INSTRUCTION_QOS)
+        self.create_subscription(String, topic, lambda m: self._on_instruction(m, "latched"), LATCHED_INSTRUCTION_QOS,
                                  event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda _event: None))
 
     def _now(self) -> float:
@@ -189,11 +189,12 @@ class PolicyNode(Node):
         self.controller.clock_jumped(self._now())
         self.get_logger().warning(f"the clock jumped by {jump.delta.nanoseconds * 1e-9:.3f} s: input buffers cleared")
 
-    def _on_instruction(self, msg: String) -> None:
+    def _on_instruction(self, msg: String, subscription: str) -> None:
         now = time.monotonic()
-        if msg.data == self._last_instruction and now - self._last_instruction_at < 0.2:
+        text, source, at = self._last_instruction
+        if msg.data == text and subscription != source and now - at < 0.2:
             return  # the same message through the other subscription (a latched publisher reaches both)
-        self._last_instruction, self._last_instruction_at = msg.data, now
+        self._last_instruction = (msg.data, subscription, now)
         try:
             self._switch_instruction(msg.data)
         except ValueError as err:
