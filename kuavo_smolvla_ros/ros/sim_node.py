@@ -62,7 +62,8 @@ def episode_report(world: SimWorld, number: int, success: bool, done: bool, **ex
     return {
         "task": episode.task.name, "task_id": episode.task.id, "seed": episode.seed, "episode": number,
         "object_start": [float(v) for v in episode.object_start], "time": round(world.time, 6),
-        "success": success, "success_time": episode.success_time if success else None,
+        "success": success,
+        "success_time": round(episode.success_time, 6) if success else None,  # rounded as "time": never after it
         "events": [{"kind": e.kind, "arm": e.arm, "xy": [float(v) for v in e.xy], "t": round(e.t, 6)}
                    for e in episode.events],
         "done": done, **extra,
