@@ -73,7 +73,20 @@ def build_base(out: Path) -> Path:
     if not (base / "model.safetensors").is_file():
         build_checkpoint(base, TinyCheckpointSpec(image_shape=IMAGE, action_mode="relative", train_everything=True,
                                                   tokenizer_max_length=24))
+    upgrade_old_checkpoints(out)
     return base
+
+
+def upgrade_old_checkpoints(out: Path) -> None:
+    """Give the relative checkpoints an earlier demo wrote (before relative actions were lerobot processor
+    steps) those steps, so a second ``make demo`` reuses them (predictions unchanged)."""
+    from kuavo_smolvla_ros.policy.checkpoint import upgrade_relative
+
+    for config in sorted(out.glob("**/config.json")):
+        if (config.parent / "kuavo_smolvla.json").is_file() and (config.parent / "policy_preprocessor.json").is_file():
+            meta = json.loads((config.parent / "kuavo_smolvla.json").read_text())
+            if meta.get("action_mode") == "relative" and upgrade_relative(config.parent):
+                print(f"    upgraded {config.parent} (relative actions as lerobot processor steps)", flush=True)
 
 
 def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:

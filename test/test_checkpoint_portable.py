@@ -58,17 +58,18 @@ def lerobot_chunk(folder: Path, obs: Observation, noise: np.ndarray) -> np.ndarr
         return post(actions)[0].numpy()
 
 
-def train_like_the_stage_trainer(source: Path, target: Path) -> Path:
+def train_like_the_stage_trainer(source: Path, target: Path, action_mode: str = "absolute") -> Path:
     """What ``StageTrainer`` does around its loop: the source's policy on its local VLM folder, processors made
-    from the training statistics, ``write_checkpoint``."""
-    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+    from the training statistics (with lerobot's relative/absolute action steps when relative),
+    ``write_checkpoint``."""
+    from kuavo_smolvla_ros.policy.processors import make_processors
 
     info = inspect_checkpoint(source, kuavo_layout=False)
     policy = load_policy(info)
     assert policy.config.vlm_model_name == str(info.vlm_path)  # a path of this machine while training
-    pre, post = make_smolvla_pre_post_processors(policy.config, stats_as_tensors(STATS))
-    return write_checkpoint(target, policy, pre, post, CheckpointMetadata(cameras=list(CAMERAS), stage=1),
-                            vlm_hub_id=info.vlm_hub_id)
+    pre, post = make_processors(policy.config, stats_as_tensors(STATS), action_mode)
+    metadata = CheckpointMetadata(cameras=list(CAMERAS), stage=1, action_mode=action_mode)
+    return write_checkpoint(target, policy, pre, post, metadata, vlm_hub_id=info.vlm_hub_id)
 
 
 def test_a_trained_checkpoint_moved_elsewhere_opens_everywhere(tmp_path, monkeypatch):

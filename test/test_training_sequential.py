@@ -324,8 +324,8 @@ def two_stage_config(root: Path, pretrained: Path, output_root: Path, **changes)
 
 
 def numpy_delta_stats(roots: list[Path], chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """mean and std of action[t+k] - state[t] over every episode, t and k < chunk with t+k in the episode,
-    straight from the parquet files."""
+    """mean and std of action[t+k] - state[t] over every episode, k < chunk and every t whose whole chunk lies
+    in the episode (lerobot's compute_relative_action_stats), straight from the parquet files."""
     import pandas as pd
 
     deltas = []
@@ -335,11 +335,36 @@ def numpy_delta_stats(roots: list[Path], chunk: int) -> tuple[np.ndarray, np.nda
             episode = episode.sort_values("frame_index")
             state = np.stack(episode[OBS_STATE].to_numpy()).astype(np.float64)
             action = np.stack(episode[ACTION].to_numpy()).astype(np.float64)
-            deltas += [action[t + k] - state[t] for t in range(len(state)) for k in range(chunk)
-                       if t + k < len(state)]
+            deltas += [action[t + k] - state[t] for t in range(len(state) - chunk + 1) for k in range(chunk)]
     deltas = np.array(deltas)
-    assert len(deltas) == sum(n * 4 - 6 for n in (7, 5, 9)) * len(roots)  # sum over t of min(chunk, n - t)
+    assert len(deltas) == sum((n - 3) * 4 for n in (7, 5, 9)) * len(roots)  # whole chunks of 4
     return deltas.mean(axis=0), deltas.std(axis=0)
+
+
+def varied_observation(root: Path):
+    """A frame of the varied dataset of stage 1: its image, state and instruction."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from kuavo_smolvla_ros.data.dataset import REPO_ID
+    from kuavo_smolvla_ros.policy.runtime import Observation
+
+    item = LeRobotDataset(REPO_ID, root=root / "data" / STAGES[0], video_backend="pyav")[3]
+    image = (item["observation.images.head_cam_h"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Observation({"head_cam_h": image}, item[OBS_STATE].numpy(), item["task"])
+
+
+def assert_lerobot_and_runtime_agree(checkpoint: Path, observation) -> None:
+    """A relative checkpoint our trainer wrote: lerobot's own loader (SmolVLAPolicy.from_pretrained +
+    make_pre_post_processors) and PolicyRuntime.predict_chunk give the same absolute actions, to 1e-4."""
+    from test_checkpoint_portable import lerobot_chunk
+
+    from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
+
+    runtime = PolicyRuntime.open(checkpoint)
+    assert runtime.info.action_mode == "relative"
+    noise = runtime.make_noise(7)
+    ours = runtime.predict_chunk(observation, noise=noise)
+    np.testing.assert_allclose(ours, lerobot_chunk(checkpoint, observation, noise), atol=1e-4, rtol=0)
 
 
 def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied, tmp_path):
@@ -358,13 +383,14 @@ def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied,
     out = tmp_path / "out"
     cfg = two_stage_config(root, relative, out)
     run(cfg, CONFIGS)
-    for folder in ("best", "last"):  # the mode comes from the pretrained checkpoint's metadata
+    for folder in ("best", "last"):  # the mode comes from the pretrained checkpoint's processors
         assert json.loads((out / STAGES[0] / folder / "kuavo_smolvla.json").read_text())["action_mode"] == "relative"
+    assert_lerobot_and_runtime_agree(out / STAGES[0] / "best", varied_observation(root))
     stored = json.loads((out / "curriculum_stats.json").read_text())
     assert stored["action_mode"] == "relative" and stored["chunk_size"] == 4
     mean, std = numpy_delta_stats([root / "data" / name for name in STAGES[:2]], chunk=4)
-    np.testing.assert_allclose(stored[ACTION]["mean"], mean, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(stored[ACTION]["std"], std, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stored[ACTION]["mean"], mean, rtol=1e-5, atol=1e-6)  # lerobot's: float32
+    np.testing.assert_allclose(stored[ACTION]["std"], std, rtol=1e-4, atol=1e-6)
     stages = load_curriculum(CONFIGS, cfg["curriculum"], root / "data",
                              overrides={k: v for k, v in cfg["stage_overrides"].items() if v is not None})
     absolute = curriculum_stats(check_datasets(stages))
@@ -383,7 +409,7 @@ def test_relative_actions_train_on_deltas_normalised_by_delta_statistics(varied,
     trainer.policy.eval()
     batch = next(iter(trainer.loader))
     deltas = batch[ACTION] - batch[OBS_STATE][:, None, :]
-    processed = trainer.preprocessor(trainer.targets(batch))
+    processed = trainer.preprocessor(dict(batch))  # lerobot's RelativeActionsProcessorStep subtracts the state
     np.testing.assert_allclose(processed[ACTION][..., :16].numpy(),
                                ((deltas.numpy() - mean) / std), rtol=1e-4, atol=1e-4)
     noise, time = flow_noise(0, 0, 4, 4, 4, 32)

@@ -28,9 +28,13 @@ hub id, never a path of the machine that wrote them, so a checkpoint folder can 
 Our runtime looks for the VLM folder in this order: a ``vlm_path`` override, the checkpoint's ``vlm/``, a
 recorded local folder (checkpoints written before this scheme), the Hugging Face cache.
 
+Relative actions: the processors carry them (lerobot's relative/absolute action steps,
+``policy/processors.py``); ``kuavo_smolvla.json``'s ``action_mode`` is provenance and must agree.
+
 Command line: ``kuavo-smolvla-inspect CHECKPOINT [--vlm-path DIR] [--make-portable [--vlm-hub-id ID]]
-[--strip-prefix PREFIX]`` checks a checkpoint (exit 0, or 1 with one ``error:`` line) and prints what was
-found; ``--make-portable`` and ``--strip-prefix`` repair checkpoints in place first.
+[--strip-prefix PREFIX] [--upgrade-relative]`` checks a checkpoint (exit 0, or 1 with one ``error:`` line)
+and prints what was found; ``--make-portable``, ``--strip-prefix`` and ``--upgrade-relative`` repair
+checkpoints in place first.
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ from typing import Any
 from kuavo_smolvla_ros import features, robot
 from kuavo_smolvla_ros.contract.profile import default_profile
 from kuavo_smolvla_ros.features import camera_of
+from kuavo_smolvla_ros.policy.errors import CheckpointError
+from kuavo_smolvla_ros.policy.processors import (
+    ACTION_MODES,
+    POSTPROCESSOR_FILE,
+    PREPROCESSOR_FILE,
+    RELATIVE_STEP,
+    pipeline_action_mode,
+    with_relative_steps,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -57,8 +70,6 @@ METADATA_FILE = "kuavo_smolvla.json"
 METADATA_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-PREPROCESSOR_FILE = "policy_preprocessor.json"
-POSTPROCESSOR_FILE = "policy_postprocessor.json"
 #: lerobot-train's record of a run's settings, beside ``config.json``.
 TRAIN_CONFIG_FILE = "train_config.json"
 #: Where a checkpoint ships its VLM folder (config, processor, tokenizer) when it is small enough.
@@ -67,7 +78,6 @@ VLM_FOLDER = "vlm"
 SHIPPED_VLM_PREFIX = "kuavo-smolvla/vlm-"
 #: A VLM folder is shipped inside checkpoints when it holds no weights and at most this many bytes.
 SHIP_LIMIT_BYTES = 64 * 2**20
-ACTION_MODES = ("absolute", "relative")
 #: ``config.json`` fields whose lerobot default would silently build another model or pipeline.
 REQUIRED_CONFIG_FIELDS = (
     "input_features", "output_features", "normalization_mapping", "chunk_size", "n_action_steps", "num_steps",
@@ -90,10 +100,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION_KEYS = ("lerobot_version", "version")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message (one line) names the file and the field or key at fault."""
-
-
 @dataclass
 class CheckpointMetadata:
     """This project's facts about a checkpoint (``kuavo_smolvla.json``)."""
@@ -101,7 +107,8 @@ class CheckpointMetadata:
     robot_type: str = field(default_factory=lambda: default_profile().robot_type)
     joint_names: list[str] = field(default_factory=lambda: list(robot.JOINT_NAMES))
     cameras: list[str] = field(default_factory=lambda: list(default_profile().camera_names))
-    #: "absolute": the policy outputs target positions; "relative": action - state (state added back).
+    #: Provenance: "absolute" (the policy was trained on target positions) or "relative" (on action - state).
+    #: The processors apply it (lerobot's relative/absolute action steps); the two must agree.
     action_mode: str = "absolute"
     #: Task instructions the checkpoint was trained on.
     instructions: list[str] = field(default_factory=list)
@@ -164,6 +171,8 @@ class CheckpointInfo:
     policy_config: Any = None
     #: Things worth knowing that do not stop the checkpoint from running (printed by the command line).
     notes: list[str] = field(default_factory=list)
+    #: "relative" when the saved processors convert actions with lerobot's relative/absolute action steps.
+    action_mode: str = "absolute"
 
     @property
     def chunk_size(self) -> int:
@@ -176,10 +185,6 @@ class CheckpointInfo:
     @property
     def n_action_steps(self) -> int:
         return int(self.config["n_action_steps"])
-
-    @property
-    def action_mode(self) -> str:
-        return self.metadata.action_mode if self.metadata else "absolute"
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -730,6 +735,54 @@ def _vlm_notes(folder: Path, recorded: str, vlm_path: Path, source: str) -> list
     return []
 
 
+# ------------------------------------------------------------------------------------- action mode
+UPGRADE_COMMAND = "kuavo-smolvla-inspect {folder} --upgrade-relative"
+
+
+def checkpoint_action_mode(folder: Path, pipelines: dict[str, dict[str, Any]] | None = None,
+                           metadata: CheckpointMetadata | None = None) -> str:
+    """How ``folder``'s processors convert actions ("absolute" or "relative", see
+    :func:`~kuavo_smolvla_ros.policy.processors.pipeline_action_mode`), checked against the provenance in
+    ``kuavo_smolvla.json``. Raises :class:`CheckpointError` when they disagree; for a checkpoint written
+    before relative actions were lerobot processor steps (``action_mode: relative``, no steps), with the
+    command that converts it."""
+    folder = resolve_checkpoint_dir(folder)
+    if pipelines is None:
+        pipelines = {name: _read_json(folder / name) for name in (PREPROCESSOR_FILE, POSTPROCESSOR_FILE)}
+    if metadata is None:
+        metadata = CheckpointMetadata.load(folder)
+    mode = pipeline_action_mode(folder, pipelines[PREPROCESSOR_FILE], pipelines[POSTPROCESSOR_FILE])
+    if metadata is None or metadata.action_mode == mode:
+        return mode
+    if metadata.action_mode == "relative":
+        raise CheckpointError(
+            f"{folder / METADATA_FILE}: action_mode 'relative', but {folder / PREPROCESSOR_FILE} has no "
+            f"{RELATIVE_STEP} step: written before relative actions were lerobot processor steps (lerobot's "
+            f"loader would return action - state); convert it with: {UPGRADE_COMMAND.format(folder=folder)}")
+    raise CheckpointError(f"{folder / METADATA_FILE}: action_mode {metadata.action_mode!r}, but the processors "
+                          f"convert actions as {mode!r} ({PREPROCESSOR_FILE}, {POSTPROCESSOR_FILE})")
+
+
+def upgrade_relative(folder: str | Path) -> bool:
+    """Give a relative checkpoint written before relative actions were lerobot processor steps those steps:
+    ``RelativeActionsProcessorStep`` before the normaliser, ``AbsoluteActionsProcessorStep`` after the
+    unnormaliser (both JSON files rewritten, each whole or not at all; statistics unchanged, predictions
+    unchanged). Returns False when it already has them. Raises :class:`CheckpointError` when its
+    ``kuavo_smolvla.json`` does not say ``action_mode: relative``."""
+    folder = resolve_checkpoint_dir(folder)
+    pipelines = {name: _check_processor(folder, name) for name in (PREPROCESSOR_FILE, POSTPROCESSOR_FILE)}
+    metadata = CheckpointMetadata.load(folder)
+    if pipeline_action_mode(folder, pipelines[PREPROCESSOR_FILE], pipelines[POSTPROCESSOR_FILE]) == "relative":
+        return False
+    if metadata is None or metadata.action_mode != "relative":
+        raise CheckpointError(f"{folder}: not a relative-action checkpoint ({METADATA_FILE} does not say "
+                              "action_mode 'relative'); nothing to upgrade")
+    pre, post = with_relative_steps(pipelines[PREPROCESSOR_FILE], pipelines[POSTPROCESSOR_FILE], metadata.joint_names)
+    _write_json(folder / PREPROCESSOR_FILE, pre)
+    _write_json(folder / POSTPROCESSOR_FILE, post)
+    return True
+
+
 # ------------------------------------------------------------------------------------------- inspect
 def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kuavo_layout: bool = True
                        ) -> CheckpointInfo:
@@ -769,6 +822,7 @@ def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kua
             _check_statistics(folder, name, pipeline, config)
 
     metadata = CheckpointMetadata.load(folder)
+    action_mode = checkpoint_action_mode(folder, pipelines, metadata)
     vlm, source = locate_vlm(config, vlm_path, folder)
     policy_config = read_policy_config(folder)
     check_tensors(folder / WEIGHTS_FILE, shapes, _expected_tensors(policy_config, vlm))
@@ -786,6 +840,7 @@ def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kua
         vlm_hub_id=recorded if looks_like_hub_id(recorded) else hub_id_of_cache_folder(vlm),
         policy_config=policy_config,
         notes=_vlm_notes(folder, recorded, vlm, source),
+        action_mode=action_mode,
     )
 
 
@@ -801,8 +856,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --make-portable: the hub id of a VLM with weights given by --vlm-path")
     parser.add_argument("--strip-prefix", default=None, metavar="PREFIX",
                         help="first remove PREFIX (e.g. _orig_mod.) from every tensor name in model.safetensors")
+    parser.add_argument("--upgrade-relative", action="store_true",
+                        help="first give a relative-action checkpoint written before relative actions were lerobot "
+                             "processor steps those steps (its predictions do not change; lerobot's loader then "
+                             "returns absolute actions too)")
     args = parser.parse_args(argv)
     try:
+        if args.upgrade_relative:
+            done = upgrade_relative(args.checkpoint)
+            print("added lerobot's relative/absolute action steps to the processors" if done
+                  else "the processors already have lerobot's relative/absolute action steps")
         if args.strip_prefix:
             count = strip_prefix(args.checkpoint, args.strip_prefix)
             print(f"stripped {args.strip_prefix!r} from {count} tensor names")
@@ -821,7 +884,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vlm          {info.vlm_path} ({info.vlm_name}; {info.vlm_source})")
     print(f"cameras      {', '.join(f'{c} {info.image_shapes[c]}' for c in info.cameras)}")
     print(f"chunk_size   {info.chunk_size}  n_action_steps {info.n_action_steps}  num_steps {info.num_steps}")
-    print(f"action_mode  {info.action_mode}  tensors {len(info.weight_names)}")
+    how = " (lerobot's relative/absolute action processor steps)" if info.action_mode == "relative" else ""
+    print(f"action_mode  {info.action_mode}{how}  tensors {len(info.weight_names)}")
     if info.metadata and info.metadata.origin:
         print(f"origin       {info.metadata.origin}")
     for note in info.notes:

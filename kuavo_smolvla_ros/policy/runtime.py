@@ -2,8 +2,9 @@
 
 The prediction path is lerobot's own: ``preprocessor`` (batch, tokenise, normalise) ->
 ``SmolVLAPolicy.predict_action_chunk`` (flow matching, 32 -> 16 trim) -> ``postprocessor``
-(unnormalise). The runtime adds only what a robot needs around it: input checks, uint8 images,
-seeded noise, step-count overrides, relative actions and a warm-up.
+(unnormalise), relative actions included (lerobot's relative/absolute action steps in the saved
+processors, ``policy/processors.py``). The runtime adds only what a robot needs around it: input checks,
+uint8 images, seeded noise, step-count overrides and a warm-up.
 """
 
 from __future__ import annotations
@@ -214,10 +215,7 @@ class PolicyRuntime:
             processed = self.preprocessor(batch)
             actions = self.policy.predict_action_chunk(processed, noise=noise_tensor)
             actions = self.postprocessor(actions)
-        chunk = actions[0].to(torch.float32).cpu().numpy()
-        if self.info.action_mode == "relative":
-            chunk = chunk + np.asarray(observation.state, dtype=np.float32)[None, :]
-        return chunk
+        return actions[0].to(torch.float32).cpu().numpy()
 
     def warmup(self, iterations: int = 1) -> float:
         """Run ``iterations`` predictions on a neutral observation; returns the last one's seconds."""

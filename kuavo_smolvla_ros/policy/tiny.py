@@ -101,7 +101,8 @@ class TinyCheckpointSpec:
     seed: int = 0
     #: Normalisation statistics: feature -> {"mean": (16,), "std": (16,)}; None = mean 0, std 1.
     stats: dict[str, dict[str, list[float]]] | None = None
-    #: "absolute" or "relative" (actions are predicted as action - state; the runtime adds state back).
+    #: "absolute" or "relative" (the model predicts action - state; lerobot's relative/absolute action
+    #: processor steps in the saved processors subtract and add the state).
     action_mode: str = "absolute"
     #: Train everything (tiny random models need it) instead of lerobot's expert-only default.
     train_everything: bool = False
@@ -237,7 +238,8 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
     """
     import torch
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
+    from kuavo_smolvla_ros.policy.processors import make_processors
 
     spec = spec or TinyCheckpointSpec()
     if spec.size not in SIZES:
@@ -255,7 +257,7 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
     config = make_policy_config(vlm_dir, spec)
     torch.manual_seed(spec.seed)
     policy = SmolVLAPolicy(config)
-    preprocessor, postprocessor = make_smolvla_pre_post_processors(config, stats_as_tensors(stats))
+    preprocessor, postprocessor = make_processors(config, stats_as_tensors(stats), spec.action_mode)
     policy.save_pretrained(output_dir)
     preprocessor.save_pretrained(output_dir)
     postprocessor.save_pretrained(output_dir)

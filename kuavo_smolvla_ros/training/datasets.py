@@ -7,8 +7,9 @@ checkpoint. Only the 16 real dimensions have statistics: SmolVLA pads state and 
 normalising, so the padding is identity.
 
 With relative actions (``action_mode: relative``) the policy learns ``action[t+k] - state[t]`` for
-k in 0..chunk_size-1, so the action statistics are those of these deltas: over every (episode, t, k)
-with t+k inside the episode (the unpadded targets), computed from the datasets' parquet data.
+k in 0..chunk_size-1, so the action statistics are lerobot's relative action statistics
+(``compute_relative_action_stats``: every chunk inside one episode) over all the curriculum's episodes,
+read from the datasets' parquet data.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def check_datasets(stages: Sequence[Stage]) -> list:
 def curriculum_stats(metas: Sequence, action_mode: str = "absolute", chunk_size: int | None = None
                      ) -> dict[str, dict[str, np.ndarray]]:
     """State and action statistics aggregated over every dataset of the curriculum (lerobot's way); with
-    ``action_mode="relative"`` the action statistics are those of the deltas (:func:`delta_action_stats`)."""
+    ``action_mode="relative"`` the action statistics are those of the deltas (:func:`delta_action_stats`).
+    Raises :class:`TrainingConfigError` for an unknown mode, or relative actions without a chunk size or an
+    episode as long as one chunk."""
     from lerobot.datasets.compute_stats import aggregate_stats
 
     if action_mode not in ACTION_MODES:
@@ -135,24 +138,14 @@ def episode_arrays(root: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarr
 
 
 def delta_action_stats(roots: Sequence[str | Path], chunk_size: int) -> dict[str, np.ndarray]:
-    """mean / std / min / max / count of ``action[t+k] - state[t]`` over every episode of every dataset in
-    ``roots``, every frame t and every k in 0..chunk_size-1 with t+k inside the episode (float64,
-    population std; combined per episode with Chan's parallel update, so any dataset size is fine)."""
-    count, mean, m2 = 0, np.zeros(robot.ACTION_DIM), np.zeros(robot.ACTION_DIM)
-    low, high = np.full(robot.ACTION_DIM, np.inf), np.full(robot.ACTION_DIM, -np.inf)
-    for root in roots:
-        for _, state, action in episode_arrays(root):
-            frames = len(state)
-            t, k = np.nonzero(np.arange(frames)[:, None] + np.arange(chunk_size)[None, :] < frames)
-            deltas = action[t + k] - state[t]
-            n, block_mean = len(deltas), deltas.mean(axis=0)
-            block_m2 = ((deltas - block_mean) ** 2).sum(axis=0)
-            total = count + n
-            step = block_mean - mean
-            mean = mean + step * n / total
-            m2 = m2 + block_m2 + step**2 * count * n / total
-            count = total
-            low, high = np.minimum(low, deltas.min(axis=0)), np.maximum(high, deltas.max(axis=0))
-    if not count:
-        raise TrainingConfigError(f"no frames to compute relative action statistics from in {list(roots)}")
-    return {"mean": mean, "std": np.sqrt(m2 / count), "min": low, "max": high, "count": np.array([count])}
+    """lerobot's relative action statistics (:func:`~kuavo_smolvla_ros.policy.processors.relative_action_stats`:
+    ``action[t+k] - state[t]``, k < ``chunk_size``, every chunk inside one episode; mean, std, min, max,
+    quantiles, count) over every episode of every dataset in ``roots``. Raises :class:`TrainingConfigError`
+    when no episode is as long as one chunk."""
+    from kuavo_smolvla_ros.policy.processors import relative_action_stats
+
+    episodes = [(state, action) for root in roots for _, state, action in episode_arrays(root)]
+    try:
+        return relative_action_stats(episodes, chunk_size)
+    except ValueError as err:
+        raise TrainingConfigError(f"{err} in {[str(r) for r in roots]}") from None

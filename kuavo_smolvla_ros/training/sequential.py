@@ -45,7 +45,7 @@ def fixed_stats(stages: list[Stage], output_root: Path, write: bool = True, acti
         if saved_mode != action_mode:
             raise TrainingConfigError(
                 f"{path} holds statistics of {saved_mode} actions, but this run trains {action_mode} actions "
-                f"(action_mode, or the init checkpoint's kuavo_smolvla.json): use a new output_root, or "
+                f"(action_mode, or the init checkpoint's processors): use a new output_root, or "
                 f"action_mode={saved_mode}")
         if action_mode == "relative" and saved_chunk != chunk_size:
             raise TrainingConfigError(f"{path} holds relative-action statistics for chunk_size {saved_chunk}, "

@@ -8,10 +8,11 @@ Outputs under ``<output_root>/task{k}_{name}/``: ``best/``, ``epoch{N}/``, ``las
 plus ``kuavo_smolvla.json``), ``last/training_state/`` (optimizer, scheduler, RNG as safetensors/JSON, no
 pickles), ``training_results.json`` and ``tensorboard/``.
 
-Actions are trained as the init checkpoint's ``kuavo_smolvla.json`` says (``action_mode``, absolute when
-it has none) unless the config forces one: relative targets are ``action[t+k] - state[t]``, made here before
-lerobot's preprocessor (its own delta option is not implemented for SmolVLA), with the statistics of the
-deltas. ``data_cache: memory`` trains from in-memory copies of the datasets (``training/memory.py``).
+Actions are trained as the init checkpoint's processors convert them (lerobot's relative/absolute action
+steps: relative when it has them) unless the config forces a mode: relative targets are ``action[t+k] -
+state[t]``, made by lerobot's ``RelativeActionsProcessorStep`` in the preprocessor, normalised by lerobot's
+relative action statistics, and saved with the checkpoint (``policy/processors.py``).
+``data_cache: memory`` trains from in-memory copies of the datasets (``training/memory.py``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from kuavo_smolvla_ros.policy.checkpoint import (
     ACTION_MODES,
     CONFIG_FILE,
     CheckpointMetadata,
+    checkpoint_action_mode,
     inspect_checkpoint,
     resolve_checkpoint_dir,
 )
+from kuavo_smolvla_ros.policy.processors import make_processors
 from kuavo_smolvla_ros.policy.runtime import load_policy
 from kuavo_smolvla_ros.training.common.checkpoints import start_progress, training_state_dir, write_checkpoint
 from kuavo_smolvla_ros.training.common.config import check_data_cache
@@ -58,8 +61,11 @@ def stage_source(stage: Stage, settings: Settings, init_checkpoint: str | Path) 
 
 
 def training_action_mode(source: str | Path, forced: str | None = None) -> str:
-    """The action mode to train: ``forced``, else the one in ``source``'s metadata (absolute without any)."""
-    mode = forced or getattr(CheckpointMetadata.load(resolve_checkpoint_dir(source)), "action_mode", "absolute")
+    """The action mode to train: ``forced``, else the one ``source``'s processors apply (relative with
+    lerobot's relative/absolute action steps, else absolute). Raises :class:`CheckpointError` for processors
+    that contradict the checkpoint's ``kuavo_smolvla.json`` (an old relative checkpoint: with the command
+    that converts it)."""
+    mode = forced or checkpoint_action_mode(resolve_checkpoint_dir(source))
     if mode not in ACTION_MODES:
         raise TrainingConfigError(f"action_mode must be one of {ACTION_MODES}, got {mode!r}")
     return mode
@@ -127,11 +133,11 @@ class StageTrainer:
             setattr(config, key, value)
 
     def _make_processors(self) -> None:
-        from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
-
+        """SmolVLA's processors normalised by the curriculum's statistics, with lerobot's relative/absolute
+        action steps when training relative actions."""
         stats = {k: {s: torch.as_tensor(np.asarray(v), dtype=torch.float32) for s, v in d.items()}
                  for k, d in self.stats.items()}
-        self.preprocessor, self.postprocessor = make_smolvla_pre_post_processors(self.policy.config, stats)
+        self.preprocessor, self.postprocessor = make_processors(self.policy.config, stats, self.action_mode)
 
     @property
     def in_memory(self) -> bool:
@@ -183,24 +189,16 @@ class StageTrainer:
         self.loader = self._loader(data, RankSlice(batches, self.world), self.settings.num_workers)
 
     # -------------------------------------------------------------------------------- training
-    def targets(self, batch: dict) -> dict:
-        """``batch`` with the training targets: its actions, or ``action - state`` (each chunk relative to the
-        state it starts from) in relative mode."""
-        if self.action_mode != "relative":
-            return batch
-        action, state = batch[features.ACTION], batch[features.OBS_STATE]
-        return {**batch, features.ACTION: action - state.unsqueeze(1).to(action.dtype)}
-
     def _loss(self, batch, noise=None, time=None, model=None) -> torch.Tensor:
         with autocast(self.settings.device, self.settings.bf16):
-            loss, _ = (model or self.policy)(self.preprocessor(self.targets(batch)), noise=noise, time=time)
+            loss, _ = (model or self.policy)(self.preprocessor(batch), noise=noise, time=time)
         return loss
 
     def _training_loss(self, batch, noise, time) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss to differentiate, global loss to report): lerobot's mean over the unpadded actions of the
         *global* batch. Each process scales its share so that DDP's gradient average equals it exactly."""
         with autocast(self.settings.device, self.settings.bf16):
-            per_sample, _ = self.model(self.preprocessor(self.targets(batch)), noise=noise, time=time,
+            per_sample, _ = self.model(self.preprocessor(batch), noise=noise, time=time,
                                        reduction="none")
         pad = batch.get("action_is_pad")
         steps = (~pad).sum(dim=1) if pad is not None else torch.full((len(per_sample),), self.policy.config.chunk_size)
@@ -254,8 +252,8 @@ class StageTrainer:
 
     # ------------------------------------------------------------------------------- saving
     def _metadata(self) -> CheckpointMetadata:
-        action = "action - state deltas (chunks of the policy's chunk_size)" if self.action_mode == "relative" \
-            else "action"
+        action = ("relative actions (lerobot's compute_relative_action_stats, chunks of the policy's chunk_size)"
+                  if self.action_mode == "relative" else "action")
         return CheckpointMetadata(
             action_mode=self.action_mode, cameras=list(self.info.cameras),
             instructions=[s.task.instruction for s in self.seen], stage=self.stage.number,
