@@ -65,6 +65,14 @@ def add_relative_steps(preprocessor, postprocessor, action_names: Sequence[str] 
     preprocessor.steps, postprocessor.steps = pre, post
 
 
+def action_mode_of(preprocessor) -> str:
+    """"relative" when the (in-memory) ``preprocessor`` has an enabled ``RelativeActionsProcessorStep``."""
+    from lerobot.processor import RelativeActionsProcessorStep
+
+    return "relative" if any(isinstance(step, RelativeActionsProcessorStep) and step.enabled
+                             for step in preprocessor.steps) else "absolute"
+
+
 def _index(steps: list, registry_name: str, where: str) -> int:
     from lerobot.processor.pipeline import ProcessorStepRegistry
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from kuavo_smolvla_ros.atomic import replace_dir, write_json
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, installed_lerobot_version, make_portable
+from kuavo_smolvla_ros.policy.processors import action_mode_of
 
 #: The progress dict (epoch/step, best score, history...) inside ``training_state/``.
 STATE_FILE = "state.json"
@@ -50,7 +51,8 @@ def start_progress(checkpoint: Path, fresh: dict[str, Any], seed: int) -> tuple[
 def write_checkpoint(target: Path, policy, preprocessor, postprocessor, metadata: CheckpointMetadata,
                      training_state: tuple[Any, Any, dict] | None = None, *, vlm_hub_id: str | None = None) -> Path:
     """Write a lerobot checkpoint folder (``save_pretrained`` of the policy and both processors) plus
-    ``kuavo_smolvla.json`` (with the installed lerobot version) at ``target``, complete or not at all; returns
+    ``kuavo_smolvla.json`` (with the installed lerobot version and the action mode the processors apply) at
+    ``target``, complete or not at all; returns
     ``target``. ``training_state`` (optimizer, scheduler, progress dict) adds ``training_state/`` (safetensors
     and JSON, no pickles) to resume from.
 
@@ -65,7 +67,9 @@ def write_checkpoint(target: Path, policy, preprocessor, postprocessor, metadata
     policy.save_pretrained(tmp)
     preprocessor.save_pretrained(tmp)
     postprocessor.save_pretrained(tmp)
-    replace(metadata, lerobot_version=installed_lerobot_version()).save(tmp)
+    # the record says what the saved processors do (lerobot's relative/absolute action steps or not)
+    replace(metadata, lerobot_version=installed_lerobot_version(),
+            action_mode=action_mode_of(preprocessor)).save(tmp)
     make_portable(tmp, policy.config.vlm_model_name, vlm_hub_id, required=False)
     if training_state is not None:
         from lerobot.optim.optimizers import save_optimizer_state
