@@ -213,3 +213,20 @@ def test_invalid_inputs_and_config():
         controller.close()
     with pytest.raises(ValueError, match="stale_behaviour"):
         ControllerConfig(stale_behaviour="panic")
+
+
+def test_the_stepped_worker_hands_results_out_after_its_latency_in_ticks():
+    from kuavo_smolvla_ros.control.worker import InferenceRequest, SteppedWorker
+
+    worker = SteppedWorker(lambda x: x * 2, latency_ticks=3, period_s=0.1)
+    request = InferenceRequest(21, tick=0, instruction="a", oldest_stamp=0.0, generation=1)
+    assert worker.submit(request) and worker.busy and not worker.submit(request)
+    assert worker.poll() is None and worker.poll() is None
+    result = worker.poll()
+    assert result.actions == 42 and result.seconds == pytest.approx(0.25) and not worker.busy
+    assert worker.poll() is None
+    failing = SteppedWorker(lambda x: 1 / 0, latency_ticks=1)
+    failing.submit(request)
+    assert failing.poll().error.startswith("ZeroDivisionError")
+    with pytest.raises(ValueError, match="latency_ticks must be >= 1"):
+        SteppedWorker(lambda x: x, latency_ticks=0)

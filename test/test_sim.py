@@ -197,6 +197,40 @@ def test_a_policy_that_holds_still_fails_in_the_closed_loop():
     np.testing.assert_allclose(result.states[-1], home_state(), atol=1e-9)
 
 
+def _towards(target: np.ndarray):
+    """A policy whose every chunk asks for ``target`` at once (50 actions)."""
+    return lambda obs: np.repeat(target[None], 50, axis=0)
+
+
+@pytest.mark.parametrize("latency_ticks", [1, 3, 12])
+def test_the_evaluation_runs_the_nodes_executor(latency_ticks):
+    """The node's controller decides every command: nothing before the first chunk (collected latency_ticks
+    after the first tick), a ramp-in from the measured state, never more than the node's max step per tick,
+    held ticks only when the model takes longer than the 8 executed actions."""
+    from kuavo_smolvla_ros.control.execution import ExecutionSettings
+    from kuavo_smolvla_ros.sim.world import WorldConfig
+
+    task, execution = default_catalog().get("sorting"), ExecutionSettings()
+    arm = ~np.isin(np.arange(16), robot.GRIPPER_INDICES)
+    target = np.clip(home_state() + np.where(arm, 1.0, 0.0), robot.LOWER_LIMITS, robot.UPPER_LIMITS)
+    moving = np.abs(target - home_state()) > 0.9
+    result = run_episode(_towards(target), task, 7, {"head_cam_h": (32, 32)}, execution=execution,
+                         latency_ticks=latency_ticks, world_config=WorldConfig(max_episode_s=4.0))
+    commands = result.commands
+    assert commands.shape == (40, 16) and result.latency_ticks == latency_ticks
+    assert np.isnan(commands[:latency_ticks]).all() and np.isfinite(commands[latency_ticks:]).all()
+    steps = np.abs(np.diff(commands[latency_ticks:], axis=0))
+    assert np.all(steps <= execution.max_step() + 1e-9)
+    assert moving.sum() >= 4
+    np.testing.assert_allclose(commands[latency_ticks], result.states[latency_ticks], atol=1e-9)  # from measured
+    limit = execution.max_step()[moving]
+    np.testing.assert_allclose(steps[0][moving], limit * 2 / 11, rtol=1e-6)  # the ramp-in: 1 s at 10 Hz
+    np.testing.assert_allclose(steps[12][moving], limit, rtol=1e-6)  # then the full speed limit
+    cycles = max(latency_ticks, execution.n_action_steps)
+    assert result.inferences == pytest.approx(40 / cycles, abs=1.5)  # one chunk per cycle, one in flight
+    assert (result.held_ticks > 0) == (latency_ticks > execution.n_action_steps)
+
+
 def test_episode_noise_depends_on_the_episode_alone():
     task, other = TASKS[0], TASKS[1]
     seeds = {episode_noise_seed(0, t, s, k) for t in (task, other) for s in (5, 6) for k in range(3)}
@@ -209,11 +243,12 @@ def test_an_episode_replays_alone_with_the_same_noise(tiny_checkpoint):
     from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
 
     runtime, task = PolicyRuntime.open(tiny_checkpoint), TASKS[2]
-    batch = evaluate(runtime, [task], 2, progress=False)[task.name]
-    alone = evaluate(runtime, [task], 1, first_seed=EVAL_SEED_BASE + 1, progress=False)[task.name][0]
+    batch = evaluate(runtime, [task], 2, progress=False, latency_ticks=2)[task.name]
+    alone = evaluate(runtime, [task], 1, first_seed=EVAL_SEED_BASE + 1, progress=False, latency_ticks=2)[task.name][0]
     assert [r.seed for r in batch] == [EVAL_SEED_BASE, EVAL_SEED_BASE + 1] and alone.seed == EVAL_SEED_BASE + 1
     np.testing.assert_array_equal(alone.states, batch[1].states)
-    other_noise = evaluate(runtime, [task], 1, first_seed=EVAL_SEED_BASE + 1, noise_seed=1, progress=False)
+    other_noise = evaluate(runtime, [task], 1, first_seed=EVAL_SEED_BASE + 1, noise_seed=1, progress=False,
+                           latency_ticks=2)
     assert not np.allclose(other_noise[task.name][0].states, alone.states)
 
 

@@ -151,7 +151,9 @@ class PolicyController:
 
     def __init__(self, config: ControllerConfig, cameras: list[str],
                  predict: Callable[[Observation], np.ndarray], safety: SafetyFilter, catalog: TaskCatalog,
-                 instruction: str = ""):
+                 instruction: str = "", worker: Callable[..., InferenceWorker] = InferenceWorker):
+        """``worker(predictor, on_done=...)`` makes the inference worker: a thread (the node), or
+        :class:`~kuavo_smolvla_ros.control.worker.SteppedWorker` for simulated time (closed-loop evaluation)."""
         self.config = config
         self.cameras = list(cameras)
         self.catalog = catalog
@@ -161,7 +163,7 @@ class PolicyController:
         self.buffers = {name: StreamBuffer(name, config.max_age(name), config.stamp_source, capacity=4)
                         for name in [*self.cameras, STATE_STREAM]}
         self.scheduler = ChunkScheduler(config.n_action_steps, config.blend_steps, config.margin_ticks)
-        self.worker = InferenceWorker(self._run_inference, on_done=self._on_inference_done)
+        self.worker = worker(self._run_inference, on_done=self._on_inference_done)
         self.counters = Counters()
         #: Rejected input messages per stream, and the first reason for each.
         self.rejections: dict[str, int] = {}

@@ -1,4 +1,5 @@
-"""A background thread that runs one inference at a time, so the control loop never waits for the model."""
+"""Inference workers: a background thread that runs one inference at a time, so the control loop never waits
+for the model (:class:`InferenceWorker`), and its stand-in for simulated time (:class:`SteppedWorker`)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,53 @@ class InferenceWorker:
                 self._lock.notify_all()
             if self._on_done is not None:
                 self._on_done()
+
+
+class SteppedWorker:
+    """:class:`InferenceWorker`'s interface in simulated time, for closed-loop evaluation that runs the node's
+    controller without waiting: :meth:`submit` runs the predictor at once on the caller's thread, and the
+    result is handed out by the ``latency_ticks``-th :meth:`poll` after it (the controller polls once per
+    control tick), reporting ``seconds = (latency_ticks - 0.5) * period_s``: a model that needs between
+    ``latency_ticks - 1`` and ``latency_ticks`` control periods, as the node would measure it.
+    ``on_done`` is accepted for the interface and not called (results are collected by the next tick)."""
+
+    def __init__(self, predictor: Callable[[Any], Any], name: str = "inference",
+                 on_done: Callable[[], None] | None = None, *, latency_ticks: int = 1, period_s: float = 0.1):
+        if latency_ticks < 1:
+            raise ValueError(f"latency_ticks must be >= 1, got {latency_ticks}")
+        self._predictor = predictor
+        self.latency_ticks = int(latency_ticks)
+        self.seconds = (self.latency_ticks - 0.5) * period_s
+        self._result: InferenceResult | None = None
+        self._polls_left = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._result is not None
+
+    def submit(self, request: InferenceRequest) -> bool:
+        if self._result is not None:
+            return False
+        try:
+            self._result = InferenceResult(request, actions=self._predictor(request.inputs))
+        except Exception as err:  # reported like the thread reports it
+            self._result = InferenceResult(request, error=f"{type(err).__name__}: {err}",
+                                           detail=traceback.format_exc())
+        self._result.seconds = self.seconds
+        self._polls_left = self.latency_ticks
+        return True
+
+    def poll(self) -> InferenceResult | None:
+        if self._result is None:
+            return None
+        self._polls_left -= 1
+        if self._polls_left > 0:
+            return None
+        result, self._result = self._result, None
+        return result
+
+    def wait(self, timeout: float) -> bool:
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._result = None

@@ -1,25 +1,29 @@
 """Closed-loop evaluation of a checkpoint in the simulator, in simulated time (no ROS, no waiting).
 
-Each episode runs the policy as the node does, minus the wall clock: every ``n_action_steps`` control
-ticks a chunk is predicted from the rendered cameras, the measured state and the task's instruction,
-and its first actions pass one per tick through the node's :class:`SafetyFilter` to the simulated
-arms. This is how the benchmark runs hundreds of episodes; the demo runs the real node over ROS.
+Each episode runs the node's own executor (:func:`~kuavo_smolvla_ros.control.execution.make_controller`:
+the chunk scheduler, the seam blend, the safety filter with its ramp-in, requests timed from the model's
+latency) minus the wall clock: every control tick the simulated cameras and the measured state are filed
+as the node files its topics, ``tick`` decides the command, and the model's latency is a whole number of
+control ticks (:class:`~kuavo_smolvla_ros.control.worker.SteppedWorker`). This is how the benchmark runs
+hundreds of episodes; the demo also runs the real node over ROS. Success is :attr:`SimWorld.success`
+(solved within ``max_episode_s``), as ``sim_robot`` reports it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from kuavo_smolvla_ros import robot
-from kuavo_smolvla_ros.control.safety import SafetyFilter
+from kuavo_smolvla_ros.control.execution import ExecutionSettings, make_controller
+from kuavo_smolvla_ros.control.worker import SteppedWorker
 from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime
 from kuavo_smolvla_ros.sim.render import render_cameras
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
-from kuavo_smolvla_ros.tasks import Task
+from kuavo_smolvla_ros.tasks import Task, default_catalog
 
 #: Evaluation object seeds start here, far from the recorded demonstrations' seeds (0, 1, ...).
 EVAL_SEED_BASE = 100_000
@@ -36,30 +40,68 @@ class EpisodeResult:
     states: np.ndarray  # (ticks + 1, 16) measured states, one per control tick
     object_start: tuple[float, float]
     events: list = field(default_factory=list)
+    #: (ticks, 16) the commands sent, one per control tick (NaN before the first chunk took over)
+    commands: np.ndarray = field(default_factory=lambda: np.empty((0, 16)))
+    #: ticks that repeated the last command because no chunk was ready (the model behind)
+    held_ticks: int = 0
+    latency_ticks: int = 1
+
+
+class _Frames:
+    """The world's camera images, rendered at most once per tick and only when an inference uses them."""
+
+    def __init__(self, world: SimWorld, sizes: dict[str, tuple[int, int]]):
+        self.world, self.sizes = world, sizes
+        self._tick, self._images = -1, {}
+
+    def loader(self, tick: int, camera: str) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            if self._tick != tick:
+                self._tick, self._images = tick, render_cameras(self.world, self.sizes)
+            return self._images[camera]
+        return load
 
 
 def run_episode(predict: Callable[[Observation], np.ndarray], task: Task, seed: int,
-                image_sizes: dict[str, tuple[int, int]], *, n_action_steps: int = 8,
-                rate_hz: float = robot.CONTROL_RATE_HZ, world_config: WorldConfig | None = None) -> EpisodeResult:
-    """One closed-loop episode of ``task`` (object drawn from ``seed``)."""
+                image_sizes: dict[str, tuple[int, int]], *, execution: ExecutionSettings | None = None,
+                latency_ticks: int = 1, world_config: WorldConfig | None = None) -> EpisodeResult:
+    """One closed-loop episode of ``task`` (object drawn from ``seed``) through the node's executor, with a
+    model that takes ``latency_ticks`` control ticks per chunk (>= 1)."""
+    execution = execution or ExecutionSettings()
+    period = execution.period_s
     world = SimWorld(world_config)
     episode = world.reset(task, seed)
-    safety = SafetyFilter(ramp_ticks=0)  # the node's limits; no ramp-in: episodes start from rest
-    safety.reset(world.state)
-    queue: list[np.ndarray] = []
-    states, inferences = [world.state], 0
-    while not world.done:
-        if not queue:
-            observation = Observation(render_cameras(world, image_sizes), world.state.astype(np.float32),
-                                      task.instruction)
-            chunk = np.asarray(predict(observation), dtype=np.float64)
-            queue = list(chunk[:n_action_steps])
-            inferences += 1
-        world.arms.set_command(safety.apply(queue.pop(0)).command)
-        world.step(1.0 / rate_hz)
-        states.append(world.state)
+    frames = _Frames(world, image_sizes)
+    cameras = list(image_sizes)
+    controller = make_controller(
+        execution, cameras, predict, default_catalog(),
+        worker=functools.partial(SteppedWorker, latency_ticks=latency_ticks, period_s=period),
+        initial_latency_s=(latency_ticks - 0.5) * period)
+    try:
+        controller.set_instruction(task.instruction)
+        states, commands, held = [world.state], [], 0
+        tick = 0
+        while not world.done:
+            now = tick * period
+            controller.add_state(world.state, None, now)
+            for camera in cameras:
+                controller.add_image(camera, frames.loader(tick, camera), None, now)
+            out = controller.tick(now)
+            if out.command is not None:
+                world.arms.set_command(out.command)
+                commands.append(np.asarray(out.command, dtype=np.float64))
+                held += int(out.held)
+            else:
+                commands.append(np.full(world.state.shape, np.nan))
+            world.step(period)
+            states.append(world.state)
+            tick += 1
+        inferences = controller.counters.inferences + int(controller.worker.busy)
+    finally:
+        controller.close()
     return EpisodeResult(task.name, seed, world.success, episode.success_time, world.time, inferences,
-                         np.array(states), tuple(float(v) for v in episode.object_start), list(episode.events))
+                         np.array(states), tuple(float(v) for v in episode.object_start), list(episode.events),
+                         np.array(commands), held, latency_ticks)
 
 
 def episode_noise_seed(noise_seed: int, task: Task, seed: int, inference: int) -> int:
@@ -84,17 +126,30 @@ def image_sizes(runtime: PolicyRuntime) -> dict[str, tuple[int, int]]:
     return {name: tuple(runtime.info.image_shapes[name][1:]) for name in runtime.cameras}
 
 
+def measured_latency_ticks(runtime: PolicyRuntime, execution: ExecutionSettings, iterations: int = 3) -> int:
+    """Control ticks one chunk of ``runtime`` takes on this machine (the median of ``iterations`` timed
+    predictions after a warm-up)."""
+    runtime.warmup(1)
+    seconds = sorted(runtime.warmup(1) for _ in range(max(1, iterations)))
+    return execution.latency_ticks(seconds[len(seconds) // 2])
+
+
 def evaluate(runtime: PolicyRuntime, tasks: Sequence[Task], episodes: int, first_seed: int = EVAL_SEED_BASE,
-             noise_seed: int = 0, progress: bool = True) -> dict[str, list[EpisodeResult]]:
-    """``episodes`` episodes of every task: the same object seeds and noise streams for every checkpoint."""
+             noise_seed: int = 0, progress: bool = True, latency_ticks: int | None = None,
+             execution: ExecutionSettings | None = None) -> dict[str, list[EpisodeResult]]:
+    """``episodes`` episodes of every task through the node's executor: the same object seeds and noise
+    streams for every checkpoint. ``latency_ticks`` None: what the checkpoint measures on this machine."""
     from tqdm import tqdm
 
+    execution = execution or ExecutionSettings(n_action_steps=runtime.n_action_steps)
+    if latency_ticks is None:
+        latency_ticks = measured_latency_ticks(runtime, execution)
     sizes = image_sizes(runtime)
     results: dict[str, list[EpisodeResult]] = {task.name: [] for task in tasks}
     jobs = [(task, first_seed + i) for task in tasks for i in range(episodes)]
     for task, seed in tqdm(jobs, desc="closed loop", unit="episode", disable=not progress, leave=False):
         results[task.name].append(run_episode(episode_predictor(runtime, task, seed, noise_seed), task, seed, sizes,
-                                              n_action_steps=runtime.n_action_steps))
+                                              execution=execution, latency_ticks=latency_ticks))
     return results
 
 

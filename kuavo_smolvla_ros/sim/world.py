@@ -77,7 +77,10 @@ class SimWorld:
 
     @property
     def success(self) -> bool:
-        return self.episode is not None and self.episode.success_time is not None
+        """Solved within ``max_episode_s``: the one definition of success (closed-loop evaluation and
+        ``sim_robot``, which keeps stepping after an episode's time is up, both read it)."""
+        return (self.episode is not None and self.episode.success_time is not None
+                and self.episode.success_time <= self.config.max_episode_s + 1e-9)
 
     @property
     def done(self) -> bool:
