@@ -58,6 +58,7 @@ setup(
             "policy_node = kuavo_smolvla_ros.ros.policy_node:main",
             "sim_robot = kuavo_smolvla_ros.ros.sim_node:main",
             "kuavo-sim-record = kuavo_smolvla_ros.sim.record:main",
+            "kuavo-sim-eval = kuavo_smolvla_ros.sim.score:main",
         ],
     },
 )

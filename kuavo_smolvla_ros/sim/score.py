@@ -1,0 +1,135 @@
+"""``kuavo-sim-eval CHECKPOINT``: score any checkpoint in the simulator, in simulated time, through the node's
+executor (:mod:`kuavo_smolvla_ros.sim.evaluate`).
+
+Prints success per task with a 95% Wilson interval, the model latency in control ticks it ran with and the
+held ticks; writes ``sim_eval.json`` (settings and every episode) and ``sim_eval.png`` (hand paths per task,
+success per task). The same object seeds and noise streams for every checkpoint, so two checkpoints are
+compared on the same episodes. Exit codes: 0 scored, 2 the checkpoint or an argument is refused (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+EXIT_REFUSED = 2
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval (default 95%) of a success rate ``successes / trials``, as (low, high) in
+    0..1; (0, 1) without trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(results: Mapping[str, Sequence]) -> dict[str, dict]:
+    """Per task: episodes, successes, rate, its 95% interval, mean success time (s) of the solved ones, mean
+    held ticks per episode."""
+    summary = {}
+    for task, runs in results.items():
+        solved = [r for r in runs if r.success]
+        low, high = wilson_interval(len(solved), len(runs))
+        summary[task] = {
+            "episodes": len(runs), "successes": len(solved),
+            "success": len(solved) / len(runs) if runs else float("nan"), "ci95": [low, high],
+            "mean_success_time_s": (sum(r.success_time for r in solved) / len(solved)) if solved else None,
+            "mean_held_ticks": (sum(r.held_ticks for r in runs) / len(runs)) if runs else None,
+        }
+    return summary
+
+
+def episode_record(result) -> dict:
+    """One episode as JSON: seed, object start, success, times, inferences, held ticks."""
+    return {"seed": result.seed, "object_start": list(result.object_start), "success": bool(result.success),
+            "success_time": result.success_time, "duration": round(result.duration, 6),
+            "inferences": result.inferences, "held_ticks": result.held_ticks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kuavo_smolvla_ros.tasks import default_catalog
+
+    catalog = default_catalog()
+    parser = argparse.ArgumentParser(
+        prog="kuavo-sim-eval",
+        description="Score a checkpoint in the simulator, in simulated time, through the policy node's executor: "
+                    "success per task with a 95%% interval; writes sim_eval.json and sim_eval.png.",
+        epilog="exit codes: 0 scored; 2 the checkpoint or an argument is refused")
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (what kuavo-smolvla-inspect accepts)")
+    parser.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
+                        help=f"tasks by name, alias or id ({', '.join(t.name for t in catalog)}), or all")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
+    parser.add_argument("--latency-ticks", type=int, default=None,
+                        help="model latency in control ticks (default: what the checkpoint measures here)")
+    parser.add_argument("--first-seed", type=int, default=None, help="object seed of the first episode "
+                        "(default: the evaluation seeds, far from the recorded demonstrations')")
+    parser.add_argument("--noise-seed", type=int, default=0, help="seed of the flow-matching noise streams (default 0)")
+    parser.add_argument("--num-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for sim_eval.json and sim_eval.png (default: outputs/sim_eval/<checkpoint>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --episodes must be >= 1, got {args.episodes}\n")
+    if args.latency_ticks is not None and args.latency_ticks < 1:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --latency-ticks must be >= 1, got {args.latency_ticks}\n")
+    try:
+        tasks = list(catalog) if args.tasks == ["all"] else [catalog.get(t) for t in args.tasks]
+    except (KeyError, ValueError) as err:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: {err.args[0]}\n")
+    return score(args, tasks)
+
+
+def score(args: argparse.Namespace, tasks: list) -> int:
+    """Open, evaluate, report (see the module docstring); returns the exit code."""
+    from kuavo_smolvla_ros.atomic import write_json
+    from kuavo_smolvla_ros.control.execution import ExecutionSettings
+    from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
+    from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
+    from kuavo_smolvla_ros.sim.evaluate import EVAL_SEED_BASE, evaluate, measured_latency_ticks
+    from kuavo_smolvla_ros.sim.report import plot_closed_loop
+
+    try:
+        runtime = PolicyRuntime.open(args.checkpoint, device=args.device, num_steps=args.num_steps)
+    except (CheckpointError, ValueError, RuntimeError) as err:
+        print(f"kuavo-sim-eval: error: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    execution = ExecutionSettings(n_action_steps=runtime.n_action_steps)
+    latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
+    first_seed = EVAL_SEED_BASE if args.first_seed is None else args.first_seed
+    results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
+                       progress=not args.quiet, latency_ticks=latency, execution=execution)
+    summary = summarise(results)
+    output = args.output or Path("outputs") / "sim_eval" / runtime.info.path.name
+    output.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
+              "n_action_steps": runtime.n_action_steps, "control_rate_hz": execution.rate_hz,
+              "first_seed": first_seed, "noise_seed": args.noise_seed, "success": summary,
+              "episodes": {task: [episode_record(r) for r in runs] for task, runs in results.items()}}
+    write_json(output / "sim_eval.json", report)
+    trajectories = {task: [{"states": r.states, "object_start": r.object_start, "success": r.success}
+                           for r in runs] for task, runs in results.items()}
+    plot_closed_loop(trajectories, {runtime.info.path.name: {t: s["success"] for t, s in summary.items()}},
+                     output / "sim_eval.png")
+    print(f"{runtime.info.path}: {args.episodes} episodes per task, model latency {latency} tick(s) at "
+          f"{execution.rate_hz:g} Hz, {runtime.num_steps} steps")
+    for task, s in summary.items():
+        low, high = s["ci95"]
+        print(f"  {task:<14} {s['successes']:>3}/{s['episodes']:<3} {100 * s['success']:5.1f}%  "
+              f"(95% CI {100 * low:.0f}-{100 * high:.0f}%)  held ticks/episode {s['mean_held_ticks']:.1f}")
+    print(f"wrote {output / 'sim_eval.json'} and {output / 'sim_eval.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""``kuavo-sim-eval``: any checkpoint scored in the simulator through the node's executor, with intervals."""
+
+import json
+
+import pytest
+
+from kuavo_smolvla_ros.sim.score import main, wilson_interval
+
+
+def test_wilson_interval_values():
+    low, high = wilson_interval(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)  # the textbook Wilson 95% interval
+    assert wilson_interval(0, 40)[0] == 0.0 and wilson_interval(40, 40)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = [str(tiny_checkpoint), "--tasks", "sorting", "weighing", "--episodes", "2", "--latency-ticks", "2",
+            "--output", str(out), "--quiet"]
+    assert main(args) == 0
+    shown = capsys.readouterr().out
+    report = json.loads((out / "sim_eval.json").read_text())
+    assert report["latency_ticks"] == 2 and report["n_action_steps"] == 8 and report["first_seed"] == 100_000
+    assert list(report["success"]) == ["sorting", "weighing"]
+    for task, summary in report["success"].items():
+        assert summary["episodes"] == 2 and 0 <= summary["ci95"][0] <= summary["success"] <= summary["ci95"][1]
+        assert [e["seed"] for e in report["episodes"][task]] == [100_000, 100_001]
+        assert f"  {task:<14} {summary['successes']:>3}/2  " in shown
+    assert "model latency 2 tick(s) at 10 Hz" in shown
+    assert (out / "sim_eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same episodes and noise again: the same outcome
+    assert main([*args[:-3], "--output", str(tmp_path / "again"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "again" / "sim_eval.json").read_text())
+    assert again["episodes"] == report["episodes"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "juggling"], "unknown task 'juggling'"),
+    (["--episodes", "0"], "--episodes must be >= 1"),
+    (["--latency-ticks", "0"], "--latency-ticks must be >= 1"),
+])
+def test_bad_arguments_exit_2_with_one_line(tiny_checkpoint, args, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([str(tiny_checkpoint), *args])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_refused_checkpoint_exits_2(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kuavo-sim-eval: error: checkpoint") and "does not exist" in err[0]
