@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # per-episode "Map" bars bury the demo's own lines
 
 from kuavo_smolvla_ros.tasks import default_catalog
 

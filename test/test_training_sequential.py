@@ -89,7 +89,10 @@ def test_every_stage_writes_its_outputs(full_run):
             assert entry["label"] == expected
             assert entry["ratio"] == pytest.approx(entry["loss"] / entry["own_stage_loss"])
         assert results["best_validation_loss"] == min(h["validation"][task.name] for h in results["history"])
-    assert "stage 4 (sorting): best validation loss" in stdout and "moving_grasp:" in stdout
+    assert stdout.count("stage 4 (sorting): best validation loss") == 1 and "moving_grasp:" in stdout
+    assert "task1_moving_grasp epoch 1/3: train loss " in stdout and "s/epoch, about " in stdout
+    assert "task2_weighing epoch 3/3: train loss " in stdout and ", validation moving_grasp " in stdout
+    assert f"stage 4 checkpoint to use: {out / STAGES[-1] / 'best'}" in stdout
 
 
 def test_the_loss_falls_on_a_learnable_task(full_run):
@@ -125,6 +128,12 @@ def test_tensorboard_logs(full_run):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/lr", "validation/task1_loss", "validation/task2_loss"} <= tags
     assert len(events.Scalars("validation/task2_loss")) == 3
+    # the stages follow each other on one step axis
+    first = json.loads((out / STAGES[0] / "training_results.json").read_text())
+    second = json.loads((out / STAGES[1] / "training_results.json").read_text())
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps[0] == first["global_step_end"] + 1 and steps[-1] == second["global_step_end"]
+    assert second["global_step_end"] == first["global_step_end"] + second["steps"]
 
 
 def test_checkpoints_open_in_lerobot_and_the_runtime(full_run):

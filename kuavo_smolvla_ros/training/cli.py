@@ -13,6 +13,8 @@ from typing import Any
 def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any:
     """``run(cfg as a plain dict, configs_dir)``; a known error prints ``error: ...`` and exits with 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # the datasets library's per-episode "Map"/"Generating train split" bars would bury the per-epoch lines
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     from omegaconf import OmegaConf
 
     from kuavo_smolvla_ros.policy.checkpoint import CheckpointError

@@ -91,7 +91,9 @@ def plot(results: dict, path: Path) -> None:
         epochs = [h["epoch"] for h in history]
         curves.plot(epochs, [h["train_loss"] for h in history], label="train", color="black")
         for task in history[-1]["validation"] if history else []:
-            curves.plot(epochs, [h["validation"].get(task, np.nan) for h in history], label=f"validation {task}")
+            points = [(h["epoch"], h["validation"][task]) for h in history if task in h["validation"]]
+            # markers: a stage validated once (or every few epochs) still shows its points
+            curves.plot(*zip(*points, strict=True), "o-", markersize=4, label=f"validation {task}")
         curves.set(xlabel="epoch", ylabel="flow-matching loss",
                    title=f"stage {results['stage']}: {results['task_name']}")
         curves.legend()
@@ -145,7 +147,8 @@ def _run_stage(stage: Stage, stages: list[Stage], cfg: Mapping[str, Any], settin
     if world.is_main:
         for line in forgetting_lines(results):
             LOG.info(line)
-            print(line)
+        LOG.info("stage %d checkpoint to use: %s (TensorBoard: tensorboard --logdir %s)", stage.number,
+                 trainer.out / "best", settings.output_root)
         trainer.writer.add_text("forgetting", "\n".join(forgetting_lines(results)), trainer.state["step"])
         trainer.writer.close()
         plot(results, trainer.out / "training.png")

@@ -98,6 +98,8 @@ class StageTrainer:
         self.out = Path(settings.output_root) / stage.output_name
         self.out.mkdir(parents=True, exist_ok=True)
         self.previous = previous_results or {}
+        #: TensorBoard steps continue from the previous stage's last (stages follow each other on one axis)
+        self.step_offset = int(self.previous.get("global_step_end", 0))
         source = stage_source(stage, settings, init_checkpoint)
         # a fresh stage seeds everything; a resumed one restores its RNG state with the optimizer's
         self.state, resume = start_progress(self.out / "last", {"epoch": 0, "step": 0, "best": None, "history": []},
@@ -224,7 +226,7 @@ class StageTrainer:
                                      config.chunk_size, config.max_action_dim, self.world.rank)
             loss, reported = self._training_loss(batch, noise.to(self.device), time.to(self.device))
             losses.append(self.optim.step(loss, self.state["step"], self.writer, self.out / "last", reported,
-                                          where=f" (epoch {epoch + 1})"))
+                                          where=f" (epoch {epoch + 1})", log_offset=self.step_offset))
             self.state["step"] += 1
         return float(np.mean(losses))
 
@@ -278,6 +280,9 @@ class StageTrainer:
         """Train the remaining epochs (validating every ``validate_every_epochs`` and after the last, saving
         ``best/``, ``epoch{N}/`` and ``last/``); returns :meth:`results` on the main process (which also writes
         them), ``{}`` on the others."""
+        import time
+
+        started, first = time.monotonic(), self.state["epoch"]
         for epoch in range(self.state["epoch"], self.stage.epochs):
             train_loss = self.train_epoch(epoch)
             if not self.world.is_main:  # the main process validates and writes
@@ -288,11 +293,12 @@ class StageTrainer:
                 self.state["history"].append({"epoch": epoch + 1, "step": self.state["step"],
                                               "train_loss": train_loss, "validation": {}})
                 self.save_checkpoint("last", with_state=True)
+                self._log_epoch(epoch, train_loss, {}, (time.monotonic() - started) / (epoch + 1 - first))
                 continue
             validation = self.validate()
             for name, value in validation.items():
                 task = next(s.task for s in self.seen if s.task.name == name)
-                self.writer.add_scalar(f"validation/task{task.id}_loss", value, self.state["step"])
+                self.writer.add_scalar(f"validation/task{task.id}_loss", value, self.step_offset + self.state["step"])
             score = self._score(validation)
             self.state["epoch"] = epoch + 1
             self.state["history"].append({"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
@@ -303,8 +309,18 @@ class StageTrainer:
             if self.settings.save_every_epochs and (epoch + 1) % self.settings.save_every_epochs == 0:
                 self.save_checkpoint(f"epoch{epoch + 1}")
             self.save_checkpoint("last", with_state=True)
+            self._log_epoch(epoch, train_loss, validation, (time.monotonic() - started) / (epoch + 1 - first))
         self.writer.flush()
         return self.results() if self.world.is_main else {}
+
+    def _log_epoch(self, epoch: int, train_loss: float, validation: dict[str, float], seconds: float) -> None:
+        """One log line per epoch: losses, seconds per epoch and the time the stage still needs."""
+        left = (self.stage.epochs - epoch - 1) * seconds
+        held_out = ", ".join(f"{name} {value:.4f}" for name, value in validation.items())
+        LOG.info("%s epoch %d/%d: train loss %.4f%s; %.1f s/epoch, about %s left in this stage",
+                 self.stage.output_name, epoch + 1, self.stage.epochs, train_loss,
+                 f", validation {held_out}" if held_out else "", seconds,
+                 f"{left / 60:.1f} min" if left >= 60 else f"{left:.0f} s")
 
     def results(self) -> dict[str, Any]:
         """The stage's results (settings, validation history and matrix, each earlier task's forgetting
@@ -329,6 +345,7 @@ class StageTrainer:
             "best_epoch": self.state["best"]["epoch"] if self.state["best"] else None,
             "select_best_by": self.settings.select_best_by, "final_validation": final,
             "validation_matrix": matrix, "forgetting": forgetting, "history": self.state["history"],
+            "global_step_end": self.step_offset + self.state["step"],
         }
         write_json(self.out / RESULTS_FILE, results)
         return results

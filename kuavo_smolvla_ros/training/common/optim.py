@@ -56,13 +56,13 @@ class Optimisation:
         return self.scheduler.get_last_lr()[0]
 
     def step(self, loss: torch.Tensor, step: int, writer: Any, last_good: Path, reported: torch.Tensor | None = None,
-             where: str = "") -> float:
+             where: str = "", log_offset: int = 0) -> float:
         """One optimisation step on the scalar ``loss``: refuse a non-finite ``reported`` loss (default
         ``loss``) with a :class:`TrainingError` naming ``step`` (``where`` is appended, e.g. the epoch) and
         ``last_good`` (the checkpoint to go back to), before touching the weights; else zero the gradients,
         back-propagate, clip them to ``grad_clip_norm``, step the optimizer and the schedule, and log
-        ``train/loss`` and ``train/lr`` to the TensorBoard ``writer`` at ``step + 1``. Returns the reported
-        loss as a float."""
+        ``train/loss`` and ``train/lr`` to the TensorBoard ``writer`` at ``log_offset + step + 1`` (an offset
+        makes consecutive stages follow each other). Returns the reported loss as a float."""
         reported = (loss if reported is None else reported).detach()
         if not torch.isfinite(reported):
             raise TrainingError(f"non-finite loss {float(reported)} at step {step}{where}; the last good checkpoint "
@@ -73,8 +73,8 @@ class Optimisation:
         self.optimizer.step()
         self.scheduler.step()
         value = float(reported)
-        writer.add_scalar("train/loss", value, step + 1)
-        writer.add_scalar("train/lr", self.lr, step + 1)
+        writer.add_scalar("train/loss", value, log_offset + step + 1)
+        writer.add_scalar("train/lr", self.lr, log_offset + step + 1)
         return value
 
     def state(self, progress: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
