@@ -157,3 +157,23 @@ def test_relative_statistics_are_lerobots():
     with pytest.raises(ValueError, match="no episode has chunk_size=10 frames"):
         relative_action_stats(episodes, chunk_size=10)
     assert robot.ACTION_DIM == 16
+
+
+@pytest.mark.parametrize("action_mode", ["absolute", "relative"])
+def test_real_time_chunking_guides_the_new_chunk_onto_the_prefix(tmp_path, action_mode):
+    """lerobot's RTC through our runtime: the prefix goes in robot units, is put in the model's action space
+    (relative to the state, normalised) and the guided chunk's first actions follow it."""
+    path = build_checkpoint(tmp_path / "ck", TinyCheckpointSpec(action_mode=action_mode, seed=1))
+    runtime = PolicyRuntime.open(path)
+    obs = _observation(1)
+    noise = runtime.make_noise(3)
+    plain = runtime.predict_chunk(obs, noise=noise)
+    with pytest.raises(ValueError, match="a prefix needs real-time chunking"):
+        runtime.predict_chunk(obs, noise=noise, prefix=plain[:10])
+    runtime.enable_rtc()
+    prefix = plain[:20] + 0.3
+    guided = runtime.predict_chunk(obs, noise=noise, prefix=prefix, inference_delay=4)
+    np.testing.assert_array_equal(runtime.predict_chunk(obs, noise=noise), plain)  # no prefix: unguided
+    assert np.abs(guided[:4] - prefix[:4]).mean() < 0.05 < np.abs(plain[:4] - prefix[:4]).mean()
+    with pytest.raises(ValueError, match=r"prefix must be finite \(T, 16\)"):
+        runtime.predict_chunk(obs, noise=noise, prefix=np.full((5, 16), np.nan))

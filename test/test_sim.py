@@ -286,3 +286,27 @@ def test_recorded_bags_convert_cleanly(tmp_path, storage):
         np.testing.assert_allclose(item["observation.state"].numpy(), state, atol=1e-5)
         head = (item["observation.images.head_cam_h"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         assert np.linalg.norm(find_object(head) - find_object(image)) < 0.02  # JPEG-decoded, same place
+
+
+def test_real_time_chunking_gets_the_old_chunks_tail_and_the_delay():
+    """With chunk_transition rtc every chunk after the first is requested with the actions the current chunk
+    still holds from the request on, and how many of them execute before the new chunk takes over."""
+    from kuavo_smolvla_ros.control.execution import ExecutionSettings
+    from kuavo_smolvla_ros.sim.world import WorldConfig
+
+    calls = []
+
+    def predict(obs, prefix=None, inference_delay=0):
+        chunk = obs.state[None] + 0.001 * np.arange(1, 51)[:, None] * (len(calls) + 1)
+        calls.append((prefix, inference_delay, chunk))
+        return chunk
+
+    execution = ExecutionSettings(chunk_transition="rtc")
+    result = run_episode(predict, default_catalog().get("sorting"), 3, {"head_cam_h": (16, 16)},
+                         execution=execution, latency_ticks=3, world_config=WorldConfig(max_episode_s=3.0))
+    assert calls[0][0] is None and len(calls) >= 3
+    for (_, _, previous), (prefix, delay, _) in zip(calls, calls[1:], strict=False):
+        # requested latency + margin ticks before the window of 8 ends: 4 actions still to execute
+        assert delay == 4
+        np.testing.assert_allclose(prefix, previous[len(previous) - len(prefix):])
+    assert result.held_ticks == 0

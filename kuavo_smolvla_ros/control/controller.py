@@ -32,6 +32,7 @@ STATE_STREAM = "joint_state"
 #: Characters Unicode files as letters or symbols that render blank (Hangul fillers, the blank Braille pattern).
 BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 MAX_INSTRUCTION_CHARS = 2000
+CHUNK_TRANSITIONS = ("blend", "rtc")
 
 
 class ControlState(IntEnum):
@@ -73,8 +74,14 @@ class ControllerConfig:
     initial_latency_s: float = 0.0
     #: Which time inputs are filed under ("receive" or "header"), as in the bag converter.
     stamp_source: str = StampSource.RECEIVE
+    #: How chunks join: "blend" (the first ``blend_steps`` actions of a new chunk blended with the old one's
+    #: continuation) or "rtc" (lerobot's real-time chunking: the new chunk is generated conditioned on the
+    #: old one's actions that still execute while it is computed; no blend).
+    chunk_transition: str = "blend"
 
     def __post_init__(self):
+        if self.chunk_transition not in CHUNK_TRANSITIONS:
+            raise ValueError(f"chunk_transition must be one of {CHUNK_TRANSITIONS}, got {self.chunk_transition!r}")
         if not 0 < self.rate_hz <= 1000:
             raise ValueError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
         if self.stale_behaviour not in ("finish", "hold"):
@@ -118,6 +125,7 @@ class TickOutput:
     takeover: Takeover | None = None  # a chunk whose first action is this tick's command
     error: InferenceResult | None = None  # a model failure reported this tick (log it)
     state_changed: bool = False
+    proposed: np.ndarray | None = None  # the scheduled (blended) action before the safety filter; None: hold
 
 
 @dataclass
@@ -162,7 +170,8 @@ class PolicyController:
         self._lock = threading.RLock()
         self.buffers = {name: StreamBuffer(name, config.max_age(name), config.stamp_source, capacity=4)
                         for name in [*self.cameras, STATE_STREAM]}
-        self.scheduler = ChunkScheduler(config.n_action_steps, config.blend_steps, config.margin_ticks)
+        blend = 0 if config.chunk_transition == "rtc" else config.blend_steps
+        self.scheduler = ChunkScheduler(config.n_action_steps, blend, config.margin_ticks)
         self.worker = worker(self._run_inference, on_done=self._on_inference_done)
         self.counters = Counters()
         #: Rejected input messages per stream, and the first reason for each.
@@ -358,7 +367,7 @@ class PolicyController:
             self.safety.reset(measured.value if measured is not None else proposed, now)
             self._needs_reset = False
         result = self.safety.apply(proposed, now)
-        out.command = result.command
+        out.command, out.proposed = result.command, proposed
         out.held = proposed is None
         self.counters.actions_published += 1
         self.counters.actions_held += int(out.held)
@@ -386,7 +395,8 @@ class PolicyController:
         self._ever_complete = True
         images = {name: aligned.samples[name].value for name in self.cameras}
         state = aligned.samples[STATE_STREAM].value
-        inputs = (images, state.astype(np.float32), self._instruction)
+        prefix, delay = self.scheduler.leftover() if self.config.chunk_transition == "rtc" else (None, 0)
+        inputs = (images, state.astype(np.float32), self._instruction, prefix, delay)
         lag = max(max(s.received - s.stamp, 0.0) for s in aligned.samples.values())
         self.worker.submit(InferenceRequest(inputs, self.scheduler.progress, self._instruction,
                                             aligned.oldest_stamp or now, self._generation, transport_lag=lag))
@@ -405,9 +415,11 @@ class PolicyController:
                 return
             self._maybe_request(self._now)
 
-    def _run_inference(self, inputs: tuple[Mapping[str, Any], np.ndarray, str]) -> tuple[np.ndarray, float]:
-        """Runs on the worker thread: decode the frames, then predict. Returns (actions, decode seconds)."""
-        images, state, instruction = inputs
+    def _run_inference(self, inputs: tuple[Mapping[str, Any], np.ndarray, str, np.ndarray | None, int]
+                       ) -> tuple[np.ndarray, float]:
+        """Runs on the worker thread: decode the frames, then predict (with real-time chunking's prefix and
+        inference delay when there is a prefix). Returns (actions, decode seconds)."""
+        images, state, instruction, prefix, delay = inputs
         start = time.perf_counter()
         decoded = {}
         for name, value in images.items():
@@ -422,7 +434,10 @@ class PolicyController:
                     self.reject_input(name, str(err))
                 raise InputRejected(f"camera {name}: {err}") from err
         prepare_s = time.perf_counter() - start
-        return self._predict(Observation(decoded, state, instruction)), prepare_s
+        observation = Observation(decoded, state, instruction)
+        if prefix is not None:
+            return self._predict(observation, prefix=prefix, inference_delay=delay), prepare_s
+        return self._predict(observation), prepare_s
 
     def _decide_state(self, out: TickOutput) -> ControlState:
         if not self._enabled:

@@ -30,6 +30,9 @@ class ExecutionSettings:
     max_joint_velocity: float = robot.MAX_ARM_VELOCITY
     max_gripper_velocity: float = robot.MAX_GRIPPER_VELOCITY
     ramp_in_s: float = 1.0
+    #: "blend" or "rtc" (lerobot's real-time chunking; the predictor must accept ``prefix`` and
+    #: ``inference_delay``, as ``PolicyRuntime.predict_chunk`` does after ``enable_rtc``).
+    chunk_transition: str = "blend"
 
     @property
     def period_s(self) -> float:
@@ -59,5 +62,6 @@ def make_controller(execution: ExecutionSettings, cameras: list[str], predict: C
     ``config`` sets the other :class:`ControllerConfig` fields (stale handling, initial latency, stamps)."""
     return PolicyController(
         ControllerConfig(rate_hz=execution.rate_hz, n_action_steps=execution.n_action_steps,
-                         blend_steps=execution.blend_steps, stream_max_age_s=stream_max_age_s, **config),
+                         blend_steps=execution.blend_steps, chunk_transition=execution.chunk_transition,
+                         stream_max_age_s=stream_max_age_s, **config),
         cameras=cameras, predict=predict, safety=execution.safety_filter(), catalog=catalog, worker=worker)

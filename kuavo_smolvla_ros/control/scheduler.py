@@ -112,6 +112,17 @@ class ChunkScheduler:
         self._end = self.progress + self.n_action_steps
         return Takeover(chunk, self.progress, start_index)
 
+    def leftover(self) -> tuple[np.ndarray | None, int]:
+        """(the current chunk's actions from this tick's progress on, how many of them execute before a chunk
+        requested now takes over): the prefix and inference delay of real-time chunking; (None, 0) without a
+        current chunk."""
+        if self.current is None:
+            return None, 0
+        index = self.progress - self.current.request_tick
+        if index >= len(self.current):
+            return None, 0
+        return self.current.actions[index:].copy(), max(0, self._window_end() - self.progress)
+
     def planned_start_index(self, chunk: Chunk) -> int:
         """The index ``chunk`` starts executing at: now if it is current, else when it takes over."""
         start = self._start if chunk is self.current else self._end

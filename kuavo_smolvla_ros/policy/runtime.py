@@ -194,15 +194,69 @@ class PolicyRuntime:
             batch[image_key(name)] = tensor.to(torch.float32).div_(255.0)
         return batch
 
+    # ------------------------------------------------------------------------- real-time chunking
+    @property
+    def rtc_enabled(self) -> bool:
+        return getattr(self.config, "rtc_config", None) is not None and self.config.rtc_config.enabled
+
+    def enable_rtc(self, execution_horizon: int | None = None) -> None:
+        """Turn on lerobot's real-time chunking (``lerobot.policies.rtc``): :meth:`predict_chunk` with a
+        ``prefix`` then generates the chunk conditioned on the actions that still execute while it is computed
+        (inpainting guided over ``execution_horizon`` steps; default lerobot's)."""
+        from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+        settings = {} if execution_horizon is None else {"execution_horizon": int(execution_horizon)}
+        self.config.rtc_config = RTCConfig(enabled=True, **settings)
+        self.policy.init_rtc_processor()
+
+    def _model_space_prefix(self, prefix: np.ndarray, state: np.ndarray):
+        """``prefix`` ((T, 16) absolute actions in robot units) as the model predicts actions: relative to
+        ``state`` when the checkpoint's processors say so (lerobot's ``reanchor_relative_rtc_prefix``), then
+        normalised by the checkpoint's statistics. Returns a (T, 16) tensor on the runtime's device."""
+        import torch
+        from lerobot.policies.rtc import reanchor_relative_rtc_prefix
+        from lerobot.processor import (
+            NormalizerProcessorStep,
+            RelativeActionsProcessorStep,
+            TransitionKey,
+            create_transition,
+        )
+
+        steps = list(self.preprocessor.steps)
+        relative = next((s for s in steps if isinstance(s, RelativeActionsProcessorStep) and s.enabled), None)
+        normalizer = next((s for s in steps if isinstance(s, NormalizerProcessorStep)), None)
+        actions = torch.from_numpy(np.asarray(prefix, dtype=np.float32))
+        if relative is not None:
+            return reanchor_relative_rtc_prefix(actions, torch.from_numpy(np.asarray(state, dtype=np.float32)),
+                                                relative, normalizer, self.device)
+        transition = create_transition(action=actions)
+        if normalizer is not None:
+            transition = normalizer(transition)
+        return transition[TransitionKey.ACTION].to(self.device)
+
     def predict_chunk(self, observation: Observation, *, noise: np.ndarray | None = None,
-                      seed: int | None = None) -> np.ndarray:
+                      seed: int | None = None, prefix: np.ndarray | None = None,
+                      inference_delay: int = 0) -> np.ndarray:
         """(chunk_size, 16) float32 actions in robot units for ``observation``.
 
         Deterministic for a given ``noise`` (shape ``noise_shape``) or ``seed``; otherwise fresh noise.
+        With real-time chunking on (:meth:`enable_rtc`), ``prefix`` ((T, 16) absolute actions: what the previous
+        chunk still holds from this observation on) guides the new chunk, whose first ``inference_delay``
+        actions are executed from the prefix while it is computed. Raises ``ValueError`` for a prefix without
+        real-time chunking, of the wrong shape or not finite.
         """
         import torch
 
         batch = self.make_batch(observation)
+        guidance = {}
+        if prefix is not None:
+            if not self.rtc_enabled:
+                raise ValueError("a prefix needs real-time chunking (PolicyRuntime.enable_rtc)")
+            prefix = np.asarray(prefix, dtype=np.float32)
+            if prefix.ndim != 2 or prefix.shape[1] != robot.ACTION_DIM or not np.all(np.isfinite(prefix)):
+                raise ValueError(f"prefix must be finite (T, {robot.ACTION_DIM}), got {prefix.shape}")
+            guidance = {"inference_delay": int(inference_delay),
+                        "prev_chunk_left_over": self._model_space_prefix(prefix, observation.state)}
         if noise is None and seed is not None:
             noise = self.make_noise(seed)
         noise_tensor = None
@@ -211,9 +265,10 @@ class PolicyRuntime:
             if noise.shape != self.noise_shape:
                 raise ValueError(f"noise must have shape {self.noise_shape}, got {noise.shape}")
             noise_tensor = torch.from_numpy(noise).unsqueeze(0).to(self.device)
-        with torch.inference_mode():
+        # RTC's guidance takes gradients through the denoiser: no_grad (which it can lift), not inference_mode
+        with torch.no_grad() if guidance else torch.inference_mode():
             processed = self.preprocessor(batch)
-            actions = self.policy.predict_action_chunk(processed, noise=noise_tensor)
+            actions = self.policy.predict_action_chunk(processed, noise=noise_tensor, **guidance)
             actions = self.postprocessor(actions)
         return actions[0].to(torch.float32).cpu().numpy()
 

@@ -45,6 +45,10 @@ class EpisodeResult:
     #: ticks that repeated the last command because no chunk was ready (the model behind)
     held_ticks: int = 0
     latency_ticks: int = 1
+    #: control ticks at which a new chunk took over (its first action was that tick's command)
+    seams: list[int] = field(default_factory=list)
+    #: (ticks, 16) the scheduled actions before the safety filter (NaN where none: before the first chunk, held)
+    proposed: np.ndarray = field(default_factory=lambda: np.empty((0, 16)))
 
 
 class _Frames:
@@ -79,7 +83,7 @@ def run_episode(predict: Callable[[Observation], np.ndarray], task: Task, seed: 
         initial_latency_s=(latency_ticks - 0.5) * period)
     try:
         controller.set_instruction(task.instruction)
-        states, commands, held = [world.state], [], 0
+        states, commands, proposed, held, seams = [world.state], [], [], 0, []
         tick = 0
         while not world.done:
             now = tick * period
@@ -87,12 +91,16 @@ def run_episode(predict: Callable[[Observation], np.ndarray], task: Task, seed: 
             for camera in cameras:
                 controller.add_image(camera, frames.loader(tick, camera), None, now)
             out = controller.tick(now)
+            if out.takeover is not None and out.command is not None:
+                seams.append(tick)
+            nothing = np.full(world.state.shape, np.nan)
+            proposed.append(nothing if out.proposed is None else np.asarray(out.proposed, dtype=np.float64))
             if out.command is not None:
                 world.arms.set_command(out.command)
                 commands.append(np.asarray(out.command, dtype=np.float64))
                 held += int(out.held)
             else:
-                commands.append(np.full(world.state.shape, np.nan))
+                commands.append(nothing)
             world.step(period)
             states.append(world.state)
             tick += 1
@@ -101,7 +109,7 @@ def run_episode(predict: Callable[[Observation], np.ndarray], task: Task, seed: 
         controller.close()
     return EpisodeResult(task.name, seed, world.success, episode.success_time, world.time, inferences,
                          np.array(states), tuple(float(v) for v in episode.object_start), list(episode.events),
-                         np.array(commands), held, latency_ticks)
+                         np.array(commands), held, latency_ticks, seams, np.array(proposed))
 
 
 def episode_noise_seed(noise_seed: int, task: Task, seed: int, inference: int) -> int:
@@ -118,8 +126,8 @@ def episode_predictor(runtime: PolicyRuntime, task: Task, seed: int,
     objects *and* the same noise, and any one episode can be replayed alone.
     """
     calls = itertools.count()
-    return lambda observation: runtime.predict_chunk(
-        observation, seed=episode_noise_seed(noise_seed, task, seed, next(calls)))
+    return lambda observation, **guidance: runtime.predict_chunk(  # guidance: real-time chunking's prefix
+        observation, seed=episode_noise_seed(noise_seed, task, seed, next(calls)), **guidance)
 
 
 def image_sizes(runtime: PolicyRuntime) -> dict[str, tuple[int, int]]:
@@ -138,10 +146,13 @@ def evaluate(runtime: PolicyRuntime, tasks: Sequence[Task], episodes: int, first
              noise_seed: int = 0, progress: bool = True, latency_ticks: int | None = None,
              execution: ExecutionSettings | None = None) -> dict[str, list[EpisodeResult]]:
     """``episodes`` episodes of every task through the node's executor: the same object seeds and noise
-    streams for every checkpoint. ``latency_ticks`` None: what the checkpoint measures on this machine."""
+    streams for every checkpoint. ``latency_ticks`` None: what the checkpoint measures on this machine.
+    ``execution.chunk_transition == "rtc"`` turns on the runtime's real-time chunking."""
     from tqdm import tqdm
 
     execution = execution or ExecutionSettings(n_action_steps=runtime.n_action_steps)
+    if execution.chunk_transition == "rtc" and not runtime.rtc_enabled:
+        runtime.enable_rtc()
     if latency_ticks is None:
         latency_ticks = measured_latency_ticks(runtime, execution)
     sizes = image_sizes(runtime)
