@@ -291,3 +291,23 @@ def test_reflow_does_not_import_the_stage_trainer_and_the_error_types_are_define
                 classes.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
     assert classes["TrainingConfigError"] == classes["TrainingError"] == ["common/errors.py"]
     assert all(len(where) == 1 for where in classes.values()), {k: v for k, v in classes.items() if len(v) > 1}
+
+
+@pytest.mark.parametrize("script", ["train_sequential.py", "train_reflow.py"])
+def test_training_help_lists_every_setting_with_its_help(script):
+    """``--help`` is made from the config file: every setting, its default and its comment; exit 0."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "training" / script), "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"usage: python training/{script} [KEY=VALUE ...]"
+    assert "Configuration groups" not in result.stdout  # Hydra's own help listed tasks/ as a group
+    settings = [i for i, line in enumerate(lines) if line.startswith("  ") and not line.startswith("   ")
+                and ("=" in line or line.endswith(":"))]
+    assert len(settings) > 25
+    undocumented = [lines[i].strip() for i in settings if i + 1 >= len(lines) or not lines[i + 1].startswith(" " * 8)]
+    assert not undocumented, f"settings without help text: {undocumented}"
+    assert "hydra" not in {lines[i].strip().split(" ")[0].split(".")[0] for i in settings}

@@ -28,4 +28,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from kuavo_smolvla_ros.training.cli import help_or_run
+
+    help_or_run(main, CONFIGS / "reflow_base.yaml", "python training/train_reflow.py", __doc__)

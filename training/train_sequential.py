@@ -26,4 +26,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from kuavo_smolvla_ros.training.cli import help_or_run
+
+    help_or_run(main, CONFIGS / "smolvla_sequential_base.yaml", "python training/train_sequential.py", __doc__)

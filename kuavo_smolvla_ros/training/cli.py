@@ -25,3 +25,47 @@ def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any
     except (TrainingConfigError, TrainingError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def config_help(config: Path, usage: str, doc: str) -> str:
+    """``--help`` for a Hydra training script, made from its config file: every setting (dotted, as it is
+    overridden on the command line) with its default and the comment beside it in the YAML (comment lines
+    under a setting continue its text); Hydra's own ``hydra:`` section left out."""
+    import re
+
+    lines, stack, entries = config.read_text().splitlines(), [], []
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("#"):
+            if entries and line.startswith(" " * 20):  # a comment continued under the previous setting
+                entries[-1][2].append(line.strip().lstrip("#").strip())
+            continue
+        match = re.match(r"^( *)([A-Za-z_][\w-]*):\s*(.*?)\s*(?:#\s*(.*))?$", line)
+        if not match:
+            continue
+        indent, key, value, comment = len(match[1]), match[2], match[3], match[4] or ""
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key))
+        dotted = ".".join(k for _, k in stack)
+        if dotted.split(".")[0] == "hydra":
+            continue
+        entries.append([dotted, value, [comment] if comment else []])
+    import textwrap
+
+    rows = []
+    for dotted, value, comment in entries:
+        rows.append(f"  {dotted} = {value}" if value else f"  {dotted}:")
+        if comment:
+            rows += textwrap.wrap(" ".join(comment), 100, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    return (f"usage: {usage} [KEY=VALUE ...]\n\n{doc.strip()}\n\nsettings ({config.relative_to(config.parents[2])}; "
+            "set any as KEY=VALUE, nested ones as a.b=VALUE; --hydra-help: Hydra's own options):\n" + "\n".join(rows))
+
+
+def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str) -> Any:
+    """Print :func:`config_help` and exit 0 on ``--help``/``-h``; else run the Hydra ``main``."""
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        print(config_help(config, usage, doc))
+        sys.exit(0)
+    return main()
