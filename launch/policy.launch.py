@@ -8,7 +8,12 @@ Examples::
 Parameters come from ``params_file`` (default: the installed ``config/policy.yaml``), then from the
 launch arguments ``checkpoint``, ``device``, ``dry_run``, ``use_sim_time`` and ``robot_profile``. An argument left empty
 does not override the file. Overrides are plain Python values: launch_ros keeps strings as strings
-(it YAML-quotes them) and passes ``dry_run`` / ``use_sim_time`` as booleans.
+(it YAML-quotes them) and passes ``dry_run`` / ``use_sim_time`` as booleans. The node checks every value
+against its parameter table (``policy_node --help``): a bad one stops it with one line (exit 2), an unknown
+one is logged as a warning with the closest known name.
+
+``namespace:=robot1`` moves every topic and service of the node, the robot's included (they are relative
+names): ``/robot1/kuavo_smolvla/action``, ``/robot1/sensors_data_raw``, ``/robot1/kuavo_smolvla_policy/enable``.
 Run ``ros2 launch kuavo_smolvla_ros policy.launch.py --show-args`` for the list.
 """
 
@@ -32,7 +37,8 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
     "device": ("", "torch device: cpu, cuda or cuda:N; empty keeps the params file's value"),
     "dry_run": ("", "true: compute and publish chunks but send no robot commands; empty keeps the params file's"),
     "use_sim_time": ("false", "use /clock (simulator or rosbag) instead of the wall clock: true or false"),
-    "namespace": ("", "ROS namespace of the node (empty: the root namespace)"),
+    "namespace": ("", "ROS namespace of the node and of every topic and service it uses, the robot's included, "
+                      "e.g. robot1 (empty: the root namespace)"),
     "robot_profile": ("", "robot profile (kuavo4pro, kuavo5, leju_sim, ros2_joint_state or a YAML path): the robot's "
                           "topics and messages; empty keeps the params file's"),
 }

@@ -9,10 +9,13 @@ Examples::
 The policy node is built by ``policy.launch.py`` (loaded from this folder), from the same arguments and
 with the same meaning: ``checkpoint``, ``params_file``, ``device``, ``dry_run``, ``use_sim_time``,
 ``namespace``, ``robot_profile`` (which the simulator then speaks too). The simulator's parameters come from
-``sim_params_file`` (default: the installed ``config/sim.yaml``; camera sizes and rates live there; keep the
-policy's ``camera_height``/``camera_width`` equal to them), then from ``task``, ``seed`` and ``auto_reset`` when
-not empty. ``use_sim_time:=true`` makes the simulator publish ``/clock`` (``publish_clock``) and the policy
-follow it; the simulator itself always runs on the wall clock. Run
+``sim_params_file`` (default: the installed ``config/sim.yaml``; camera sizes and rates live there; the policy
+resizes frames of another size with padding to the size its checkpoint was trained at), then from ``task``,
+``seed`` and ``auto_reset`` when not empty. ``namespace`` puts both nodes, and every topic and service they
+use, under it (two simulated robots side by side: ``namespace:=robot1`` and ``namespace:=robot2``).
+``use_sim_time:=true`` makes the simulator publish ``/clock`` (``publish_clock``; ``/clock`` is the one
+global name, as rclpy's time source reads it) and the policy follow it; the simulator itself always runs on
+the wall clock. Run
 ``ros2 launch kuavo_smolvla_ros sim.launch.py --show-args`` for the list.
 """
 

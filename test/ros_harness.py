@@ -30,6 +30,7 @@ from std_msgs.msg import String
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import RobotProfile, load_profile, parse_overrides
+from kuavo_smolvla_ros.ros.names import relative
 
 IMAGE_SIDE = 64
 # Lower than the robot's (30 Hz cameras, 500 Hz state): the test robot shares the node's process.
@@ -50,10 +51,11 @@ class FakeRobot(Node):
 
     Messages are built here by hand (not with the contract's encoders), so the node's decoding is tested
     against an independent writer. ``joint_state_extra`` adds joints a whole-robot joint_state_broadcaster
-    publishes (legs, head) and shuffles the order."""
+    publishes (legs, head) and shuffles the order. Every name is relative (the profile's topics without their
+    leading ``/``), as the node's: in ``namespace`` the robot and the node both move."""
 
-    def __init__(self, context, profile: RobotProfile, joint_state_extra: bool = False):
-        super().__init__("test_robot", context=context)
+    def __init__(self, context, profile: RobotProfile, joint_state_extra: bool = False, namespace: str = ""):
+        super().__init__("test_robot", context=context, namespace=namespace)
         self.profile = profile
         self.state_source = "kuavo" if profile.state.source == "kuavo_sensors" else "joint_state"
         self.joint_state_extra = joint_state_extra
@@ -65,25 +67,27 @@ class FakeRobot(Node):
         self.frames = {name: jpeg(i) for i, name in enumerate(profile.camera_names)}
         self.camera_types = {c.name: c.encoding for c in profile.cameras}
         self.camera_pubs = {c.name: self.create_publisher(CompressedImage if c.encoding == "compressed" else Image,
-                                                          c.topic, qos_profile_sensor_data)
+                                                          relative(c.topic), qos_profile_sensor_data)
                             for c in profile.cameras}
         if self.state_source == "kuavo":
-            self.sensors_pub = self.create_publisher(SensorsData, profile.state.topic, qos_profile_sensor_data)
+            self.sensors_pub = self.create_publisher(SensorsData, relative(profile.state.topic),
+                                                     qos_profile_sensor_data)
         else:
-            self.joint_pub = self.create_publisher(JointState, profile.state.topic, qos_profile_sensor_data)
+            self.joint_pub = self.create_publisher(JointState, relative(profile.state.topic),
+                                                   qos_profile_sensor_data)
         if profile.has_gripper_state:
-            self.claw_pub = self.create_publisher(LejuClawState, profile.end_effector.state_topic,
+            self.claw_pub = self.create_publisher(LejuClawState, relative(profile.end_effector.state_topic),
                                                   qos_profile_sensor_data)
-        self.instruction_pub = self.create_publisher(String, profile.instruction_topic, 10)  # default QoS
+        self.instruction_pub = self.create_publisher(String, relative(profile.instruction_topic), 10)  # default QoS
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        outputs = [("action", JointState, "/kuavo_smolvla/action", 10),
-                   ("chunk", ActionChunk, "/kuavo_smolvla/action_chunk", 10),
-                   ("status", PolicyStatus, "/kuavo_smolvla/status", latched),
-                   ("diagnostics", DiagnosticArray, "/diagnostics", 10),
-                   ("arm", JointState, profile.action.topic, 10)]
+        outputs = [("action", JointState, "kuavo_smolvla/action", 10),
+                   ("chunk", ActionChunk, "kuavo_smolvla/action_chunk", 10),
+                   ("status", PolicyStatus, "kuavo_smolvla/status", latched),
+                   ("diagnostics", DiagnosticArray, "diagnostics", 10),
+                   ("arm", JointState, relative(profile.action.topic), 10)]
         if profile.has_gripper_command:
-            outputs.append(("claw", LejuClawCommand, profile.end_effector.command_topic, 10))
+            outputs.append(("claw", LejuClawCommand, relative(profile.end_effector.command_topic), 10))
         for name, msg_type, topic, qos in outputs:
             self.create_subscription(msg_type, topic, lambda m, n=name: self._record(n, m), qos)
         self.create_timer(1 / CAMERA_HZ, self._publish_cameras)
@@ -188,7 +192,7 @@ class FakeRobot(Node):
 
 def node_parameters(checkpoint, **overrides) -> list[Parameter]:
     values = {
-        "checkpoint": str(checkpoint), "camera_height": IMAGE_SIDE, "camera_width": IMAGE_SIDE, "seed": 0,
+        "checkpoint": str(checkpoint), "seed": 0,
         "warmup_iterations": 1, "torch_threads": 1, "max_input_age_s": 0.5, "status_rate_hz": 5.0,
         "max_joint_velocity": 3.0,
     }
@@ -198,20 +202,21 @@ def node_parameters(checkpoint, **overrides) -> list[Parameter]:
 
 @contextmanager
 def running(checkpoint, robot_profile: str = "kuavo4pro", camera_type: str = "compressed",
-            joint_state_extra: bool = False, fake_profile: str | None = None, before_node=None, **overrides):
+            joint_state_extra: bool = False, fake_profile: str | None = None, before_node=None, namespace: str = "",
+            **overrides):
     """A PolicyNode and a FakeRobot (both following ``robot_profile``, with the cameras' encoding
-    ``camera_type``; the robot follows ``fake_profile`` if given), each spinning in a background thread.
-    ``before_node(fake)`` runs before the node is created."""
+    ``camera_type``; the robot follows ``fake_profile`` if given; both in ``namespace``), each spinning in a
+    background thread. ``before_node(fake)`` runs before the node is created."""
     from kuavo_smolvla_ros.ros.policy_node import PolicyNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
     profile_overrides = [f"cameras.{c}.encoding={camera_type}" for c in load_profile(robot_profile).camera_names]
     profile = load_profile(fake_profile or robot_profile, parse_overrides(profile_overrides))
-    fake = FakeRobot(context, profile, joint_state_extra)
+    fake = FakeRobot(context, profile, joint_state_extra, namespace)
     if before_node is not None:
         before_node(fake)
-    node = PolicyNode(context=context, parameter_overrides=node_parameters(
+    node = PolicyNode(context=context, namespace=namespace, parameter_overrides=node_parameters(
         checkpoint, robot_profile=robot_profile, profile_overrides=profile_overrides, **overrides))
     with spinning(context, fake, node):
         yield node, fake

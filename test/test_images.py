@@ -71,3 +71,38 @@ def test_compressed_errors_are_named():
         assert "corrupt JPEG data" in str(err)
     else:  # libjpeg may conceal the damage: then the shape is still right
         assert decoded.shape == (16, 24, 3)
+
+
+# ------------------------------------------------------------------ frames to the trained size
+def test_resize_with_pad_is_lerobots_smolvla_resize_on_uint8_frames():
+    import torch
+    from lerobot.policies.common.vla_utils import resize_with_pad as lerobot_resize_with_pad
+
+    from kuavo_smolvla_ros.control.images import resize_with_pad
+
+    image = _rgb(48, 96)
+    out = resize_with_pad(image, 64, 64)
+    reference = lerobot_resize_with_pad(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, 64, 64,
+                                        pad_value=0.0)[0].permute(1, 2, 0).numpy() * 255
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(np.float64) - reference).max() <= 0.5 + 1e-4  # rounding to uint8 only
+    assert not out[:32].any() and out[32:].any()  # 48x96 -> 32x64: SmolVLA pads the top (and left) black
+    assert resize_with_pad(image, 48, 96) is image  # the trained size passes untouched
+
+
+def test_the_fitter_passes_trained_sizes_through_and_reports_each_camera_once():
+    from kuavo_smolvla_ros.control.images import FrameFitter
+
+    warnings, infos = [], []
+    fitter = FrameFitter({"head": (64, 64), "wrist": (60, 80)}, warn=warnings.append, inform=infos.append)
+    same = raw_frame("rgb8", 64, 64, 64 * 3, _rgb(64, 64).tobytes())
+    assert fitter.fit("head", same) is same
+    for _ in range(3):
+        wide = fitter.fit("head", raw_frame("rgb8", 48, 96, 96 * 3, _rgb(48, 96).tobytes()))
+        assert (wide.height, wide.width) == (64, 64) and wide().shape == (64, 64, 3)
+        small = fitter.fit("wrist", raw_frame("rgb8", 30, 40, 40 * 3, _rgb(30, 40).tobytes()))
+        assert small().shape == (60, 80, 3)
+    assert len(warnings) == 1 and warnings[0].startswith("camera head: frames are 48x96 (HxW), the checkpoint was "
+                                                         "trained at 64x64: resized with padding")
+    assert "aspect ratio differs" in warnings[0]
+    assert len(infos) == 1 and infos[0].startswith("camera wrist: frames are 30x40")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from kuavo_smolvla_ros.msg import PolicyStatus
-from ros_harness import MID_STATE, jpeg, running
+from ros_harness import MID_STATE, running
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
@@ -124,7 +124,6 @@ def test_bad_inputs_are_rejected_counted_and_never_reach_the_robot(tiny_checkpoi
             (fake.joint_pub, fake.joint_state_message(nan_state)),  # NaN
             (camera, fake.camera_message("head_cam_h", b"\xff\xd8not a jpeg at all\xff\xd9")),  # corrupt JPEG
             (camera, fake.camera_message("head_cam_h", b"GIF89a")),  # neither JPEG nor PNG
-            (camera, fake.camera_message("head_cam_h", jpeg(0, side=32))),  # wrong size
         ]
         # One at a time: the subscriptions keep the last few messages, a burst could be squeezed out.
         for i, (publisher, message) in enumerate(bad_inputs, start=1):
@@ -133,7 +132,7 @@ def test_bad_inputs_are_rejected_counted_and_never_reach_the_robot(tiny_checkpoi
         actions_now = fake.count("action")
         fake.wait_count("action", actions_now + 10, timeout=5)  # the node is alive
         actions = _actions(fake.received["action"])
-    assert status.inputs_rejected == before + 6
+    assert status.inputs_rejected == before + 5
     assert np.all(np.isfinite(actions)) and all(robot.within_limits(a) for a in actions)
 
 
@@ -232,8 +231,25 @@ def test_enable_service_stops_and_ramps_back_in(tiny_checkpoint):
     (["-p", "checkpoint:=CK", "-p", "profile_overrides:=[fps=30]"], "'fps' cannot be overridden"),
     (["-p", "checkpoint:=CK", "-p", "profile_overrides:=[state.sync.max_age_s=null]"], "['state'] have no max age"),
     (["-p", "checkpoint:=CK", "-p", "profile_overrides:=[state.topic=/a//b]"], "cannot start: Invalid topic name"),
-    (["-p", "checkpoint:=CK", "-p", "profile_overrides:=fps=5"], "cannot start: Trying to set parameter"),
+    (["-p", "checkpoint:=CK", "-p", "profile_overrides:=fps=5"],
+     "cannot start: parameter profile_overrides: 'fps=5' is not a string array; allowed: a list of strings"),
     (["-p", "checkpoint:=CK", "-p", "n_action_steps:=60"], "n_action_steps (60) must be <= chunk_size (50)"),
+    # Values the parameter table refuses: one line naming parameter, value and what is allowed.
+    (["-p", "checkpoint:=CK", "-p", "control_rate_hz:=5000.0"],
+     "cannot start: parameter control_rate_hz: 5000.0 is out of range; allowed: 0.0..200.0"),
+    (["-p", "checkpoint:=CK", "-p", "dry_run:=maybe"],
+     "cannot start: parameter dry_run: 'maybe' is not a bool; allowed: true or false"),
+    (["-p", "checkpoint:=CK", "-p", "stale_behaviour:=later"],
+     "cannot start: parameter stale_behaviour: 'later' is not allowed; allowed: one of finish, hold"),
+    (["-p", "checkpoint:=CK", "-p", "max_joint_velocity:=fast"],
+     "cannot start: parameter max_joint_velocity: 'fast' is not a double; allowed: 0.01..10.0"),
+    # The model's shape: what contradicts the checkpoint is refused with both values.
+    (["-p", "checkpoint:=CK", "-p", "chunk_size:=60"], "chunk_size must be in 1..50 (the checkpoint's), got 60"),
+    (["-p", "checkpoint:=CK", "-p", "camera_height:=480", "-p", "camera_width:=640"],
+     "parameters camera_height/camera_width 480x640 contradict the checkpoint, trained at head_cam_h 64x64"),
+    (["-p", "checkpoint:=CK", "-p", "cameras:=[head_cam_h]"],
+     "parameter cameras ['head_cam_h'] contradicts the checkpoint, which takes ['head_cam_h', 'wrist_cam_l', "
+     "'wrist_cam_r']"),
 ])
 def test_startup_errors_exit_with_a_clear_message(tiny_checkpoint, tmp_path, params, message):
     import subprocess
@@ -352,6 +368,44 @@ def test_a_checkpoint_with_a_shorter_chunk_starts_with_its_path_alone(checkpoint
         chunk = fake.wait_count("chunk", 1, timeout=30)[0]
     assert (chunk.chunk_size, chunk.n_execute) == (10, 6)
     assert node.get_parameter("chunk_size").value == 0 and node.get_parameter("n_action_steps").value == 0
+
+
+def _jpeg(height: int, width: int, seed: int = 0) -> bytes:
+    import cv2
+
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def test_frames_of_another_size_are_resized_with_padding_and_warned_about_once(tiny_checkpoint, capfd):
+    """The tiny checkpoint was trained at 64x64; the robot's cameras send 48x96 (head, another aspect ratio,
+    a warning once) and 32x32 (wrists, the same aspect ratio: an info line once). Commands flow, nothing is
+    rejected, and the model gets frames of its training size."""
+    sizes = {"head_cam_h": (48, 96), "wrist_cam_l": (32, 32), "wrist_cam_r": (32, 32)}
+
+    def other_sizes(fake):
+        fake.frames = {name: _jpeg(*size, seed=i) for i, (name, size) in enumerate(sizes.items())}
+
+    seen = []
+    with running(tiny_checkpoint, default_instruction="task1", before_node=other_sizes) as (node, fake):
+        predict = node.controller._predict
+
+        def recording(observation):
+            seen.append({name: image.shape for name, image in observation.images.items()})
+            return predict(observation)
+
+        node.controller._predict = recording
+        fake.wait_count("chunk", 3, timeout=30)
+        fake.wait_count("arm", fake.count("arm") + 5, timeout=10)
+        status = fake.wait_status(lambda s: s.inferences >= 3, 10, "three inferences")
+    err = capfd.readouterr().err
+    assert status.inputs_rejected == 0 and status.state == PolicyStatus.STATE_RUNNING
+    assert seen and all(shapes == {name: (64, 64, 3) for name in sizes} for shapes in seen)
+    head = [line for line in err.splitlines() if "camera head_cam_h: frames are 48x96" in line]
+    assert len(head) == 1 and "[WARN]" in head[0] and "aspect ratio differs" in head[0], err[-3000:]
+    assert "trained at 64x64: resized with padding as SmolVLA does" in head[0]
+    wrist = [line for line in err.splitlines() if "camera wrist_cam_l: frames are 32x32" in line]
+    assert len(wrist) == 1 and "[INFO]" in wrist[0] and "aspect ratio" not in wrist[0]
 
 
 def test_a_simulator_reset_that_rewinds_clock_does_not_leave_the_node_stale(tiny_checkpoint):

@@ -3,6 +3,7 @@ and the recorder's bags going through the real converter."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -305,7 +306,7 @@ def test_real_time_chunking_gets_the_old_chunks_tail_and_the_delay():
     result = run_episode(predict, default_catalog().get("sorting"), 3, {"head_cam_h": (16, 16)},
                          execution=execution, latency_ticks=3, world_config=WorldConfig(max_episode_s=3.0))
     assert calls[0][0] is None and len(calls) >= 3
-    for (_, _, previous), (prefix, delay, _) in zip(calls, calls[1:], strict=False):
+    for (_, _, previous), (prefix, delay, _) in itertools.pairwise(calls):
         # requested latency + margin ticks before the window of 8 ends: 4 actions still to execute
         assert delay == 4
         np.testing.assert_allclose(prefix, previous[len(previous) - len(prefix):])

@@ -318,11 +318,12 @@ def test_the_experts_plan_solves_the_episode_and_auto_reset_starts_the_next():
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"robot_profile": "foo"}, "unknown robot profile 'foo'"),
-    ({"command_input": "bar"}, "parameter 'command_input' is 'bar'"),
+    ({"command_input": "bar"}, "parameter command_input: 'bar' is not allowed; allowed: one of robot, action"),
     ({"task": "nonexistent"}, "parameter 'task': unknown task 'nonexistent'; known tasks: 1/moving_grasp"),
     ({"camera_rate_hz": 200.0}, "camera_rate_hz (200.0) exceeds physics_rate_hz (100.0)"),
-    ({"jpeg_quality": 0}, "parameter 'jpeg_quality'"),
-    ({"seed": "x"}, "parameter 'seed'"),
+    ({"jpeg_quality": 0}, "parameter jpeg_quality: 0 is out of range; allowed: 1..100"),
+    ({"seed": "x"}, "parameter seed: 'x' is not an integer; allowed: 0..2147483647"),
+    ({"camera_rate_hz": float("nan")}, "parameter camera_rate_hz: nan is not a double"),
 ])
 def test_bad_parameters_fail_the_start_clearly(overrides, message):
     context = rclpy.Context()

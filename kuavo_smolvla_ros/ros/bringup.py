@@ -34,15 +34,17 @@ def params_file(node: tuple[str, str, str], values: Mapping[str, Any], path: str
     return path
 
 
-def launch_command(policy_params: Path, sim_params: Path) -> str:
+def launch_command(policy_params: Path, sim_params: Path, namespace: str = "") -> str:
+    """The ``ros2 launch`` command that starts what :func:`bringup` starts."""
     return (f"ros2 launch kuavo_smolvla_ros sim.launch.py params_file:={policy_params} "
-            f"sim_params_file:={sim_params}")
+            f"sim_params_file:={sim_params}" + (f" namespace:={namespace}" if namespace else ""))
 
 
 @contextmanager
-def bringup(policy_params: Path, sim_params: Path, logs: Path, ready_timeout: float = 180.0) -> Iterator[Any]:
-    """Both nodes running (their output in ``logs/``) and an operator ready to run episodes; all stopped
-    on exit. Raises ``OperatorError`` (with the node logs' tails) if they do not come up."""
+def bringup(policy_params: Path, sim_params: Path, logs: Path, ready_timeout: float = 180.0,
+            namespace: str = "") -> Iterator[Any]:
+    """Both nodes running in ``namespace`` (their output in ``logs/``) and an operator ready to run episodes
+    there; all stopped on exit. Raises ``OperatorError`` (with the node logs' tails) if they do not come up."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -54,11 +56,11 @@ def bringup(policy_params: Path, sim_params: Path, logs: Path, ready_timeout: fl
     for (executable, name, _), params in ((SIM_NODE, sim_params), (POLICY_NODE, policy_params)):
         log = open(logs / f"{executable}.log", "w")  # noqa: SIM115 (closed with its process)
         command = [shutil.which(executable) or executable, "--ros-args", "-r", f"__node:={name}",
-                   "--params-file", str(params)]
+                   *(["-r", f"__ns:=/{namespace.strip('/')}"] if namespace else []), "--params-file", str(params)]
         processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
     context = rclpy.Context()
     rclpy.init(context=context)
-    operator = SimOperator(context=context)
+    operator = SimOperator(context=context, namespace=namespace)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(operator)
     spinner = threading.Thread(target=executor.spin, daemon=True)

@@ -1,13 +1,12 @@
-"""The policy node's ROS parameters: declared with descriptions and ranges, read into one settings object."""
+"""The policy node's parameter table (:mod:`~kuavo_smolvla_ros.ros.param_table`): every parameter once, with
+its default, description, range and dynamic flag; declared, validated and documented from here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
-
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.node import Node
-from rclpy.parameter import Parameter
+from typing import Any
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import (
@@ -17,58 +16,95 @@ from kuavo_smolvla_ros.contract.profile import (
     load_profile,
     parse_overrides,
 )
+from kuavo_smolvla_ros.ros import param_table
+from kuavo_smolvla_ros.ros.param_table import param
 
 STALE_BEHAVIOURS = ("finish", "hold")
+EXECUTABLE = "policy_node"
+NODE_NAME = "kuavo_smolvla_policy"
+SUMMARY = """\
+SmolVLA on the Kuavo under ROS 2. Subscribes to the robot profile's cameras, joint state, end effector and
+instruction topics; publishes kuavo_smolvla/action, kuavo_smolvla/action_chunk, kuavo_smolvla/status,
+diagnostics and the profile's robot commands; service ~/enable (std_srvs/SetBool). Every name is relative:
+it resolves under the node's namespace (-r __ns:=/robot1 or launch namespace:=robot1) and can be remapped."""
+YAML_HEADER = """\
+Parameters of policy_node. The robot's streams (topics, message types, joint layout, end effector, per-stream
+max ages, stamps, rate) come from the robot profile (config/robots/<robot_profile>.yaml), the file the bag
+converter reads too; the model's shape (chunk, steps, cameras, image size) from the checkpoint. Setting
+`checkpoint` alone is enough to run on a Kuavo 4 Pro:
+  ros2 launch kuavo_smolvla_ros policy.launch.py checkpoint:=/path [robot_profile:=kuavo5] [namespace:=robot1]
+Topics are relative names: under a namespace every one of them (the robot's included) moves with it."""
 
 
 @dataclass
 class NodeSettings:
-    """Every parameter of ``policy_node`` (defaults here mirror config/policy.yaml). The robot's streams
-    (topics, message types, joint layout, end effector, per-stream max ages, stamps) come from the robot
-    profile ``robot_profile``; ``profile_overrides`` and the 0-means-the-profile's parameters adjust it."""
+    """Every parameter of ``policy_node``: the node's parameter table. The robot's streams come from the robot
+    profile ``robot_profile`` (``profile_overrides`` and the 0-means-the-profile's parameters adjust it); the
+    model's shape from the checkpoint (0 / empty: the checkpoint's; a contradicting value is refused)."""
 
-    checkpoint: str = ""
-    vlm_path: str = ""
-    device: str = "cpu"
-    #: 0: the checkpoint's own (10 for a flow-matching checkpoint, 1-2 for a reflow student).
-    num_steps: int = 0
-    #: 0: the checkpoint's own (it may only shrink).
-    chunk_size: int = 0
-    #: 0: the checkpoint's own (8 for this project's checkpoints).
-    n_action_steps: int = 0
-    #: 0: the profile's fps.
-    control_rate_hz: float = 0.0
-    blend_steps: int = 2
-    robot_profile: str = DEFAULT_PROFILE
-    profile_overrides: tuple[str, ...] = ()
-    camera_height: int = 0
-    camera_width: int = 0
-    default_instruction: str = ""
-    #: 0: the profile's per-stream max ages.
-    max_input_age_s: float = 0.0
-    stale_behaviour: str = "finish"
-    dry_run: bool = False
-    publish_arm_command: bool = True
-    publish_gripper_command: bool = True
-    max_joint_velocity: float = robot.MAX_ARM_VELOCITY
-    max_gripper_velocity: float = robot.MAX_GRIPPER_VELOCITY
-    ramp_in_s: float = 1.0
-    error_retry_s: float = 1.0
-    seed: int = -1
-    warmup_iterations: int = 2
-    torch_threads: int = 0
-    status_rate_hz: float = 1.0
+    checkpoint: str = param("", "SmolVLA checkpoint folder (lerobot format; a lerobot-train step folder works too)",
+                            safety=True)
+    vlm_path: str = param("", "local VLM folder overriding the one the checkpoint names (empty: the checkpoint's)")
+    device: str = param("cpu", "torch device: cpu, cuda or cuda:N", safety=True)
+    num_steps: int = param(0, "flow-matching (denoising) steps per chunk (0: the checkpoint's own, e.g. 2 for a "
+                              "reflow student)", range=(0, 100), dynamic=True, safety=True)
+    chunk_size: int = param(0, "actions per predicted chunk (0: the checkpoint's; it may only shrink, a value above "
+                               "the checkpoint's is refused)", range=(0, 1000))
+    n_action_steps: int = param(0, "actions executed from each chunk before the next takes over (0: the "
+                                   "checkpoint's; at most the chunk size)", range=(0, 1000))
+    cameras: tuple[str, ...] = param((), "camera names the checkpoint takes (empty: the checkpoint's; a list that "
+                                         "differs from the checkpoint's is refused)")
+    camera_height: int = param(0, "image height the checkpoint was trained at, pixels (0: the checkpoint's; another "
+                                  "value is refused). Frames of any size are resized with padding to it",
+                               range=(0, 8192))
+    camera_width: int = param(0, "image width the checkpoint was trained at, pixels (0: the checkpoint's; another "
+                                 "value is refused)", range=(0, 8192))
+    control_rate_hz: float = param(0.0, "rate at which actions are published (0: the robot profile's fps, 10 Hz "
+                                        "for Kuavo; works up to 30 Hz)", range=(0.0, 200.0), safety=True)
+    blend_steps: int = param(2, "actions blended linearly at the seam between two chunks", range=(0, 50))
+    robot_profile: str = param(DEFAULT_PROFILE, "robot profile: kuavo4pro, kuavo5, leju_sim, ros2_joint_state or a "
+                                                "path to a profile YAML; it gives every topic, message type, joint "
+                                                "mapping, end effector and max age", safety=True)
+    profile_overrides: tuple[str, ...] = param((), "KEY=VALUE overrides of the profile (topics, sync max ages, "
+                                                   "stamp_source, end_effector.inverted), e.g. "
+                                                   "[cameras.head_cam_h.topic=head/image_raw/compressed]")
+    default_instruction: str = param("", "instruction used at start (empty: wait for one on the profile's "
+                                         "instruction topic, task_instruction)")
+    max_input_age_s: float = param(0.0, "cameras and joint state older than this are stale: no inference starts "
+                                        "from them (0: the profile's per-stream max ages, as the converter's)",
+                                   range=(0.0, 60.0), safety=True)
+    stale_behaviour: str = param("finish", "on stale inputs: finish the queued actions then hold, or hold at once",
+                                 choices=STALE_BEHAVIOURS, safety=True)
+    dry_run: bool = param(False, "compute and publish kuavo_smolvla/* but send nothing to the robot's command topics",
+                          dynamic=True, safety=True)
+    publish_arm_command: bool = param(True, "publish the arm command on the profile's action topic (Kuavo: "
+                                            "kuavo_arm_traj, degrees; the arm in control mode 2)", safety=True)
+    publish_gripper_command: bool = param(True, "publish the grippers on the profile's end-effector command topic "
+                                                "(Kuavo: leju_claw_command)", safety=True)
+    max_joint_velocity: float = param(robot.MAX_ARM_VELOCITY, "safety: largest arm joint change per second (rad/s)",
+                                      range=(0.01, 10.0), safety=True)
+    max_gripper_velocity: float = param(robot.MAX_GRIPPER_VELOCITY, "safety: largest gripper change per second "
+                                                                    "(gripper 0..1 per second)",
+                                        range=(0.01, 20.0), safety=True)
+    ramp_in_s: float = param(1.0, "after start and re-enable, the allowed change ramps up from zero over this time "
+                                  "(s)", range=(0.0, 30.0), safety=True)
+    error_retry_s: float = param(1.0, "after a model error, wait this long before the next inference (s)",
+                                 range=(0.0, 600.0))
+    seed: int = param(-1, "noise seed for reproducible chunks (-1: fresh noise every inference)",
+                      range=(-1, 2**31 - 1))
+    warmup_iterations: int = param(2, "predictions run at start to warm up and measure latency", range=(0, 100))
+    torch_threads: int = param(0, "torch CPU threads (0: all cores but one)", range=(0, 1024))
+    status_rate_hz: float = param(1.0, "rate of kuavo_smolvla/status and diagnostics", range=(0.1, 50.0))
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent parameter (the profile is loaded and checked)."""
         if not self.checkpoint:
-            raise ValueError("parameter 'checkpoint' is empty: set it to a SmolVLA checkpoint folder")
-        if self.stale_behaviour not in STALE_BEHAVIOURS:
-            raise ValueError(f"stale_behaviour must be one of {STALE_BEHAVIOURS}, got {self.stale_behaviour!r}")
+            raise ValueError("parameter checkpoint is empty: set it to a SmolVLA checkpoint folder "
+                             "(policy_node --help lists the parameters)")
         if self.n_action_steps and self.chunk_size and self.n_action_steps > self.chunk_size:
             raise ValueError(f"n_action_steps ({self.n_action_steps}) must be <= chunk_size ({self.chunk_size})")
         if (self.camera_height > 0) != (self.camera_width > 0):
-            raise ValueError("camera_height and camera_width must both be 0 (the profile's) or both set")
+            raise ValueError("camera_height and camera_width must both be 0 (the checkpoint's) or both set")
         _ = self.profile
 
     @cached_property
@@ -98,86 +134,45 @@ class NodeSettings:
         """The control rate: ``control_rate_hz``, or the profile's fps."""
         return self.control_rate_hz or float(self.profile.fps)
 
-    def image_sizes(self) -> dict[str, tuple[int, int] | None]:
-        """Per camera the (height, width) frames must have: camera_height/width if set, else the profile's
-        (None: any size)."""
-        size = (self.camera_height, self.camera_width) if self.camera_height else None
-        return {c.name: size or c.size for c in self.profile.cameras}
+    def check_against_checkpoint(self, cameras: list[str], image_shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Refuse (``ValueError``, both values named) a camera list or image size that contradicts the
+        checkpoint's (``cameras``; ``image_shapes``: camera -> (channels, height, width)), or a checkpoint
+        camera the robot profile lacks."""
+        if self.cameras and sorted(self.cameras) != sorted(cameras):
+            raise ValueError(f"parameter cameras {list(self.cameras)} contradicts the checkpoint, which takes "
+                             f"{list(cameras)} (leave cameras empty to use the checkpoint's)")
+        if self.camera_height:
+            mine = (self.camera_height, self.camera_width)
+            trained = {name: tuple(int(v) for v in image_shapes[name][-2:]) for name in cameras}
+            wrong = {name: size for name, size in trained.items() if size != mine}
+            if wrong:
+                sizes = ", ".join(f"{name} {h}x{w}" for name, (h, w) in wrong.items())
+                raise ValueError(f"parameters camera_height/camera_width {mine[0]}x{mine[1]} contradict the "
+                                 f"checkpoint, trained at {sizes} (HxW; set 0 to use the checkpoint's: frames of "
+                                 "any size are resized with padding to it)")
+        missing = [c for c in cameras if c not in self.profile.camera_names]
+        if missing:
+            raise ValueError(f"the checkpoint needs cameras {missing} that robot profile {self.profile.name} does not "
+                             f"provide (its cameras: {list(self.profile.camera_names)})")
 
 
-_DESCRIPTIONS = {
-    "checkpoint": "SmolVLA checkpoint folder (lerobot format; a lerobot-train step folder works too)",
-    "vlm_path": "local VLM folder overriding the one recorded in the checkpoint (empty: recorded path)",
-    "device": "torch device: cpu, cuda or cuda:N",
-    "num_steps": "flow-matching (denoising) steps per chunk (0: the checkpoint's own, e.g. 2 for a reflow student)",
-    "chunk_size": "actions per predicted chunk (0: the checkpoint's; a value above it is refused)",
-    "n_action_steps": "actions executed from each chunk before the next takes over (0: the checkpoint's)",
-    "control_rate_hz": "rate at which actions are published (0: the robot profile's fps, 10 Hz for Kuavo)",
-    "blend_steps": "actions blended linearly at the seam between two chunks",
-    "robot_profile": "robot profile: a shipped name (kuavo4pro, kuavo5, leju_sim, ros2_joint_state) or a path to a "
-                     "profile YAML; it gives every topic, message type, joint mapping, end effector and max age",
-    "profile_overrides": "KEY=VALUE overrides of the profile (topics, sync max ages, stamp_source, "
-                         "end_effector.inverted), e.g. cameras.head_cam_h.topic=/head/image_raw/compressed",
-    "camera_height": "image height every camera must have, pixels (0: the profile's)",
-    "camera_width": "image width every camera must have, pixels (0: the profile's)",
-    "default_instruction": "instruction used at start (empty: wait for one on the profile's instruction topic)",
-    "max_input_age_s": "cameras and joint state older than this are stale: no inference starts from them (0: the "
-                       "profile's per-stream max ages, as the bag converter uses them)",
-    "stale_behaviour": "on stale inputs: 'finish' the queued actions then hold, or 'hold' at once",
-    "dry_run": "compute and publish on /kuavo_smolvla/* but send nothing to the robot adapters",
-    "publish_arm_command": "publish the arm command on the profile's action topic (Kuavo: /kuavo_arm_traj, degrees)",
-    "publish_gripper_command": "publish the grippers on the profile's end-effector command topic, in its message",
-    "max_joint_velocity": "safety: largest arm joint change per second (rad/s)",
-    "max_gripper_velocity": "safety: largest gripper change per second (units of 0..1 per second)",
-    "ramp_in_s": "after start and re-enable, the allowed change ramps up from zero over this time",
-    "error_retry_s": "after a model error, wait this long before the next inference",
-    "seed": "noise seed for reproducible chunks (-1: fresh noise every inference)",
-    "warmup_iterations": "predictions run at start to warm up and measure latency",
-    "torch_threads": "torch CPU threads (0: all cores but one)",
-    "status_rate_hz": "rate of /kuavo_smolvla/status and /diagnostics",
-}
-
-_RANGES = {
-    "num_steps": (0, 100), "chunk_size": (0, 1000), "n_action_steps": (0, 1000), "blend_steps": (0, 50),
-    "camera_height": (0, 10000), "camera_width": (0, 10000), "seed": (-1, 2**31 - 1),
-    "warmup_iterations": (0, 100), "torch_threads": (0, 1024),
-    "control_rate_hz": (0.0, 200.0), "max_input_age_s": (0.0, 60.0), "max_joint_velocity": (0.01, 10.0),
-    "max_gripper_velocity": (0.01, 20.0), "ramp_in_s": (0.0, 30.0), "error_retry_s": (0.0, 600.0),
-    "status_rate_hz": (0.1, 50.0),
-}
-#: Parameters the running node applies when they are set (``ros2 param set``); all others are read-only.
-DYNAMIC = {"dry_run", "num_steps"}
-
-
-def descriptor(name: str, description: str, value_range: tuple | None = None,
-               read_only: bool = True) -> ParameterDescriptor:
-    """A parameter descriptor with a description and, for numbers, an inclusive range."""
-    result = ParameterDescriptor(name=name, description=description, read_only=read_only)
-    if value_range is not None:
-        low, high = value_range
-        if isinstance(low, float):
-            result.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-        else:
-            result.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-    return result
-
-
-def _descriptor(name: str, default) -> ParameterDescriptor:
-    result = descriptor(name, _DESCRIPTIONS[name], _RANGES.get(name), read_only=name not in DYNAMIC)
-    if isinstance(default, tuple):
-        result.type = ParameterType.PARAMETER_STRING_ARRAY
-    return result
-
-
-def declare(node: Node) -> NodeSettings:
-    """Declare every parameter on ``node`` and return their values (validated)."""
-    defaults = NodeSettings()
-    values = {}
-    for field in fields(NodeSettings):
-        default = getattr(defaults, field.name)
-        initial = (list(default) or Parameter.Type.STRING_ARRAY) if isinstance(default, tuple) else default
-        value = node.declare_parameter(field.name, initial, _descriptor(field.name, default)).value
-        values[field.name] = tuple(value or ()) if isinstance(default, tuple) else value
-    settings = NodeSettings(**values)
+def declare(node: Any) -> NodeSettings:
+    """Declare every parameter on ``node`` and return their values (validated; ``ValueError``, one line)."""
+    settings = param_table.declare(node, NodeSettings)
     settings.validate()
     return settings
+
+
+def trained_sizes(image_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, int]]:
+    """Per camera the (height, width) the checkpoint was trained at (from (channels, height, width))."""
+    return {name: (int(shape[-2]), int(shape[-1])) for name, shape in image_shapes.items()}
+
+
+def documented_yaml() -> str:
+    """config/policy.yaml, as the table renders it."""
+    return param_table.render_yaml(NodeSettings, NODE_NAME, YAML_HEADER)
+
+
+def help_text() -> str:
+    """``policy_node --help``."""
+    return param_table.help_text(NodeSettings, EXECUTABLE, SUMMARY)

@@ -3,9 +3,13 @@
 Subscribes to the cameras, the joint state (and gripper state) and the instruction topic that the robot
 profile (``robot_profile``, :mod:`kuavo_smolvla_ros.contract`) names, decoding them with the same
 :class:`~kuavo_smolvla_ros.contract.streams.StreamDecoder` as the bag converter; publishes one safe action per
-control tick on ``/kuavo_smolvla/action`` and the robot's command topics (encoded by the profile), every
-chunk on ``/kuavo_smolvla/action_chunk``, status and diagnostics. Run: ``ros2 run kuavo_smolvla_ros policy_node
---ros-args -p checkpoint:=/path`` or ``ros2 launch kuavo_smolvla_ros policy.launch.py checkpoint:=/path``.
+control tick on ``kuavo_smolvla/action`` and the robot's command topics (encoded by the profile), every
+chunk on ``kuavo_smolvla/action_chunk``, status and diagnostics. Every topic and service name is relative
+(:mod:`~kuavo_smolvla_ros.ros.names`): a namespace moves all of them. Parameters: :mod:`.params` (one table).
+Frames of another size than the checkpoint's training size are resized with padding
+(:mod:`kuavo_smolvla_ros.control.images`). Run: ``ros2 run kuavo_smolvla_ros policy_node --ros-args -p
+checkpoint:=/path`` or ``ros2 launch kuavo_smolvla_ros policy.launch.py checkpoint:=/path``; ``policy_node
+--help`` lists the parameters.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -36,17 +41,17 @@ from kuavo_smolvla_ros.control.controller import (
     PolicyController,
     TickOutput,
 )
+from kuavo_smolvla_ros.control.images import FrameFitter
 from kuavo_smolvla_ros.control.safety import SafetyFilter
 from kuavo_smolvla_ros.msg import ActionChunk, PolicyStatus
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
-from kuavo_smolvla_ros.ros import messages, params
+from kuavo_smolvla_ros.ros import messages, names, param_table, params
 from kuavo_smolvla_ros.ros.fields import MESSAGE_TYPES, build
 from kuavo_smolvla_ros.ros.spin import spin_node
 from kuavo_smolvla_ros.tasks import default_catalog
 
-NODE_NAME = "kuavo_smolvla_policy"
-OUTPUT_NAMESPACE = "/kuavo_smolvla"
+NODE_NAME = params.NODE_NAME
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 INSTRUCTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -69,15 +74,18 @@ class PolicyNode(Node):
                                           num_steps=s.num_steps or None, chunk_size=s.chunk_size or None,
                                           n_action_steps=s.n_action_steps or None)
         profile = self.profile = s.profile
-        missing = [c for c in self.runtime.cameras if c not in profile.camera_names]
-        if missing:
-            raise ValueError(f"the checkpoint needs cameras {missing} that robot profile {profile.name} does not "
-                             f"provide (its cameras: {list(profile.camera_names)})")
+        s.check_against_checkpoint(self.runtime.cameras, self.runtime.info.image_shapes)
         latency = self.runtime.warmup(s.warmup_iterations) if s.warmup_iterations else 0.0
+        trained = params.trained_sizes(self.runtime.info.image_shapes)
         self.get_logger().info(
             f"loaded {self.runtime.info.path} on {s.device}: {self.runtime.num_steps} steps, chunk "
-            f"{self.runtime.chunk_size}, {self.runtime.n_action_steps} executed per chunk, warm-up "
-            f"{latency * 1e3:.0f} ms; robot profile {profile.describe()}; dry_run {s.dry_run}")
+            f"{self.runtime.chunk_size}, {self.runtime.n_action_steps} executed per chunk, cameras "
+            f"{', '.join(f'{c} {h}x{w}' for c, (h, w) in trained.items())}, warm-up {latency * 1e3:.0f} ms; "
+            f"robot profile {profile.describe()}")
+        self.get_logger().info("safety settings: " + param_table.safety_line(s, {
+            "control_rate_hz": s.rate_hz, "num_steps": self.runtime.num_steps,
+            "chunk_size": self.runtime.chunk_size, "n_action_steps": self.runtime.n_action_steps,
+            "namespace": self.get_namespace()}))
         self.catalog = default_catalog()
         ages = {c.name: c.sync.live_max_age for c in profile.cameras} | {STATE_STREAM: profile.state.sync.live_max_age}
         self.controller = PolicyController(
@@ -91,17 +99,20 @@ class PolicyNode(Node):
                                 period_s=1.0 / s.rate_hz),
             catalog=self.catalog,
         )
-        self.decoder = StreamDecoder(profile, s.image_sizes())
+        # Frames of any size are accepted (bounded by images.MAX_PIXELS) and fitted to the trained size.
+        self.decoder = StreamDecoder(profile, {c: None for c in profile.camera_names})
+        self.fitter = FrameFitter(trained, warn=self.get_logger().warning, inform=self.get_logger().info)
         self.encoder = StreamEncoder(profile)
         self._last_period_start: float | None = None
         self._last_instruction: tuple[str, str, float] = ("", "", -1.0)  # text, subscription, when
         self._make_publishers()
         self._make_subscriptions()
-        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_service(SetBool, names.ENABLE, self._on_enable)
         # rclpy tells when the clock (e.g. a simulator's /clock under use_sim_time) jumps back.
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=CLOCK_JUMP_BACK, on_clock_change=True),
             post_callback=self._on_clock_jump)
+        self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
         # Every callback is short (frames are decoded on the inference thread), so one executor thread
         # serves them all; rclpy's multi-threaded executor costs more than it gains under the GIL.
@@ -110,6 +121,8 @@ class PolicyNode(Node):
         if s.default_instruction:
             self._switch_instruction(s.default_instruction)
         self._publish_status()
+        self.get_logger().info(f"ready: {self.resolve_topic_name(names.ACTION)} at {s.rate_hz:g} Hz, status on "
+                               f"{self.resolve_topic_name(names.STATUS)}")
 
     # ----------------------------------------------------------------------------------- set-up
     def _max_step(self) -> np.ndarray:
@@ -124,16 +137,16 @@ class PolicyNode(Node):
 
     def _make_publishers(self) -> None:
         s, profile = self.settings, self.profile
-        self.action_pub = self.create_publisher(JointState, f"{OUTPUT_NAMESPACE}/action", COMMAND_QOS)
-        self.chunk_pub = self.create_publisher(ActionChunk, f"{OUTPUT_NAMESPACE}/action_chunk", COMMAND_QOS)
-        self.status_pub = self.create_publisher(PolicyStatus, f"{OUTPUT_NAMESPACE}/status", STATUS_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.action_pub = self.create_publisher(JointState, names.ACTION, COMMAND_QOS)
+        self.chunk_pub = self.create_publisher(ActionChunk, names.ACTION_CHUNK, COMMAND_QOS)
+        self.status_pub = self.create_publisher(PolicyStatus, names.STATUS, STATUS_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
         self.arm_pub = self.gripper_pub = None
         if s.publish_arm_command:
-            self.arm_pub = self.create_publisher(JointState, profile.action.topic, COMMAND_QOS)
+            self.arm_pub = self.create_publisher(JointState, names.relative(profile.action.topic), COMMAND_QOS)
         if s.publish_gripper_command and profile.has_gripper_command:
             self.gripper_pub = self.create_publisher(MESSAGE_TYPES[profile.gripper.command_type],
-                                                     profile.end_effector.command_topic, COMMAND_QOS)
+                                                     names.relative(profile.end_effector.command_topic), COMMAND_QOS)
 
     def _make_subscriptions(self) -> None:
         for stream in input_streams(self.profile):
@@ -147,11 +160,11 @@ class PolicyNode(Node):
             else:
                 self.get_logger().warning(f"camera {stream.role} is not an input of the checkpoint: not subscribed")
                 continue
-            self.create_subscription(msg_type, stream.topic, callback, qos_profile_sensor_data)
+            self.create_subscription(msg_type, names.relative(stream.topic), callback, qos_profile_sensor_data)
         # The instruction arrives whether it was published volatile (a plain `ros2 topic pub`, matched by the
         # first subscription) or transient local (latched before this node started, matched by the second;
         # a repeat of the active instruction changes nothing).
-        topic = self.profile.instruction_topic
+        topic = names.relative(self.profile.instruction_topic)
         self.create_subscription(String, topic, lambda m: self._on_instruction(m, "volatile"), INSTRUCTION_QOS)
         self.create_subscription(String, topic, lambda m: self._on_instruction(m, "latched"), LATCHED_INSTRUCTION_QOS,
                                  event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda _event: None))
@@ -166,7 +179,7 @@ class PolicyNode(Node):
     # -------------------------------------------------------------------------------- callbacks
     def _on_image(self, name: str, msg: CompressedImage | Image) -> None:
         try:
-            frame = self.decoder.image(name, msg)
+            frame = self.fitter.fit(name, self.decoder.image(name, msg))
             self.controller.add_image(name, frame, header_stamp(msg), self._now())
         except ValueError as err:  # images.ImageError included
             self._reject(name, f"camera {name} frame", err)
@@ -213,12 +226,18 @@ class PolicyNode(Node):
             self.get_logger().warning(f"instruction has {tokens} tokens; the policy reads only the first {limit}")
         self._publish_status()
 
+    def _check_parameters(self, parameters) -> SetParametersResult:
+        """Every value set at run time is checked against the parameter table, as at start."""
+        successful, reason = param_table.check_parameters(params.NodeSettings, parameters)
+        return SetParametersResult(successful=successful, reason=reason)
+
     def _on_parameters_set(self, parameters) -> None:
-        """Apply the dynamic parameters (params.DYNAMIC); rclpy has already checked types and ranges."""
+        """Apply the dynamic parameters (``dynamic=True`` in the table; rclpy refuses the read-only ones and the
+        on-set callback has checked every value against the table)."""
         for parameter in parameters:
-            if parameter.name == "dry_run":
-                self.settings.dry_run = bool(parameter.value)
-            elif parameter.name == "num_steps":
+            if hasattr(self.settings, parameter.name):  # a row of the table (use_sim_time is rclpy's own)
+                setattr(self.settings, parameter.name, parameter.value)
+            if parameter.name == "num_steps":
                 # read at the start of each inference; 0 goes back to the checkpoint's own
                 self.runtime.num_steps = int(parameter.value) or self.runtime.info.num_steps
             self.get_logger().info(f"parameter {parameter.name} set to {parameter.value}")
@@ -286,6 +305,9 @@ class PolicyNode(Node):
 
 
 def main() -> int:
+    if param_table.wants_help(sys.argv[1:]):
+        print(params.help_text(), end="")
+        return 0
     sys.setswitchinterval(0.0005)  # let the control timer's thread get the GIL promptly
     return spin_node(PolicyNode, startup_errors=(CheckpointError, ValueError, RuntimeError, ParameterException,
                                                  NameValidationException))

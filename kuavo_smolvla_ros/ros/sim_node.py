@@ -2,18 +2,20 @@
 
 Speaks the robot profile ``robot_profile`` (:mod:`kuavo_smolvla_ros.contract`, encoded with the same
 :class:`~kuavo_smolvla_ros.contract.streams.StreamEncoder` as the recorder): publishes the cameras, the joint
-state and the end effector's state (Kuavo 4 Pro: three JPEG cameras, ``/sensors_data_raw`` +
-``/leju_claw_state``), ``/simulator/success`` and ``/simulator/episode`` (JSON); follows the profile's arm and
-end-effector commands (Kuavo: ``/kuavo_arm_traj`` + ``/leju_claw_command``), or ``/kuavo_smolvla/action``; the
+state and the end effector's state (Kuavo 4 Pro: three JPEG cameras, ``sensors_data_raw`` +
+``leju_claw_state``), ``simulator/success`` and ``simulator/episode`` (JSON); follows the profile's arm and
+end-effector commands (Kuavo: ``kuavo_arm_traj`` + ``leju_claw_command``), or ``kuavo_smolvla/action``; the
 instruction topic naming a task and the ``task`` parameter select the task of the next episode;
-``/simulator/reset`` (std_srvs/Trigger) starts one. With ``publish_clock`` it publishes ``/clock`` (for nodes
-run with ``use_sim_time:=true``). Run:
+``simulator/reset`` (std_srvs/Trigger) starts one. Every name is relative to the node's namespace
+(:mod:`~kuavo_smolvla_ros.ros.names`), except ``/clock``, published with ``publish_clock`` (for nodes run with
+``use_sim_time:=true``). Parameters: :mod:`.sim_params` (one table); ``sim_robot --help`` lists them. Run:
 ``ros2 run kuavo_smolvla_ros sim_robot`` or ``ros2 launch kuavo_smolvla_ros sim.launch.py checkpoint:=/path``.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
@@ -32,7 +34,7 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.end_effectors import NonFiniteError, named_values
 from kuavo_smolvla_ros.contract.streams import StreamDecoder, StreamEncoder
 from kuavo_smolvla_ros.msg import LejuClawState
-from kuavo_smolvla_ros.ros import sim_params
+from kuavo_smolvla_ros.ros import names, param_table, sim_params
 from kuavo_smolvla_ros.ros.fields import MESSAGE_TYPES, build, to_time
 from kuavo_smolvla_ros.ros.spin import spin_node
 from kuavo_smolvla_ros.sim.kinematics import ARMS, gripper_index
@@ -40,11 +42,11 @@ from kuavo_smolvla_ros.sim.render import render_cameras
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
 from kuavo_smolvla_ros.tasks import Task, default_catalog
 
-NODE_NAME = "kuavo_sim"
-ACTION_TOPIC = "/kuavo_smolvla/action"
-SUCCESS_TOPIC = "/simulator/success"
-EPISODE_TOPIC = "/simulator/episode"
-RESET_SERVICE = "/simulator/reset"
+NODE_NAME = sim_params.NODE_NAME
+ACTION_TOPIC = names.ACTION
+SUCCESS_TOPIC = names.SIM_SUCCESS
+EPISODE_TOPIC = names.SIM_EPISODE
+RESET_SERVICE = names.SIM_RESET
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SUCCESS_RATE_HZ = 10.0
 EPISODE_RATE_HZ = 2.0
@@ -113,37 +115,40 @@ class SimNode(Node):
         self.get_logger().info(
             f"simulating task {self.world.episode.task.id} ({self.world.episode.task.name}), seed {s.seed}: "
             f"robot profile {self.profile.describe()}, {s.command_input} commands, cameras {sizes}"
-            f"{', publishing /clock' if s.publish_clock else ''}")
+            f"{', publishing /clock' if s.publish_clock else ''}; namespace {self.get_namespace()}")
 
     # ----------------------------------------------------------------------------------- set-up
     def _make_publishers(self) -> None:
         s, profile = self.settings, self.profile
         image_types = {"compressed": MESSAGE_TYPES["CompressedImage"], "raw": MESSAGE_TYPES["Image"]}
-        self.camera_pubs = {c.name: self.create_publisher(image_types[c.encoding], c.topic, qos_profile_sensor_data)
-                            for c in profile.cameras}
+        self.camera_pubs = {c.name: self.create_publisher(image_types[c.encoding], names.relative(c.topic),
+                                                   qos_profile_sensor_data) for c in profile.cameras}
         self.success_pub = self.create_publisher(Bool, SUCCESS_TOPIC, LATCHED_QOS)
         self.episode_pub = self.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
-        self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if s.publish_clock else None
+        self.clock_pub = self.create_publisher(ClockMsg, names.CLOCK, 10) if s.publish_clock else None
         rates = {self._publish_cameras: s.camera_rate_hz, self._publish_success: SUCCESS_RATE_HZ,
                  self._publish_episode: EPISODE_RATE_HZ, self._publish_state: s.state_rate_hz}
         state_type = "SensorsData" if profile.state.source == "kuavo_sensors" else "JointState"
-        self.state_pub = self.create_publisher(MESSAGE_TYPES[state_type], profile.state.topic, qos_profile_sensor_data)
+        self.state_pub = self.create_publisher(MESSAGE_TYPES[state_type], names.relative(profile.state.topic),
+                                               qos_profile_sensor_data)
         if profile.has_gripper_state:
             self.gripper_pub = self.create_publisher(MESSAGE_TYPES[profile.gripper.state_type],
-                                                     profile.end_effector.state_topic, qos_profile_sensor_data)
+                                                     names.relative(profile.end_effector.state_topic),
+                                                     qos_profile_sensor_data)
             rates[self._publish_gripper_state] = s.claw_state_rate_hz
         self.streams = [_Stream(rate, publish, 0.5 / s.physics_rate_hz) for publish, rate in rates.items()]
 
     def _make_subscriptions(self) -> None:
         profile = self.profile
         if self.settings.command_input == "robot":
-            self.create_subscription(JointState, profile.action.topic, self._on_arm_command, 10)
+            self.create_subscription(JointState, names.relative(profile.action.topic), self._on_arm_command, 10)
             if profile.has_gripper_command:
                 self.create_subscription(MESSAGE_TYPES[profile.gripper.command_type],
-                                         profile.end_effector.command_topic, self._on_gripper_command, 10)
+                                         names.relative(profile.end_effector.command_topic),
+                                         self._on_gripper_command, 10)
         else:
             self.create_subscription(JointState, ACTION_TOPIC, self._on_action, 10)
-        self.create_subscription(String, profile.instruction_topic, self._on_instruction, 10)
+        self.create_subscription(String, names.relative(profile.instruction_topic), self._on_instruction, 10)
 
     def _seconds(self) -> float:
         """The stamp of what is published now (s): simulated time with ``publish_clock``, else the node's clock."""
@@ -311,6 +316,9 @@ class SimNode(Node):
         self.set_parameters([Parameter("task", value=task.name)])
 
     def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        successful, reason = param_table.check_parameters(sim_params.SimSettings, parameters)
+        if not successful:
+            return SetParametersResult(successful=False, reason=reason)
         for parameter in parameters:
             if parameter.name == "task":
                 try:
@@ -330,6 +338,9 @@ class SimNode(Node):
 
 
 def main() -> int:
+    if param_table.wants_help(sys.argv[1:]):
+        print(sim_params.help_text(), end="")
+        return 0
     return spin_node(SimNode, startup_errors=(ValueError, NameValidationException))
 
 

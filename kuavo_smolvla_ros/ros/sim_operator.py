@@ -1,9 +1,10 @@
 """An operator for the simulated Kuavo: runs closed-loop episodes of the policy node over ROS.
 
-For each episode it disables the policy (``~/enable``), resets the simulator (``/simulator/reset``),
-publishes the task's instruction on ``/task_instruction``, re-enables the policy (which ramps in from the
-measured state) and records the measured 16-dim state until ``/simulator/episode`` reports the episode
-done. The demo and the end-to-end test drive the real nodes with it.
+For each episode it disables the policy (``<policy node>/enable``), resets the simulator (``simulator/reset``),
+publishes the task's instruction on the profile's instruction topic (``task_instruction``), re-enables the
+policy (which ramps in from the measured state) and records the measured 16-dim state until
+``simulator/episode`` reports the episode done. Every name is relative: the operator lives in the namespace
+of the nodes it drives (``namespace``). The demo and the end-to-end test drive the real nodes with it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import RobotProfile, load_profile
 from kuavo_smolvla_ros.contract.streams import GRIPPER_STATE, STATE, StreamDecoder, input_streams
 from kuavo_smolvla_ros.msg import PolicyStatus
+from kuavo_smolvla_ros.ros import names
 from kuavo_smolvla_ros.ros.fields import MESSAGE_TYPES
-from kuavo_smolvla_ros.ros.sim_node import EPISODE_TOPIC, RESET_SERVICE
+from kuavo_smolvla_ros.ros.params import NODE_NAME
 from kuavo_smolvla_ros.tasks import Task
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -47,27 +49,27 @@ class RosEpisode:
 
 
 class SimOperator(Node):
-    """Drives ``sim_robot`` and ``policy_node`` through their topics and services; reads the simulated robot's
-    state as its ``profile`` (a robot profile or its name) says."""
+    """Drives ``sim_robot`` and ``policy_node`` (named ``policy_node``) in ``namespace`` through their topics and
+    services; reads the simulated robot's state as its ``profile`` (a robot profile or its name) says."""
 
-    def __init__(self, policy_node: str = "/kuavo_smolvla_policy", profile: RobotProfile | str | None = None,
-                 **kwargs):
-        super().__init__("kuavo_sim_operator", **kwargs)
+    def __init__(self, policy_node: str = NODE_NAME, profile: RobotProfile | str | None = None,
+                 namespace: str = "", **kwargs):
+        super().__init__("kuavo_sim_operator", namespace=namespace, **kwargs)
         self._cond = threading.Condition()
         self.episode: dict = {}
         self.status: PolicyStatus | None = None
         self._states: list[np.ndarray] = []
         self.profile = profile if isinstance(profile, RobotProfile) else load_profile(profile or "kuavo4pro")
         self._decoder = StreamDecoder(self.profile)
-        self.instruction_pub = self.create_publisher(String, self.profile.instruction_topic, 10)
-        self.reset_client = self.create_client(Trigger, RESET_SERVICE)
-        self.enable_client = self.create_client(SetBool, f"{policy_node}/enable")
-        self.create_subscription(String, EPISODE_TOPIC, self._on_episode, LATCHED)
-        self.create_subscription(PolicyStatus, "/kuavo_smolvla/status", self._on_status, LATCHED)
+        self.instruction_pub = self.create_publisher(String, names.relative(self.profile.instruction_topic), 10)
+        self.reset_client = self.create_client(Trigger, names.SIM_RESET)
+        self.enable_client = self.create_client(SetBool, names.enable_service(policy_node.lstrip("/")))
+        self.create_subscription(String, names.SIM_EPISODE, self._on_episode, LATCHED)
+        self.create_subscription(PolicyStatus, names.STATUS, self._on_status, LATCHED)
         for stream in input_streams(self.profile):
             if stream.role in (STATE, GRIPPER_STATE):
                 callback = self._on_state if stream.role == STATE else self._decoder.update_grippers
-                self.create_subscription(MESSAGE_TYPES[stream.types[0]], stream.topic, callback,
+                self.create_subscription(MESSAGE_TYPES[stream.types[0]], names.relative(stream.topic), callback,
                                          qos_profile_sensor_data)
 
     # ------------------------------------------------------------------------------- callbacks

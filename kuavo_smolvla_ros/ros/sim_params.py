@@ -1,14 +1,11 @@
-"""The simulated robot's ROS parameters (``sim_robot``): declared with descriptions and ranges, read into
-one settings object, as :mod:`kuavo_smolvla_ros.ros.params` does for the policy node."""
+"""The simulated robot's parameter table (``sim_robot``, :mod:`~kuavo_smolvla_ros.ros.param_table`), as
+:mod:`kuavo_smolvla_ros.ros.params` is the policy node's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
-
-from rclpy.exceptions import ParameterException
-from rclpy.node import Node
-from rclpy.parameter import Parameter
+from typing import Any
 
 from kuavo_smolvla_ros.contract.profile import (
     DEFAULT_PROFILE,
@@ -17,7 +14,8 @@ from kuavo_smolvla_ros.contract.profile import (
     load_profile,
     parse_overrides,
 )
-from kuavo_smolvla_ros.ros.params import descriptor
+from kuavo_smolvla_ros.ros import param_table
+from kuavo_smolvla_ros.ros.param_table import param
 from kuavo_smolvla_ros.sim.render import CAMERA_VIEWS
 from kuavo_smolvla_ros.sim.scenes import scene_for
 from kuavo_smolvla_ros.tasks import Task, default_catalog
@@ -35,27 +33,60 @@ def resolve_task(text: str) -> Task:
     return task
 
 
+EXECUTABLE = "sim_robot"
+NODE_NAME = "kuavo_sim"
+SUMMARY = """\
+The simulated Kuavo behind a real robot's ROS interface (the robot profile's): publishes its cameras, joint
+state and end-effector state, simulator/success and simulator/episode (JSON); follows the profile's arm and
+end-effector commands (or kuavo_smolvla/action); service simulator/reset (std_srvs/Trigger). Every name is
+relative to the node's namespace except /clock (publish_clock)."""
+YAML_HEADER = """\
+Parameters of sim_robot, the simulated Kuavo (by default a Kuavo 4 Pro: Leju claws, three JPEG cameras, the
+robot's topics, all from the robot profile config/robots/<robot_profile>.yaml).
+Bring-up without hardware:  ros2 launch kuavo_smolvla_ros sim.launch.py checkpoint:=/path [namespace:=robot1]
+Alone:                      ros2 run kuavo_smolvla_ros sim_robot --ros-args --params-file sim.yaml"""
+
+
 @dataclass
 class SimSettings:
-    """Every parameter of ``sim_robot`` (defaults here mirror config/sim.yaml)."""
+    """Every parameter of ``sim_robot``: the simulator's parameter table."""
 
-    task: str = "1"
-    seed: int = 100000
-    robot_profile: str = DEFAULT_PROFILE
-    profile_overrides: tuple[str, ...] = ()
-    camera_height: int = 0
-    camera_width: int = 0
-    wrist_camera_height: int = 0
-    wrist_camera_width: int = 0
-    camera_rate_hz: float = 30.0
-    state_rate_hz: float = 100.0
-    claw_state_rate_hz: float = 50.0
-    physics_rate_hz: float = 100.0
-    command_input: str = "robot"
-    publish_clock: bool = False
-    jpeg_quality: int = 90
-    max_episode_s: float = 20.0
-    auto_reset: bool = False
+    task: str = param("1", "simulated task (id, name or alias of config/tasks.yaml); the instruction topic naming a "
+                           "task, or setting this parameter, switches it at the next simulator/reset", dynamic=True)
+    seed: int = param(100000, "object-position seed of the first episode; each reset takes the next (seed, "
+                              "seed+1, ...)", range=(0, 2**31 - 1))
+    robot_profile: str = param(DEFAULT_PROFILE, "the simulated robot's profile (kuavo4pro, kuavo5, leju_sim, "
+                                                "ros2_joint_state or a YAML path): which topics and messages it "
+                                                "publishes and follows")
+    profile_overrides: tuple[str, ...] = param((), "KEY=VALUE overrides of the profile (topics, stamp_source, ...), "
+                                                   "as for policy_node, e.g. [cameras.head_cam_h.topic=cam]")
+    camera_height: int = param(0, "head camera image height in pixels (0: the profile's, the robot's 480)",
+                               range=(0, 4096))
+    camera_width: int = param(0, "head camera image width in pixels (0: the profile's, the robot's 640); the "
+                                 "policy resizes other sizes with padding to its training size", range=(0, 4096))
+    wrist_camera_height: int = param(0, "wrist cameras' image height in pixels (0: the head camera's)",
+                                     range=(0, 4096))
+    wrist_camera_width: int = param(0, "wrist cameras' image width in pixels (0: the head camera's)",
+                                    range=(0, 4096))
+    camera_rate_hz: float = param(30.0, "rate of the cameras (the robot's: 30 Hz); at most physics_rate_hz",
+                                  range=(0.1, 1000.0))
+    state_rate_hz: float = param(100.0, "rate of the joint state (the real robot publishes sensors_data_raw at "
+                                        "~500 Hz; at most physics_rate_hz)", range=(0.1, 2000.0))
+    claw_state_rate_hz: float = param(50.0, "rate of the end effector's state topic, if the profile has one "
+                                            "(leju_claw_state)", range=(0.1, 2000.0))
+    physics_rate_hz: float = param(100.0, "rate of the one timer that steps the world by the elapsed time and "
+                                          "publishes what is due", range=(1.0, 2000.0))
+    command_input: str = param("robot", "robot: the profile's arm and end-effector command topics, as the robot "
+                                        "(Kuavo: kuavo_arm_traj degrees + leju_claw_command); action: the policy "
+                                        "node's kuavo_smolvla/action JointState (16 layout names)",
+                               choices=COMMAND_INPUTS)
+    publish_clock: bool = param(False, "publish /clock from the simulation time and stamp messages with it (for "
+                                       "nodes run with use_sim_time:=true); false: stamps are the node's clock")
+    jpeg_quality: int = param(90, "JPEG quality of the camera images", range=(1, 100))
+    max_episode_s: float = param(20.0, "an episode not solved within this time is over (failed), seconds",
+                                 range=(0.1, 86400.0))
+    auto_reset: bool = param(False, "start the next episode by itself 1 s after success or time-out",
+                             dynamic=True)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent parameter."""
@@ -63,8 +94,6 @@ class SimSettings:
             resolve_task(self.task)
         except ValueError as err:
             raise ValueError(f"parameter 'task': {err}") from None
-        if self.command_input not in COMMAND_INPUTS:
-            raise ValueError(f"parameter 'command_input' is {self.command_input!r}; expected one of {COMMAND_INPUTS}")
         for name in ("camera_rate_hz", "state_rate_hz", "claw_state_rate_hz"):
             if getattr(self, name) > self.physics_rate_hz:
                 raise ValueError(f"{name} ({getattr(self, name)}) exceeds physics_rate_hz ({self.physics_rate_hz}): "
@@ -95,54 +124,18 @@ class SimSettings:
         return {c.name: head if CAMERA_VIEWS[c.name] == "head" else wrist for c in self.profile.cameras}
 
 
-DESCRIPTIONS = {
-    "task": "simulated task (id, name or alias of config/tasks.yaml); a change applies at the next reset",
-    "seed": "object-position seed of the first episode; each reset takes the next (seed, seed+1, ...)",
-    "robot_profile": "the simulated robot's profile (kuavo4pro, kuavo5, leju_sim, ros2_joint_state or a YAML path): "
-                     "which topics and messages it publishes and follows",
-    "profile_overrides": "KEY=VALUE overrides of the profile (topics, stamp_source, ...), as for policy_node",
-    "camera_height": "head camera image height in pixels (0: the profile's)",
-    "camera_width": "head camera image width in pixels (0: the profile's)",
-    "wrist_camera_height": "wrist cameras' image height in pixels (0: the head camera's)",
-    "wrist_camera_width": "wrist cameras' image width in pixels (0: the head camera's)",
-    "camera_rate_hz": "rate of the three JPEG cameras (the robot's: 30 Hz)",
-    "state_rate_hz": "rate of the joint state (the real robot publishes /sensors_data_raw at ~500 Hz; at most "
-                     "physics_rate_hz)",
-    "claw_state_rate_hz": "rate of the end effector's state topic, if the profile has one (/leju_claw_state)",
-    "physics_rate_hz": "rate of the one timer that steps the world by the elapsed time and publishes what is due",
-    "command_input": "'robot': the profile's arm and end-effector command topics, as the robot (Kuavo: "
-                     "/kuavo_arm_traj degrees + /leju_claw_command); 'action': /kuavo_smolvla/action JointState "
-                     "(16 layout names)",
-    "publish_clock": "publish /clock from the simulation time and stamp messages with it (for nodes run with "
-                     "use_sim_time:=true); false: stamps are the node's clock",
-    "jpeg_quality": "JPEG quality of the camera images",
-    "max_episode_s": "an episode not solved within this time is over (failed)",
-    "auto_reset": "start the next episode by itself shortly after success or time-out",
-}
-RANGES = {
-    "seed": (0, 2**31 - 1), "camera_height": (0, 4096), "camera_width": (0, 4096),
-    "wrist_camera_height": (0, 4096), "wrist_camera_width": (0, 4096), "jpeg_quality": (1, 100),
-    "camera_rate_hz": (0.1, 1000.0), "state_rate_hz": (0.1, 2000.0), "claw_state_rate_hz": (0.1, 2000.0),
-    "physics_rate_hz": (1.0, 2000.0), "max_episode_s": (0.1, 86400.0),
-}
-#: Parameters the running node applies when they are set; all others are read-only.
-DYNAMIC = {"task", "auto_reset"}
-
-
-def declare(node: Node) -> SimSettings:
-    """Declare every parameter on ``node`` and return their values (validated; ``ValueError`` otherwise)."""
-    defaults = SimSettings()
-    values = {}
-    for field in fields(SimSettings):
-        default = getattr(defaults, field.name)
-        initial = (list(default) or Parameter.Type.STRING_ARRAY) if isinstance(default, tuple) else default
-        try:
-            value = node.declare_parameter(
-                field.name, initial, descriptor(field.name, DESCRIPTIONS[field.name], RANGES.get(field.name),
-                                                read_only=field.name not in DYNAMIC)).value
-            values[field.name] = tuple(value or ()) if isinstance(default, tuple) else value
-        except ParameterException as err:  # wrong type or out of range: say which, without a traceback
-            raise ValueError(f"parameter {field.name!r}: {err}") from None
-    settings = SimSettings(**values)
+def declare(node: Any) -> SimSettings:
+    """Declare every parameter on ``node`` and return their values (validated; ``ValueError``, one line)."""
+    settings = param_table.declare(node, SimSettings)
     settings.validate()
     return settings
+
+
+def documented_yaml() -> str:
+    """config/sim.yaml, as the table renders it."""
+    return param_table.render_yaml(SimSettings, NODE_NAME, YAML_HEADER)
+
+
+def help_text() -> str:
+    """``sim_robot --help``."""
+    return param_table.help_text(SimSettings, EXECUTABLE, SUMMARY)

@@ -11,7 +11,8 @@ from rclpy.node import Node
 
 def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exception], ...] = ()) -> int:
     """Initialise rclpy, build the node and spin it; a startup error in ``startup_errors`` is logged
-    as fatal and gives exit code 2 (a clear message instead of a traceback)."""
+    as fatal and gives exit code 2 (a clear message instead of a traceback); Ctrl-C before the node is built
+    gives 130, after it 0."""
     rclpy.init()
     try:
         node = make_node()
@@ -19,6 +20,9 @@ def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exceptio
         rclpy.logging.get_logger("kuavo_smolvla_ros").fatal(f"cannot start: {err}")
         rclpy.try_shutdown()
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while loading: stop quietly
+        rclpy.try_shutdown()
+        return 130
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
