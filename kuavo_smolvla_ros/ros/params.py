@@ -16,6 +16,7 @@ from kuavo_smolvla_ros.contract.profile import (
     load_profile,
     parse_overrides,
 )
+from kuavo_smolvla_ros.control.controller import CHUNK_TRANSITIONS
 from kuavo_smolvla_ros.ros import param_table
 from kuavo_smolvla_ros.ros.param_table import param
 
@@ -61,7 +62,12 @@ class NodeSettings:
                                  "value is refused)", range=(0, 8192))
     control_rate_hz: float = param(0.0, "rate at which actions are published (0: the robot profile's fps, 10 Hz "
                                         "for Kuavo; works up to 30 Hz)", range=(0.0, 200.0), safety=True)
-    blend_steps: int = param(2, "actions blended linearly at the seam between two chunks", range=(0, 50))
+    blend_steps: int = param(2, "actions blended linearly at the seam between two chunks (chunk_transition "
+                                "blend)", range=(0, 50))
+    chunk_transition: str = param("blend", "how chunks join: blend (a linear blend over blend_steps) or rtc "
+                                           "(lerobot's real-time chunking: the next chunk is generated conditioned "
+                                           "on the actions still executing while it is computed)",
+                                  choices=CHUNK_TRANSITIONS, safety=True)
     robot_profile: str = param(DEFAULT_PROFILE, "robot profile: kuavo4pro, kuavo5, leju_sim, ros2_joint_state or a "
                                                 "path to a profile YAML; it gives every topic, message type, joint "
                                                 "mapping, end effector and max age", safety=True)

@@ -34,15 +34,9 @@ from std_srvs.srv import SetBool
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.fields import header_stamp
 from kuavo_smolvla_ros.contract.streams import GRIPPER_STATE, STATE, StreamDecoder, StreamEncoder, input_streams
-from kuavo_smolvla_ros.control.controller import (
-    STATE_STREAM,
-    ControllerConfig,
-    ControlState,
-    PolicyController,
-    TickOutput,
-)
+from kuavo_smolvla_ros.control.controller import STATE_STREAM, ControlState, TickOutput
+from kuavo_smolvla_ros.control.execution import ExecutionSettings, make_controller
 from kuavo_smolvla_ros.control.images import FrameFitter
-from kuavo_smolvla_ros.control.safety import SafetyFilter
 from kuavo_smolvla_ros.msg import ActionChunk, PolicyStatus
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
@@ -88,17 +82,13 @@ class PolicyNode(Node):
             "namespace": self.get_namespace()}))
         self.catalog = default_catalog()
         ages = {c.name: c.sync.live_max_age for c in profile.cameras} | {STATE_STREAM: profile.state.sync.live_max_age}
-        self.controller = PolicyController(
-            ControllerConfig(rate_hz=s.rate_hz, n_action_steps=self.runtime.n_action_steps,
-                             blend_steps=s.blend_steps,
-                             stream_max_age_s=ages, stale_behaviour=s.stale_behaviour,
-                             error_retry_s=s.error_retry_s, initial_latency_s=latency,
-                             stamp_source=profile.stamp_source),
-            cameras=self.runtime.cameras, predict=self._predict,
-            safety=SafetyFilter(max_step=self._max_step(), ramp_ticks=round(s.ramp_in_s * s.rate_hz),
-                                period_s=1.0 / s.rate_hz),
-            catalog=self.catalog,
-        )
+        if s.chunk_transition == "rtc":
+            self.runtime.enable_rtc()
+        # The executor closed-loop evaluation runs too (control/execution.py): one code path.
+        self.controller = make_controller(
+            self.execution_settings(), self.runtime.cameras, self._predict, self.catalog,
+            stream_max_age_s=ages, stale_behaviour=s.stale_behaviour, error_retry_s=s.error_retry_s,
+            initial_latency_s=latency, stamp_source=profile.stamp_source)
         # Frames of any size are accepted (bounded by images.MAX_PIXELS) and fitted to the trained size.
         self.decoder = StreamDecoder(profile, {c: None for c in profile.camera_names})
         self.fitter = FrameFitter(trained, warn=self.get_logger().warning, inform=self.get_logger().info)
@@ -125,15 +115,18 @@ class PolicyNode(Node):
                                f"{self.resolve_topic_name(names.STATUS)}")
 
     # ----------------------------------------------------------------------------------- set-up
-    def _max_step(self) -> np.ndarray:
+    def execution_settings(self) -> ExecutionSettings:
+        """The parameters that shape what the robot is sent, as the shared executor takes them."""
         s = self.settings
-        velocity = np.full(robot.ACTION_DIM, s.max_joint_velocity)
-        velocity[robot.GRIPPER_INDICES] = s.max_gripper_velocity
-        return velocity / s.rate_hz
+        return ExecutionSettings(rate_hz=s.rate_hz, n_action_steps=self.runtime.n_action_steps,
+                                 blend_steps=s.blend_steps, max_joint_velocity=s.max_joint_velocity,
+                                 max_gripper_velocity=s.max_gripper_velocity, ramp_in_s=s.ramp_in_s,
+                                 chunk_transition=s.chunk_transition)
 
-    def _predict(self, observation) -> np.ndarray:
+    def _predict(self, observation, **guidance) -> np.ndarray:
+        """The runtime's chunk (``guidance``: real-time chunking's prefix and inference delay)."""
         seed = self.settings.seed if self.settings.seed >= 0 else None
-        return self.runtime.predict_chunk(observation, seed=seed)
+        return self.runtime.predict_chunk(observation, seed=seed, **guidance)
 
     def _make_publishers(self) -> None:
         s, profile = self.settings, self.profile
