@@ -43,8 +43,12 @@ def test_actions_flow_at_the_control_rate_finite_and_within_limits(tiny_checkpoi
         assert len(msg.position) == 16 and robot.within_limits(msg.position)
 
 
-def test_every_chunk_is_published_once_in_order_and_counted(tiny_checkpoint):
-    with running(tiny_checkpoint, default_instruction="task2") as (_node, fake):
+@pytest.mark.parametrize("transition", ["blend", "rtc"])
+def test_every_chunk_is_published_once_in_order_and_counted(tiny_checkpoint, transition):
+    """Both chunk transitions: the linear blend and lerobot's real-time chunking (chunks after the first are
+    generated from the tail of the one executing)."""
+    with running(tiny_checkpoint, default_instruction="task2", chunk_transition=transition) as (node, fake):
+        assert node.runtime.rtc_enabled == (transition == "rtc")
         chunks = fake.wait_count("chunk", 4, timeout=30)
         status = fake.wait_status(lambda s: s.inferences >= len(chunks), 10, "status counting the chunks")
     seqs = [c.seq for c in chunks]
