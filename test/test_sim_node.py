@@ -348,3 +348,17 @@ def test_config_sim_yaml_holds_the_node_defaults():
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "sim.yaml").read_text())
     defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(SimSettings()).items()}
     assert config == {f"/**/{NODE_NAME}": {"ros__parameters": defaults}}
+
+
+def test_an_episode_starts_with_its_first_command_so_a_loading_policy_loses_nothing():
+    """wait_for_command (default): the world stands still (episode time 0, not done) while simulated time and
+    the sensor streams run, until the first command; then the episode's time runs."""
+    with simulator(seed=3, publish_clock=True, max_episode_s=1.0) as (_node, client):
+        client.wait_for(lambda: (client.latest("clock") or 0.0) > 1.5, 20, "/clock past the episode's length")
+        waiting = client.wait_episode(lambda e: e["waiting_for_command"], 5, "an episode waiting for a command")
+        assert waiting["time"] == 0.0 and not waiting["done"]
+        client.send(HOME)
+        started = client.wait_episode(lambda e: not e["waiting_for_command"] and e["time"] > 0, 10, "time running")
+        ended = client.wait_episode(lambda e: e["done"], 10, "the time-out, counted from the command")
+    assert started["episode"] == ended["episode"] == waiting["episode"]
+    assert not ended["success"] and ended["time"] == pytest.approx(1.0, abs=0.05)

@@ -163,6 +163,7 @@ class SimNode(Node):
         self.episode_number += 1
         self.next_seed += 1
         self._done_at: float | None = None
+        self._commanded = False  # with wait_for_command, the episode's time starts at its first command
         self._reported = (0, False, False)  # (events, success, done) last published
         report = self._report()
         self.get_logger().info(f"episode {report['episode']}: task {report['task']}, seed {report['seed']}, "
@@ -181,7 +182,8 @@ class SimNode(Node):
         arms = self.world.arms
         counters = {**self.commands, "clipped": arms.commands_clipped, "rejected": arms.commands_rejected}
         return episode_report(self.world, self.episode_number, self.succeeded, self.world.done,
-                              next_task=self.next_task.name, commands=counters)
+                              next_task=self.next_task.name, commands=counters,
+                              waiting_for_command=self.settings.wait_for_command and not self._commanded)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         report = self._reset()
@@ -199,7 +201,8 @@ class SimNode(Node):
         now = time.monotonic()
         dt, self._last_tick = min(now - self._last_tick, MAX_STEP_S), now
         try:
-            self.world.step(dt)
+            if self._commanded or not self.settings.wait_for_command:
+                self.world.step(dt)
             self.sim_time += dt
             if self.clock_pub is not None:
                 self.clock_pub.publish(ClockMsg(clock=to_time(self.sim_time)))
@@ -266,6 +269,7 @@ class SimNode(Node):
 
     def _command(self, what: str, indices, values) -> None:
         self.commands["received"] += 1
+        self._commanded = True
         if not self.world.arms.set_partial(indices, values):
             self.get_logger().warning(f"rejected {what}: non-finite values", throttle_duration_sec=2.0)
 

@@ -87,6 +87,9 @@ class SimSettings:
                                  range=(0.1, 86400.0))
     auto_reset: bool = param(False, "start the next episode by itself 1 s after success or time-out",
                              dynamic=True)
+    wait_for_command: bool = param(True, "an episode's time starts with its first command (a policy still loading "
+                                         "does not use up the episode; the world stands still until then); false: "
+                                         "at the reset")
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent parameter."""
