@@ -59,3 +59,30 @@ def test_reset_clips_an_out_of_range_measurement():
     safety = SafetyFilter()
     start = safety.reset(np.full(16, 10.0))
     np.testing.assert_allclose(start, robot.UPPER_LIMITS)
+
+
+def test_a_clamped_command_says_which_limit_and_which_joint():
+    start = (robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2
+    f = SafetyFilter(max_step=0.1, ramp_ticks=2)
+    f.reset(start)
+    fast = start.copy()
+    fast[3] += 0.5
+    ramping = f.apply(fast)
+    assert ramping.clamped and ramping.limit == "ramp-in" and ramping.joint == 3
+    f.apply(start)
+    f.apply(start)
+    speeding = f.apply(fast)
+    assert (speeding.limit, speeding.joint) == ("speed limit", 3)
+    outside = f.last.copy()
+    outside[5] = robot.UPPER_LIMITS[5] + 1.0
+    both = f.apply(outside)
+    assert both.limit == "joint limits + speed limit" and both.joint == 5
+    near = f.last.copy()
+    near[2] = robot.UPPER_LIMITS[2] + 0.01
+    f.reset(np.minimum(near, robot.UPPER_LIMITS))
+    f.apply(f.last)
+    f.apply(f.last)
+    f.apply(f.last)
+    only_position = f.apply(near)
+    assert (only_position.limit, only_position.joint) == ("joint limits", 2)
+    assert f.apply(f.last).limit == ""

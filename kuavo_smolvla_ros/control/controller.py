@@ -106,6 +106,10 @@ class Counters:
     actions_published: int = 0
     actions_held: int = 0
     actions_clamped: int = 0
+    #: of those, clamped by the joint limits (the policy asked for a pose outside them)
+    clamped_joint_limits: int = 0
+    #: of those, clamped by the speed limit (including the ramp-in)
+    clamped_speed: int = 0
     non_finite_replaced: int = 0
     inputs_rejected: int = 0
     chunks_discarded: int = 0
@@ -147,6 +151,8 @@ class Snapshot:
     latency_estimate_s: float
     #: stream -> (messages rejected, the first reason)
     rejections: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: the latest clamped command: which limit, on which joint, asked vs sent ("" if none yet)
+    last_clamp: str = ""
 
 
 def decode_image(value: Any) -> np.ndarray:
@@ -181,6 +187,8 @@ class PolicyController:
         self.sensor_to_action = LatencyWindow()
         self.jitter = LatencyWindow(1000)
         self.node_overhead = LatencyWindow()
+        #: the latest clamped command: which limit, on which joint, asked vs sent
+        self.last_clamp = ""
         self._seq = 0
         self._generation = 0
         self._instruction = ""
@@ -372,6 +380,11 @@ class PolicyController:
         self.counters.actions_published += 1
         self.counters.actions_held += int(out.held)
         self.counters.actions_clamped += int(result.clamped)
+        if result.clamped:
+            self.counters.clamped_joint_limits += int("joint limits" in result.limit)
+            self.counters.clamped_speed += int("speed" in result.limit or "ramp" in result.limit)
+            self.last_clamp = (f"{result.limit} on {robot.JOINT_NAMES[result.joint]}: asked "
+                               f"{proposed[result.joint]:+.3f}, sent {result.command[result.joint]:+.3f}")
         self.counters.non_finite_replaced += int(result.non_finite)
         if out.takeover is not None and proposed is not None:  # the chunk's first action goes out now
             self.sensor_to_action.add(now - out.takeover.chunk.oldest_stamp)
@@ -472,6 +485,7 @@ class PolicyController:
                 jitter=self.jitter.summary(), node_overhead=self.node_overhead.summary(),
                 latency_estimate_s=self.latency_estimate(),
                 rejections={s: (n, self.first_rejection.get(s, "")) for s, n in self.rejections.items()},
+                last_clamp=self.last_clamp,
             )
 
     def close(self) -> None:

@@ -16,6 +16,11 @@ class FilterResult:
     command: np.ndarray
     clamped: bool = False
     non_finite: bool = False
+    #: which limits changed the command: "" (none), "joint limits", "speed limit", "ramp-in" (the speed limit
+    #: while ramping in), or two of them joined by " + "
+    limit: str = ""
+    #: the joint the limits moved most (index into the 16-dim layout; -1: none)
+    joint: int = -1
 
 
 class SafetyFilter:
@@ -86,8 +91,15 @@ class SafetyFilter:
         proposed = np.asarray(proposed, dtype=np.float64).reshape(-1)
         if proposed.shape != self.lower.shape or not np.all(np.isfinite(proposed)):
             return FilterResult(self._last.copy(), non_finite=True)
-        limited = np.clip(proposed, self.lower, self.upper)
-        limited = np.clip(limited, self._last - step, self._last + step)
-        clamped = bool(np.any(np.abs(limited - proposed) > 1e-9))
+        inside = np.clip(proposed, self.lower, self.upper)
+        limited = np.clip(inside, self._last - step, self._last + step)
+        moved = np.abs(limited - proposed)
+        clamped = bool(np.any(moved > 1e-9))
         self._last = limited
-        return FilterResult(limited.copy(), clamped=clamped)
+        if not clamped:
+            return FilterResult(limited.copy())
+        ramping = self.ramp_ticks and self._ticks_since_reset <= self.ramp_ticks
+        limits = [name for name, hit in (("joint limits", np.any(np.abs(inside - proposed) > 1e-9)),
+                                         ("ramp-in" if ramping else "speed limit",
+                                          np.any(np.abs(limited - inside) > 1e-9))) if hit]
+        return FilterResult(limited.copy(), clamped=True, limit=" + ".join(limits), joint=int(np.argmax(moved)))

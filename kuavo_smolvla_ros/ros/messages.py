@@ -97,6 +97,7 @@ def diagnostics_message(snap: Snapshot, stamp: Time, node_name: str, checkpoint:
         "node_overhead_p95_ms": f"{snap.node_overhead.p95 * 1e3:.2f}",
         **{name: str(value) for name, value in vars(c).items()},
         **{f"rejected {stream}": f"{count} (first: {reason})" for stream, (count, reason) in snap.rejections.items()},
+        **({"last clamp": snap.last_clamp} if snap.last_clamp else {}),
     }
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     msg = DiagnosticArray()
