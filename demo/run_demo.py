@@ -23,12 +23,15 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # per-episode "Map" bars bury the demo's own lines
+# lerobot re-enables the bars per dataset it opens; the variable wins, and datasets warns each time
+warnings.filterwarnings("ignore", message="Cannot enable progress bars")
 
-from kuavo_smolvla_ros.tasks import default_catalog
+from kuavo_smolvla_ros.tasks import default_catalog  # noqa: E402  (after the environment above)
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "training" / "train_sequential.py"

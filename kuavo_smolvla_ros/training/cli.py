@@ -15,6 +15,10 @@ def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # the datasets library's per-episode "Map"/"Generating train split" bars would bury the per-epoch lines
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import warnings
+
+    # lerobot re-enables the bars per dataset it opens; the variable wins, and datasets warns each time
+    warnings.filterwarnings("ignore", message="Cannot enable progress bars")
     from omegaconf import OmegaConf
 
     from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
