@@ -90,6 +90,19 @@ class StreamBuffer:
         self._stamps.clear()
         self._samples.clear()
 
+    def discard_before(self, time: float) -> int:
+        """Drop the samples that :meth:`sample` can no longer return for ``time`` or any later time (offline
+        streaming: the bag converter holds only its sync window): with ``tolerance``, those stamped before
+        ``time - tolerance``; else all before the latest stamped at or before ``time``. Returns how many."""
+        if self.tolerance is None:
+            index = bisect.bisect_right(self._stamps, time) - 1
+        else:
+            index = bisect.bisect_left(self._stamps, time - self.tolerance)
+        index = max(index, 0)
+        del self._stamps[:index]
+        del self._samples[:index]
+        return index
+
     def latest(self) -> Sample | None:
         return self._samples[-1] if self._samples else None
 

@@ -35,13 +35,17 @@ from typing import Any
 from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.contract.streams import StreamDecoder
 from kuavo_smolvla_ros.data import dataset as lerobot_io
+from kuavo_smolvla_ros.data.align import stream_episodes
 from kuavo_smolvla_ros.data.bags import BagError, find_bags, read_messages
 from kuavo_smolvla_ros.data.config import ConversionConfig, config_from_dict, load_config
-from kuavo_smolvla_ros.data.episode import BagEpisodes, Episode, build_episodes, describe_error
+from kuavo_smolvla_ros.data.episode import BagEpisodes, Episode, describe_error
 from kuavo_smolvla_ros.tasks import default_catalog
 
 REPORT_NAME = "kuavo_conversion.json"
 PART_DONE = "episode.json"
+#: Modules the worker processes' fork server imports once: each worker is forked from it ready to convert,
+#: instead of spending ~9 s importing torch and lerobot itself.
+WORKER_PRELOAD = ["kuavo_smolvla_ros.data.convert", "lerobot.datasets.lerobot_dataset", "lerobot.datasets.aggregate"]
 #: Next to a part folder while its bag is converted in this process: left behind, it marks the bag that was
 #: being converted when a run died (``--resume`` then converts that bag in a process of its own).
 STARTED_SUFFIX = ".started"
@@ -158,24 +162,20 @@ def convert_one(bag: str, part: str, config_data: dict, instruction: str,
                 image_shapes: dict[str, tuple[int, int]], show_progress: bool = False) -> dict[str, Any]:
     """Convert one bag into the part folder ``part``; returns its :func:`bag_report` or ``{"error": reason}``.
 
-    Runs in worker processes: every failure is caught and reported (one line, the bag's first cause), the
-    part folder is removed.
+    The bag is aligned as it is read and each row written as soon as it is aligned (:mod:`~kuavo_smolvla_ros.
+    data.align`, :class:`~kuavo_smolvla_ros.data.dataset.PartWriter`): memory does not grow with the bag. Runs
+    in worker processes: every failure is caught and reported (one line, the bag's first cause), the part
+    folder is removed.
     """
     start = time.perf_counter()
     part_dir = Path(part)
     shutil.rmtree(part_dir, ignore_errors=True)
     try:
         config = config_from_dict(config_data)
-        built = build_episodes(bag, config)
-        if not image_shapes:  # no bag had a frame on every camera, yet this episode does: size from it
-            image_shapes = {name: (frames[0].height, frames[0].width)
-                            for name, frames in built.episodes[0].frames.items()}
         try:
-            _write(bag, built, part_dir, config, instruction, image_shapes, show_progress)
+            built = _write(bag, part_dir, config, instruction, image_shapes, show_progress, check_frames=False)
         except lerobot_io.CorruptFrameError:  # frames whose data is corrupt: reject them like any bad message
-            shutil.rmtree(part_dir, ignore_errors=True)
-            built = build_episodes(bag, config, check_frames=True)
-            _write(bag, built, part_dir, config, instruction, image_shapes, show_progress)
+            built = _write(bag, part_dir, config, instruction, image_shapes, show_progress, check_frames=True)
         report = bag_report(built, time.perf_counter() - start)
         write_json(part_dir / PART_DONE, report)  # written last: marks the part complete
         return report
@@ -184,16 +184,28 @@ def convert_one(bag: str, part: str, config_data: dict, instruction: str,
         return {"error": describe_error(err).removeprefix(f"{bag}: ")}
 
 
-def _write(bag: str, built: BagEpisodes, part_dir: Path, config: ConversionConfig, instruction: str,
-           image_shapes: dict[str, tuple[int, int]], show_progress: bool) -> None:
+def _write(bag: str, part_dir: Path, config: ConversionConfig, instruction: str,
+           image_shapes: dict[str, tuple[int, int]], show_progress: bool, check_frames: bool) -> BagEpisodes:
+    """Align ``bag`` into a new part dataset in ``part_dir``/dataset; its episodes (without frames)."""
     bar = None
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(map(len, built.episodes)), desc=f"  {Path(bag).name}", unit="frame", leave=False)
+        bar = tqdm(desc=f"  {Path(bag).name}", unit="frame", leave=False)
+
+    def open_part() -> lerobot_io.PartWriter:
+        shutil.rmtree(part_dir, ignore_errors=True)
+        return lerobot_io.PartWriter(part_dir / "dataset", config, instruction, image_shapes,
+                                     progress=bar.update if bar else None)
+
     try:
-        lerobot_io.write_part(built.episodes, part_dir / "dataset", config, instruction, image_shapes,
-                              progress=bar.update if bar else None)
+        built, writer = stream_episodes(bag, config, open_part, check_frames)
+        try:
+            writer.close()
+        except BaseException:
+            writer.discard()
+            raise
+        return built
     finally:
         if bar:
             bar.close()
@@ -274,6 +286,8 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
         raise ConversionError(str(err)) from None
     if not bags:
         raise ConversionError(f"no bags found in {[str(i) for i in inputs]} (.bag files or folders with metadata.yaml)")
+    if workers > 1 and len(bags) > 1:
+        worker_context(start=True)  # its imports overlap the hashing below
 
     report = read_report(output) if output.exists() else {"episodes": [], "runs": []}
     done = {e.get("sha256") for e in report["episodes"] if isinstance(e, dict)}
@@ -441,8 +455,7 @@ def _run_parts(todo: list[tuple[BagResult, Path]], config_data: dict, instructio
                 record(result, outcome)
                 bar.update(1)
             return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
             futures = {pool.submit(work, *args(result, part)): result for result, part in todo}
             for future in as_completed(futures):
                 try:
@@ -459,6 +472,21 @@ def _run_parts(todo: list[tuple[BagResult, Path]], config_data: dict, instructio
                 bar.update(1)
     finally:
         bar.close()
+
+
+def worker_context(start: bool = False) -> multiprocessing.context.BaseContext:
+    """The context of the worker pool: a fork server that has imported :data:`WORKER_PRELOAD` (where the
+    platform has one; else spawn). ``start``: start the server now, so that its imports overlap the caller's
+    work (hashing the bags); its workers then start in milliseconds."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    if start:
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+    return context
 
 
 def _marker(part: Path) -> Path:

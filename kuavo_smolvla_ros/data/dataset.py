@@ -1,6 +1,7 @@
-"""Aligned episodes -> LeRobot v3.0 datasets through lerobot's own writer, and safe assembly of them.
+"""Aligned rows -> LeRobot v3.0 datasets through lerobot's own writer, and safe assembly of them.
 
-Each episode is first written as a finalised one-episode dataset of its own (a "part"); the output
+Each bag's episodes are first written, row by row as the bag is aligned, as a finalised dataset of its own
+(a "part", :class:`PartWriter`); the output
 dataset is then assembled from the previous output and the new parts with lerobot's
 ``aggregate_datasets`` into a temporary folder that replaces the output by renaming. The output folder is
 therefore always a complete dataset lerobot opens, whatever moment a run is killed at.
@@ -13,16 +14,16 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.atomic import replace_dir
+from kuavo_smolvla_ros.data.align import Row
 from kuavo_smolvla_ros.data.config import ConversionConfig
-from kuavo_smolvla_ros.data.episode import Episode
 from kuavo_smolvla_ros.features import ACTION, OBS_STATE, camera_of
 
 #: The repo id given to lerobot's dataset classes for our local datasets (the converter's and training's).
@@ -59,42 +60,6 @@ def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
-def _per_tick(count: int, work: Callable[[int], dict], workers: int = 2, ahead: int = 8) -> Iterator[dict]:
-    """``work(i)`` for every tick in order, run by a small thread pool a few ticks ahead (image decoding
-    and PNG encoding release the GIL)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        for index in range(count):
-            pending.append(pool.submit(work, index))
-            if len(pending) > ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def _images_loader(episode: Episode, config: ConversionConfig, image_shapes: dict[str, tuple[int, int]]
-                   ) -> Callable[[int], dict[str, np.ndarray]]:
-    """A function decoding (and resizing) one tick's camera images, checking their size."""
-    size = tuple(config.images.size) if config.images.size else None
-
-    def load(index: int) -> dict[str, np.ndarray]:
-        images = {}
-        for camera, frames in episode.frames.items():
-            try:
-                image = _resize(frames[index].decode(), size)
-            except ValueError as err:  # images.ImageError: a frame whose data is corrupt
-                raise CorruptFrameError(f"camera {camera}: the frame of row {index} (tick {episode.times[index]:.3f} "
-                                        f"s) cannot be decoded: {err}") from None
-            if image.shape[:2] != image_shapes[camera]:
-                raise DatasetError(
-                    f"camera {camera} is {image.shape[0]}x{image.shape[1]} but the dataset's is "
-                    f"{image_shapes[camera][0]}x{image_shapes[camera][1]}: set images.size to resize")
-            images[camera] = image
-        return images
-
-    return load
-
-
 def quiet_codecs() -> None:
     """Keep FFmpeg's per-file encoder statistics out of the console (errors still show)."""
     import av
@@ -107,19 +72,22 @@ class _EncoderBackpressure:
     """Makes lerobot's streaming video encoder lossless for offline conversion.
 
     The encoder is built for live recording: when its per-camera queue is full it drops the frame
-    (with a warning). Here the producer waits for room instead, and any drop that still happens fails
-    the episode. Uses the encoder's private queues (lerobot 0.6.x); without them it only checks drops.
+    (with a warning). Here the producer waits while a camera's queue holds ``depth`` frames or more (a
+    few: enough to keep its encoder thread busy, far fewer than the queue's 30 decoded images per
+    camera, which would be ~80 MB of 640x480 frames held), and any drop that still happens fails the
+    episode. Uses the encoder's private queues (lerobot 0.6.x); without them it only checks drops.
     """
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, depth: int = 4):
         self.encoder = getattr(dataset.writer, "_streaming_encoder", None)
+        self.depth = depth
 
     def wait_for_room(self) -> None:
         if self.encoder is None:
             return
         threads = getattr(self.encoder, "_threads", {})
         for key, frames in getattr(self.encoder, "_frame_queues", {}).items():
-            while frames.full() and (key not in threads or threads[key].is_alive()):
+            while (frames.full() or frames.qsize() >= self.depth) and (key not in threads or threads[key].is_alive()):
                 time.sleep(0.002)
 
     def check(self) -> None:
@@ -128,91 +96,162 @@ class _EncoderBackpressure:
             raise DatasetError(f"the video encoder dropped frames {dropped}; the episode is not written")
 
 
-def write_part(episodes: Episode | Sequence[Episode], root: Path, config: ConversionConfig, instruction: str,
-               image_shapes: dict[str, tuple[int, int]], progress: Callable[[int], None] | None = None) -> None:
-    """Write ``episodes`` (one bag's: one, or several when it was cut at breaks in time) as a finalised LeRobot
-    dataset at ``root`` (which must not exist), in order; ``progress(n)`` after every n frames."""
-    from lerobot.configs.video import RGBEncoderConfig
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+class PartWriter:
+    """One bag's part: a finalised LeRobot dataset at ``root`` (which must not exist) written row by row, one
+    episode per kept piece (a :class:`~kuavo_smolvla_ros.data.align.RowSink`).
 
-    episodes = [episodes] if isinstance(episodes, Episode) else list(episodes)
-    quiet_codecs()
-    video = config.images.storage == "video"
-    encoder = None
-    if video:
-        settings = config.images.video
-        encoder = RGBEncoderConfig(vcodec=settings.codec, preset=settings.preset, crf=settings.crf, g=settings.gop)
-    dataset = LeRobotDataset.create(
-        REPO_ID, config.rate, features(config, image_shapes), root=root, robot_type=config.profile.robot_type,
-        use_videos=video, streaming_encoding=video, rgb_encoder=encoder, video_backend="pyav")
-    try:
-        for episode in episodes:
-            load = _images_loader(episode, config, image_shapes)
-            if video:
-                _stream_video_episode(dataset, episode, config, instruction, load, progress)
-            else:
-                _save_png_episode(dataset, episode, config, instruction, load, progress)
-    except BaseException:
-        with contextlib.suppress(Exception):  # the caller deletes the part; only release the encoder
-            dataset.finalize()
-        raise
-    dataset.finalize()
-
-
-def _stream_video_episode(dataset, episode: Episode, config: ConversionConfig, instruction: str,
-                          load: Callable[[int], dict[str, np.ndarray]],
-                          progress: Callable[[int], None] | None) -> None:
-    """Frames through ``add_frame`` into lerobot's streaming video encoder (no temporary images)."""
-    backpressure = _EncoderBackpressure(dataset)
-    for index, images in enumerate(_per_tick(len(episode), load)):
-        frame = {OBS_STATE: episode.state[index], ACTION: episode.action[index],
-                 "task": instruction}
-        for camera in config.cameras:
-            frame[camera.feature_key] = images[camera.name]
-        backpressure.wait_for_room()
-        dataset.add_frame(frame)
-        if progress:
-            progress(1)
-    backpressure.check()
-    dataset.save_episode()
-
-
-def _save_png_episode(dataset, episode: Episode, config: ConversionConfig, instruction: str,
-                      load: Callable[[int], dict[str, np.ndarray]],
-                      progress: Callable[[int], None] | None) -> None:
-    """PNG mode: images written by the decoding threads with fast zlib settings, then the whole episode
-    handed to lerobot's ``save_episode(episode_data=...)``, which embeds the PNG files as they are.
-
-    (``add_frame`` would compress every image at zlib level 6 on one thread: about ten times slower.)
+    A small thread pool decodes (and resizes) each row's camera frames a few rows ahead of lerobot's writer
+    while the bag is still being read. Video storage: the images go through lerobot's streaming encoder
+    (``add_frame``; per-camera encoder threads, which also compute lerobot's image statistics), waiting for
+    room rather than letting it drop frames. PNG storage: the threads write the images with fast zlib settings
+    and the episode is handed to lerobot's ``save_episode(episode_data=...)``, which embeds the files as they
+    are (``add_frame`` would compress every image at zlib level 6 on one thread: about ten times slower).
+    Held: at most ``ahead`` rows' images. The dataset is created at the first row, sized by ``image_shapes`` or,
+    when empty, by that row's frames. Raises :class:`CorruptFrameError` for a frame whose data cannot be
+    decoded, :class:`DatasetError` for a frame of another size than the dataset's.
     """
-    import cv2
 
-    staging = Path(dataset.root) / "png_staging"
-    keys = {c.name: c.feature_key for c in config.cameras}
+    def __init__(self, root: Path, config: ConversionConfig, instruction: str,
+                 image_shapes: dict[str, tuple[int, int]] | None, progress: Callable[[int], None] | None = None,
+                 threads: int = 2, ahead: int = 8):
+        self.root = Path(root)
+        self.config, self.instruction, self.progress, self.ahead = config, instruction, progress, ahead
+        self.image_shapes = dict(image_shapes or {})
+        self.video = config.images.storage == "video"
+        self.size = tuple(config.images.size) if config.images.size else None
+        self.keys = {c.name: c.feature_key for c in config.cameras}
+        self.dataset = None
+        self._backpressure: _EncoderBackpressure | None = None
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kuavo-frames")
+        self._pending: deque[tuple[Row, Future]] = deque()
+        self._rows = 0  # rows of the current episode handed to the pool
+        self._written: list[Row] = []  # PNG storage: the current episode's rows (state, action), in order
+        self._paths: dict[str, list[str]] = {}
 
-    def write(index: int) -> dict[str, str]:
+    # --------------------------------------------------------------------------------- RowSink
+    def begin(self) -> None:
+        self._rows = 0
+        self._written = []
+        self._paths = {camera: [] for camera in self.keys}
+
+    def add(self, row: Row) -> None:
+        if self.dataset is None:
+            self._create(row)
+        self._pending.append((row, self._pool.submit(self._work, self._rows, row)))
+        self._rows += 1
+        while len(self._pending) > self.ahead:
+            self._hand_on()
+
+    def end(self, keep: bool) -> None:
+        if not keep:
+            self._drain(write=False)
+            if self.video and self.dataset is not None:
+                self.dataset.clear_episode_buffer()
+            shutil.rmtree(self.root / "png_staging", ignore_errors=True)
+            return
+        self._drain(write=True)
+        if self.video:
+            self._backpressure.check()
+            self.dataset.save_episode()
+            return
+        count = len(self._written)
+        buffer: dict = {"size": count, "task": [self.instruction] * count,
+                        "episode_index": self.dataset.meta.total_episodes, "frame_index": list(range(count)),
+                        "timestamp": [i / self.config.rate for i in range(count)],
+                        "index": [], "task_index": [],  # filled in by save_episode
+                        OBS_STATE: [row.state for row in self._written], ACTION: [row.action for row in self._written]}
+        buffer |= {self.keys[camera]: paths for camera, paths in self._paths.items()}
+        self.dataset.save_episode(episode_data=buffer)
+        shutil.rmtree(self.root / "png_staging", ignore_errors=True)
+
+    def discard(self) -> None:
+        """Stop, and remove the part."""
+        self._drain(write=False)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.dataset is not None:
+            with contextlib.suppress(Exception):  # only release the encoder
+                self.dataset.finalize()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def close(self) -> None:
+        """Finalise the dataset (its last episode must have ended)."""
+        self._pool.shutdown(wait=True)
+        if self.dataset is not None:
+            self.dataset.finalize()
+
+    # --------------------------------------------------------------------------------- inside
+    def _create(self, row: Row) -> None:
+        from lerobot.configs.video import RGBEncoderConfig
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        if not self.image_shapes:
+            self.image_shapes = {camera: (int(frame.height), int(frame.width)) for camera, frame in row.frames.items()}
+        quiet_codecs()
+        encoder = None
+        if self.video:
+            settings = self.config.images.video
+            encoder = RGBEncoderConfig(vcodec=settings.codec, preset=settings.preset, crf=settings.crf,
+                                       g=settings.gop)
+        self.dataset = LeRobotDataset.create(
+            REPO_ID, self.config.rate, features(self.config, self.image_shapes), root=self.root,
+            robot_type=self.config.profile.robot_type, use_videos=self.video, streaming_encoding=self.video,
+            rgb_encoder=encoder, video_backend="pyav")
+        self._backpressure = _EncoderBackpressure(self.dataset)
+
+    def _work(self, index: int, row: Row) -> dict[str, np.ndarray] | dict[str, str]:
+        """(In a pool thread) row ``index``'s images, checked; PNG storage: written, their paths."""
+        images = {}
+        for camera, frame in row.frames.items():
+            try:
+                image = _resize(frame.decode(), self.size)
+            except ValueError as err:  # images.ImageError: a frame whose data is corrupt
+                raise CorruptFrameError(f"camera {camera}: the frame of row {index} (tick {row.time:.3f} s) cannot "
+                                        f"be decoded: {err}") from None
+            if image.shape[:2] != self.image_shapes[camera]:
+                raise DatasetError(
+                    f"camera {camera} is {image.shape[0]}x{image.shape[1]} but the dataset's is "
+                    f"{self.image_shapes[camera][0]}x{self.image_shapes[camera][1]}: set images.size to resize")
+            images[camera] = image
+        if self.video:
+            return images
+        import cv2
+
         paths = {}
-        for camera, image in load(index).items():
-            path = staging / camera / f"frame-{index:06d}.png"
+        for camera, image in images.items():
+            path = self.root / "png_staging" / camera / f"frame-{index:06d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(path), image[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]):
                 raise DatasetError(f"could not write {path}")
             paths[camera] = str(path)
-        if progress:
-            progress(1)
         return paths
 
-    count = len(episode)
-    buffer: dict = {"size": count, "task": [instruction] * count, "episode_index": dataset.meta.total_episodes,
-                    "frame_index": list(range(count)), "timestamp": [i / config.rate for i in range(count)],
-                    "index": [], "task_index": [],  # filled in by save_episode
-                    OBS_STATE: list(episode.state), ACTION: list(episode.action)}
-    buffer |= {key: [] for key in keys.values()}
-    for paths in _per_tick(count, write):
-        for camera, path in paths.items():
-            buffer[keys[camera]].append(path)
-    dataset.save_episode(episode_data=buffer)
-    shutil.rmtree(staging, ignore_errors=True)
+    def _hand_on(self) -> None:
+        """The oldest pending row to lerobot's writer (its images are decoded by then, or raise)."""
+        row, future = self._pending.popleft()
+        result = future.result()
+        if self.video:
+            frame = {OBS_STATE: row.state, ACTION: row.action, "task": self.instruction}
+            for camera in self.keys:
+                frame[self.keys[camera]] = result[camera]
+            self._backpressure.wait_for_room()
+            self.dataset.add_frame(frame)
+        else:
+            self._written.append(row)
+            for camera, path in result.items():
+                self._paths[camera].append(path)
+        if self.progress:
+            self.progress(1)
+
+    def _drain(self, write: bool) -> None:
+        """Hand on (``write``) or drop every pending row."""
+        while self._pending:
+            if write:
+                self._hand_on()
+            else:
+                _, future = self._pending.popleft()
+                future.cancel()
+                with contextlib.suppress(Exception):
+                    future.result()
 
 
 def open_metadata(root: Path):

@@ -1,13 +1,11 @@
-"""One bag -> aligned episodes: streams filed into the node's sync buffers, sampled on a fixed grid, cut at
-breaks in time.
+"""One bag's messages -> stream samples: what an aligned episode is, and reading a bag into it.
 
 The streams are the robot profile's (:func:`~kuavo_smolvla_ros.contract.streams.recorded_streams`); every
 message is turned into a stream sample by the decoder the live node uses
-(:class:`~kuavo_smolvla_ros.contract.streams.StreamDecoder`, through :func:`decode_message`) and filed in a
-:class:`~kuavo_smolvla_ros.sync.StreamBuffer` with the profile's per-stream sync. Messages are read in the
-order the recorder wrote them (what a live subscriber saw). The grid runs at ``fps`` over the span where
-every stream has data; each tick takes each stream's sample by its sync policy and ticks where a stream has
-none are dropped and counted.
+(:class:`~kuavo_smolvla_ros.contract.streams.StreamDecoder`, through :func:`decode_message`), filed under
+its header stamp or record time (:func:`filing_stamp`). Messages are read in the order the recorder wrote
+them (what a live subscriber saw) by :class:`StreamFiler`, which yields them one by one and splits the bag
+into clock segments. :mod:`kuavo_smolvla_ros.data.align` aligns them on the fixed grid as they come.
 
 Time is never spliced: a run of more than ``time_breaks.max_gap_frames`` dropped ticks, or a stream whose
 stamps go back by more than a frame period in recording order (a record clock that jumped back: simulator
@@ -20,9 +18,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,7 +38,7 @@ from kuavo_smolvla_ros.contract.streams import (
 )
 from kuavo_smolvla_ros.data.bags import BagError, bag_topics, read_messages
 from kuavo_smolvla_ros.data.config import ConversionConfig
-from kuavo_smolvla_ros.sync import UNSET_STAMP, Aligned, StampSource, StreamBuffer, align
+from kuavo_smolvla_ros.sync import UNSET_STAMP, StampSource, StreamBuffer
 
 #: A header stamp may lie this far after the message's record time (clock skew between the publisher's and
 #: the recorder's machines; the node's ``clock_skew_s`` default); later is refused as stamped in the future.
@@ -89,13 +88,18 @@ class TimeBreak:
 
 @dataclass
 class Episode:
-    """An aligned episode: per kept tick its time, state, action and one frame per camera."""
+    """An aligned episode: per kept tick its time, state, action and (when kept) one frame per camera.
+
+    ``frames`` is filled by :func:`~kuavo_smolvla_ros.data.align.build_episodes` (the whole episode in memory);
+    an episode streamed to a writer (:func:`~kuavo_smolvla_ros.data.align.align_bag`) has ``frames`` empty: its
+    frames went to the writer as their ticks were aligned.
+    """
 
     source: Path
     times: np.ndarray  # (N,) grid tick times, seconds (bag clock)
     state: np.ndarray  # (N, 16) float32
     action: np.ndarray  # (N, 16) float32
-    frames: dict[str, list[images.Frame]]  # camera -> N lazily decoded frames
+    frames: dict[str, list[images.Frame]]  # camera -> N lazily decoded frames (or empty: streamed)
     grid_ticks: int  # ticks on the grid after trimming
     dropped: dict[str, int]  # stream -> ticks that stream could not serve
     dropped_ticks: int  # ticks dropped (a tick missing several streams counts once)
@@ -149,13 +153,6 @@ def check_topics(path: Path, streams: list[Stream]) -> None:
         if not _type_ok(topics[stream.topic], stream.types):
             raise EpisodeError(f"{path}: topic {stream.topic} has type {topics[stream.topic]}, expected "
                                f"{' or '.join(stream.types)}")
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"mean": 0.0, "p95": 0.0, "max": 0.0}
-    array = np.asarray(values)
-    return {"mean": float(array.mean()), "p95": float(np.percentile(array, 95)), "max": float(array.max())}
 
 
 # ------------------------------------------------------------------------------------------ input conversions
@@ -222,6 +219,120 @@ def filing_stamp(stamp_source: str, msg: Any, recorded: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------ reading a bag
+@dataclass(frozen=True)
+class Filed:
+    """One message of a bag that was read and accepted, as :class:`StreamFiler` yields it.
+
+    ``segment``: the clock segment it belongs to (0-based); ``role``: its stream; ``value``: what
+    :func:`decode_message` made of it (None: nothing to file, such as a gripper state, which the decoder holds,
+    or a state before the first gripper state); ``stamp``: its filing stamp (s); ``recorded``: its record time (s).
+    """
+
+    segment: int
+    role: str
+    value: Any
+    stamp: float
+    recorded: float
+
+
+class StreamFiler:
+    """A bag's messages of the needed topics, read in the order the recorder wrote them (what a live subscriber
+    saw), decoded by the node's decoder and split into clock segments; iterating yields one :class:`Filed` per
+    accepted message, holding nothing itself.
+
+    A new segment starts where the record clock, or a stream's stamps, go back by more than a frame period
+    (``1 / config.rate`` s) in recording order (the :class:`TimeBreak` is appended to ``breaks``). While
+    iterating it keeps per stream the messages read, rejected (and the first reason) and out of order, and, for
+    the current segment, ``latest`` (stream -> its latest filing stamp, s): a message of a stream accepted later
+    in the same segment is stamped no earlier than ``latest[stream] - 1 / config.rate`` once :attr:`settled`
+    (before, the same jump may still be seen on another clock). Raises ``BagError`` or :class:`EpisodeError`
+    (missing topics, wrong types) before the first message; a message that cannot be used is counted, never
+    raised. ``check_frames``: decode every camera frame now, so that a frame whose data is corrupt is rejected
+    like any bad message (slower: for bags known to hold such frames).
+    """
+
+    def __init__(self, path: Path, config: ConversionConfig, check_frames: bool = False):
+        self.path = Path(path)
+        self.config = config
+        self.check_frames = check_frames
+        self.streams = plan_streams(config)
+        #: The streams filed in sync buffers (all but the held gripper state), in the profile's order.
+        self.synced = [s for s in self.streams if s.sync is not None]
+        self.back = 1.0 / config.rate  # time going back further than a frame period: a clock jumped
+        self.read, self.rejected, self.out_of_order = Counter(), Counter(), Counter()
+        self.reasons: dict[str, str] = {}
+        self.breaks: list[TimeBreak] = []
+        self.segment = 0
+        self.latest: dict[str, float] = {}
+        self._clock: float | None = None  # the latest record time in this segment
+        self._begun: float | None = None  # the first record time in this segment
+
+    @property
+    def clock(self) -> float | None:
+        """The latest record time (s) in the current segment (None before its first message): a later message of
+        the segment is recorded no earlier than a frame period before it."""
+        return self._clock
+
+    @property
+    def settled(self) -> bool:
+        """Whether the current segment's stamps are bounded by ``latest`` (no jump seen on a second clock can
+        reset them any more: more than a frame period of record time has passed since it began)."""
+        return self._begun is not None and self._clock is not None and self._clock - self._begun >= self.back
+
+    def buffers(self) -> dict[str, StreamBuffer]:
+        """Empty sync buffers of the filed streams (the profile's per-stream sync, unbounded)."""
+        stamp_source = self.config.profile.stamp_source
+        return {s.role: StreamBuffer(s.role, stamp_source=stamp_source, capacity=None, **s.sync.buffer_args())
+                for s in self.synced}
+
+    def __iter__(self) -> Iterator[Filed]:
+        check_topics(self.path, self.streams)
+        by_topic = {s.topic: s for s in self.streams}
+        profile = self.config.profile
+        decoder = StreamDecoder(profile)
+        initial_grippers = decoder.grippers
+        back = self.back
+        for message in read_messages(self.path, list(by_topic), order="write", undecodable="yield"):
+            role = by_topic[message.topic].role
+            self.read[role] += 1
+            try:
+                if message.msg is None:
+                    raise ValueError(message.error)
+                stamp = filing_stamp(profile.stamp_source, message.msg, message.recorded)
+                value = decode_message(decoder, role, message.msg)
+                if self.check_frames and isinstance(value, images.Frame):
+                    value.decode()
+            except ValueError as err:  # includes images.ImageError
+                self.rejected[role] += 1
+                self.reasons.setdefault(role, str(err))
+                continue
+            last, clock = self.latest.get(role), self._clock
+            jump = None
+            if clock is not None and message.recorded < clock - back:  # the recorder's clock went back
+                jump = TimeBreak("backward", clock, clock - message.recorded, ("record clock",))
+            elif last is not None and stamp < last - back:  # this stream's stamps went back
+                jump = TimeBreak("backward", last, last - stamp, (role,))
+            if jump is not None and self.segment > 0 and self._begun is not None and clock - self._begun < back:
+                self._reset()  # the same jump seen on another clock (stamps, then recorder)
+            elif jump is not None:  # a new clock segment: nothing before it is combined with what follows
+                self.breaks.append(jump)
+                self.segment += 1
+                self._reset()
+                if role != GRIPPER_STATE:  # (a gripper state's value is held: the new segment starts with it)
+                    decoder.grippers = initial_grippers
+                    if role == STATE and initial_grippers is None:
+                        value = None
+            elif last is not None and stamp < last:
+                self.out_of_order[role] += 1
+            self.latest[role] = max(stamp, self.latest.get(role, stamp))
+            self._clock = message.recorded if self._clock is None else max(self._clock, message.recorded)
+            self._begun = message.recorded if self._begun is None else self._begun
+            yield Filed(self.segment, role, value, stamp, message.recorded)
+
+    def _reset(self) -> None:
+        self.latest, self._clock, self._begun = {}, None, None
+
+
 @dataclass
 class StreamsRead:
     """A bag's messages filed by stream: one set of buffers per clock segment (a new segment starts where a
@@ -239,78 +350,32 @@ class StreamsRead:
 
 
 def read_streams(path: Path, config: ConversionConfig, check_frames: bool = False) -> StreamsRead:
-    """Every message of the bag's needed topics, in recording order, decoded and filed in offline buffers.
-    ``check_frames``: decode every camera frame now (not only when it is written), so that a frame whose data
-    is corrupt is rejected like any bad message (slower: for bags known to hold such frames)."""
-    streams = plan_streams(config)
-    check_topics(path, streams)
-    by_topic = {s.topic: s for s in streams}
-    profile = config.profile
-
-    def buffers() -> dict[str, StreamBuffer]:
-        return {s.role: StreamBuffer(s.role, stamp_source=profile.stamp_source, capacity=None,
-                                     **s.sync.buffer_args())
-                for s in streams if s.sync is not None}
-
-    decoder = StreamDecoder(profile)
-    initial_grippers = decoder.grippers
-    back = 1.0 / config.rate  # time going back further than a frame period: a clock jumped
-    read, rejected, out_of_order = Counter(), Counter(), Counter()
-    reasons: dict[str, str] = {}
-    segments = [buffers()]
-    latest: dict[str, float] = {}  # per stream, its latest filing stamp in this segment
-    clock: float | None = None  # the latest record time in this segment
-    begun: float | None = None  # the first record time in this segment
-    lags: list[dict[str, list[float]]] = [{}]  # per segment and stream: record time - filing stamp (s)
-    breaks: list[TimeBreak] = []
-    for message in read_messages(path, list(by_topic), order="write", undecodable="yield"):
-        role = by_topic[message.topic].role
-        read[role] += 1
-        try:
-            if message.msg is None:
-                raise ValueError(message.error)
-            stamp = filing_stamp(profile.stamp_source, message.msg, message.recorded)
-            value = decode_message(decoder, role, message.msg)
-            if check_frames and isinstance(value, images.Frame):
-                value.decode()
-        except ValueError as err:  # includes images.ImageError
-            rejected[role] += 1
-            reasons.setdefault(role, str(err))
-            continue
-        last = latest.get(role)
-        jump = None
-        if clock is not None and message.recorded < clock - back:  # the recorder's clock went back
-            jump = TimeBreak("backward", clock, clock - message.recorded, ("record clock",))
-        elif last is not None and stamp < last - back:  # this stream's stamps went back
-            jump = TimeBreak("backward", last, last - stamp, (role,))
-        if jump is not None and len(segments) > 1 and begun is not None and clock - begun < back:
-            latest, clock, begun = {}, None, None  # the same jump seen on another clock (stamps, then recorder)
-        elif jump is not None:  # a new clock segment: nothing before it is combined with what follows
-            breaks.append(jump)
-            segments.append(buffers())
+    """Every message of the bag's needed topics (see :class:`StreamFiler`), filed in unbounded offline buffers
+    per clock segment: the whole bag in memory (the converter aligns as it reads instead:
+    :mod:`kuavo_smolvla_ros.data.align`)."""
+    filer = StreamFiler(path, config, check_frames)
+    segments = [filer.buffers()]
+    lags: list[dict[str, list[float]]] = [{}]
+    for filed in filer:
+        while filed.segment >= len(segments):
+            segments.append(filer.buffers())
             lags.append({})
-            latest, clock, begun = {}, None, None
-            if role != GRIPPER_STATE:  # (a gripper state's value is held: the new segment starts with it)
-                decoder.grippers = initial_grippers
-                if role == STATE and initial_grippers is None:
-                    value = None
-        elif last is not None and stamp < last:
-            out_of_order[role] += 1
-        latest[role] = max(stamp, latest.get(role, stamp))
-        clock = message.recorded if clock is None else max(clock, message.recorded)
-        begun = message.recorded if begun is None else begun
-        if value is not None:
-            segments[-1][role].add(value, stamp, message.recorded)
-            lags[-1].setdefault(role, []).append(message.recorded - stamp)
-    return StreamsRead(segments, read, rejected, reasons, out_of_order, breaks, lags)
+        if filed.value is not None:
+            segments[filed.segment][filed.role].add(filed.value, filed.stamp, filed.recorded)
+            lags[filed.segment].setdefault(filed.role, []).append(filed.recorded - filed.stamp)
+    while filer.segment >= len(segments):  # (a segment begun by a message with nothing to file)
+        segments.append(filer.buffers())
+        lags.append({})
+    return StreamsRead(segments, filer.read, filer.rejected, filer.reasons, filer.out_of_order, filer.breaks, lags)
 
 
-def check_stamp_clocks(lags: dict[str, list[float]]) -> None:
+def check_stamp_clocks(lags: Mapping[str, Sequence[float]]) -> None:
     """Refuse a clock segment whose streams' stamps run on different clocks (``stamp_source: header``): a
     stream whose stamps lie further before their record times than the others' by more than
     :data:`MAX_CLOCK_SPREAD_S` (its publisher's clock is off, or jumped) would be aligned with the wrong
-    moments of the others. Raises :class:`EpisodeError` naming the stream."""
-    medians = {name: float(np.median(values)) for name, values in lags.items() if values}
+    moments of the others. ``lags``: stream -> each filed message's record time minus its stamp (s). Raises
+    :class:`EpisodeError` naming the stream."""
+    medians = {name: float(np.median(np.asarray(values))) for name, values in lags.items() if len(values)}
     if len(medians) < 2:
         return
     base = min(medians.values())
@@ -323,122 +388,15 @@ def check_stamp_clocks(lags: dict[str, list[float]]) -> None:
                            "differ (a jumped or unsynchronised clock); stamp_source: receive would align them")
 
 
-def grid(buffers: dict[str, StreamBuffer], fps: int, trim_start: int = 0, trim_end: int = 0) -> np.ndarray:
-    """Tick times at ``fps`` over the span where every stream has data, trimmed at both ends."""
-    empty = [name for name, b in buffers.items() if len(b) == 0]
-    if empty:
-        raise EpisodeError(f"no usable messages on stream(s) {empty}")
-    start = max(b.first().stamp for b in buffers.values())
-    end = min(b.latest().stamp for b in buffers.values())
-    if end < start:
-        raise EpisodeError(f"the streams never overlap in time (latest start {start:.3f}, earliest end {end:.3f})")
-    count = math.floor((end - start) * fps + 1e-9) + 1
-    ticks = start + np.arange(count) / fps
-    return ticks[trim_start: count - trim_end] if trim_end else ticks[trim_start:]
+class ReadCounts(Protocol):
+    """Per-stream counts of a bag's reading (:class:`StreamFiler`, :class:`StreamsRead`)."""
+
+    read: Counter
+    rejected: Counter
+    reasons: dict[str, str]
 
 
-@dataclass
-class _Piece:
-    """Grid ticks of one episode-to-be: indices into the segment's ticks, first..last (inclusive)."""
-
-    first: int
-    last: int
-    kept: list[int] = field(default_factory=list)
-
-
-def _runs(flags: list[bool]) -> list[tuple[int, int]]:
-    """(start, stop) of each run of False in ``flags``."""
-    runs, start = [], None
-    for i, ok in enumerate([*flags, True]):
-        if not ok and start is None:
-            start = i
-        elif ok and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
-
-
-def _segment_pieces(path: Path, buffers: dict[str, StreamBuffer], config: ConversionConfig
-                    ) -> tuple[np.ndarray, list[Aligned], list[_Piece], list[TimeBreak]]:
-    """Align one clock segment on its grid and cut it at its gaps; raises :class:`EpisodeError` when the
-    segment loses more than ``max_dropped_fraction`` of its ticks (holes that are breaks excepted)."""
-    ticks = grid(buffers, config.rate, config.trim.start_frames, config.trim.end_frames)
-    aligned = [align(buffers.values(), float(tick)) for tick in ticks]
-    complete = [a.complete for a in aligned]
-    streams = len(buffers)
-    limit = config.time_breaks.max_gap_frames
-    pieces = [_Piece(0, len(ticks) - 1)]
-    breaks: list[TimeBreak] = []
-    holes: set[int] = set()  # ticks of breaks where the recording has no data: time that jumped, not data lost
-    for start, stop in _runs(complete):
-        if start == 0 or stop == len(ticks) or stop - start <= limit:
-            continue  # dropped at an end of the segment, or a short run joined (a tick gap)
-        missing: Counter = Counter()
-        for a in aligned[start:stop]:
-            missing.update(a.missing)
-        hole = any(len(a.missing) == streams for a in aligned[start:stop])  # at some tick no stream at all
-        if hole:
-            holes.update(range(start, stop))
-        breaks.append(TimeBreak("hole" if hole else "gap", float(ticks[start]), (stop - start) / config.rate,
-                                tuple(name for name, _ in missing.most_common()), stop - start))
-        pieces[-1].last = start - 1
-        pieces.append(_Piece(stop, len(ticks) - 1))
-    counted = len(ticks) - len(holes)
-    dropped_ticks = complete.count(False) - len(holes)
-    if counted and dropped_ticks / counted > config.max_dropped_fraction:
-        dropped: Counter = Counter()
-        for index, a in enumerate(aligned):
-            if index not in holes:
-                dropped.update(a.missing)
-        worst = ", ".join(f"{k}: {v}" for k, v in dropped.most_common())
-        raise EpisodeError(f"{path}: {dropped_ticks} of {counted} ticks dropped "
-                           f"({dropped_ticks / counted:.0%} > max_dropped_fraction "
-                           f"{config.max_dropped_fraction:.0%}); streams without a valid sample: {worst}")
-    for piece in pieces:
-        piece.kept = [i for i in range(piece.first, piece.last + 1) if complete[i]]
-    return ticks, aligned, pieces, breaks
-
-
-def _episode(path: Path, ticks: np.ndarray, aligned: list[Aligned], piece: _Piece, config: ConversionConfig,
-             read: StreamsRead) -> Episode:
-    cameras = list(config.profile.camera_names)
-    kept_times, states, actions, skews = [], [], [], []
-    frames: dict[str, list[images.Frame]] = {c: [] for c in cameras}
-    dropped: Counter = Counter()
-    ages: dict[str, list[float]] = {}
-    tick_gaps: list[tuple[int, int]] = []
-    previous = None
-    for index in range(piece.first, piece.last + 1):
-        tick, row = float(ticks[index]), aligned[index]
-        if not row.complete:
-            dropped.update(row.missing)
-            continue
-        if previous is not None and index - previous > 1:
-            tick_gaps.append((len(kept_times), index - previous - 1))
-        previous = index
-        samples = row.samples
-        kept_times.append(tick)
-        states.append(samples[STATE].value)
-        grippers = samples[GRIPPER_COMMAND].value if GRIPPER_COMMAND in samples else None
-        actions.append(StreamDecoder.action(samples[ACTION].value, grippers))
-        for camera in cameras:
-            frames[camera].append(samples[camera].value)
-        stamps = [s.stamp for s in samples.values()]
-        skews.append(max(stamps) - min(stamps))
-        for name, sample in samples.items():
-            ages.setdefault(name, []).append(tick - sample.stamp)
-    grid_ticks = piece.last - piece.first + 1
-    return Episode(
-        source=path, times=np.asarray(kept_times),
-        state=np.asarray(states, dtype=np.float32).reshape(-1, robot.STATE_DIM),
-        action=np.asarray(actions, dtype=np.float32).reshape(-1, robot.ACTION_DIM), frames=frames,
-        grid_ticks=grid_ticks, dropped=dict(dropped), dropped_ticks=grid_ticks - len(kept_times),
-        rejected=dict(read.rejected), reject_reasons=dict(read.reasons), messages=dict(read.read),
-        skew=_summary(skews), age={name: _summary(values) for name, values in ages.items()}, tick_gaps=tick_gaps,
-        out_of_order=dict(read.out_of_order))
-
-
-def _empty_cause(name: str, read: StreamsRead, config: ConversionConfig) -> str:
+def empty_cause(name: str, read: ReadCounts, config: ConversionConfig) -> str:
     """Why stream ``name`` has no usable sample: its rejections, or (the state) the gripper state it waits for."""
     if name in read.reasons:
         return (f"{name}: {read.rejected[name]} of {read.read[name]} messages rejected, the first because "
@@ -454,69 +412,14 @@ def _empty_cause(name: str, read: StreamsRead, config: ConversionConfig) -> str:
     return cause
 
 
-def build_episodes(path: str | Path, config: ConversionConfig, check_frames: bool = False) -> BagEpisodes:
-    """Read, align and check one bag, cut at its breaks in time (``config.time_breaks``): its episodes, breaks
-    and left-out pieces. ``check_frames``: see :func:`read_streams`. Raises :class:`EpisodeError` or
-    ``BagError`` (one line: the bag and the first cause) when nothing usable remains."""
-    path = Path(path)
-    read = read_streams(path, config, check_frames)
-    names = list(read.segments[0])
-    empty = [name for name in names if not any(len(segment[name]) for segment in read.segments)]
-    if empty:
-        causes = "; ".join(_empty_cause(name, read, config) for name in empty)
-        raise EpisodeError(f"{path}: no usable messages on stream(s) {empty} ({causes})")
-    for name, count in read.rejected.items():  # a systematic fault (wrong scale, another robot's layout), not noise
-        if count > config.max_dropped_fraction * read.read[name]:
-            raise EpisodeError(f"{path}: stream {name}: {count} of {read.read[name]} messages rejected (more than "
-                               f"max_dropped_fraction {config.max_dropped_fraction:.0%}), the first because "
-                               f"{read.reasons[name]}")
-    rules = config.time_breaks
-    breaks = list(read.breaks)
-    discarded: list[str] = []
-    cut: list[tuple[np.ndarray, list[Aligned], _Piece]] = []
-    several = len(read.segments) > 1
-    for number, buffers in enumerate(read.segments, 1):
-        try:
-            if config.profile.stamp_source == StampSource.HEADER and read.lags:
-                check_stamp_clocks(read.lags[number - 1])
-            ticks, aligned, pieces, gaps = _segment_pieces(path, buffers, config)
-        except EpisodeError as err:
-            if not several:
-                raise err if str(err).startswith(f"{path}: ") else EpisodeError(f"{path}: {err}") from None
-            discarded.append(f"clock segment {number} of {len(read.segments)}: "
-                             f"{str(err).removeprefix(f'{path}: ')}")
-            continue
-        breaks += gaps
-        cut += [(ticks, aligned, piece) for piece in pieces]
-    if breaks and rules.action == "refuse":
-        raise EpisodeError(f"{path}: {len(breaks)} break(s) in time: {'; '.join(b.describe() for b in breaks)} "
-                           f"(time_breaks.action: refuse, max_gap_frames {rules.max_gap_frames})")
-    keep = [(ticks, aligned, piece) for ticks, aligned, piece in cut if len(piece.kept) >= config.min_frames]
-    for ticks, _, piece in cut:
-        if len(piece.kept) < config.min_frames:
-            where = f" from {float(ticks[piece.first]):.3f} s" if piece.first < len(ticks) else ""
-            discarded.append(f"piece{where}: only {len(piece.kept)} frames (min_frames {config.min_frames})")
-    if not keep:
-        if not breaks and len(cut) == 1:
-            raise EpisodeError(f"{path}: only {len(cut[0][2].kept)} frames after trimming and drops "
-                               f"(min_frames {config.min_frames})")
-        described = "; ".join(b.describe() for b in breaks)
-        raise EpisodeError(f"{path}: cut at {len(breaks)} break(s) in time ({described}); no piece is usable: "
-                           f"{'; '.join(discarded)}")
-    episodes = [_episode(path, ticks, aligned, piece, config, read) for ticks, aligned, piece in keep]
-    for number, episode in enumerate(episodes):
-        episode.piece, episode.pieces = number, len(episodes)
-    return BagEpisodes(path, episodes, breaks, discarded)
+def __getattr__(name: str) -> Any:
+    """``build_episodes`` and ``build_episode`` (in :mod:`kuavo_smolvla_ros.data.align`, which reads bags with
+    this module) under their former address."""
+    if name in ("build_episodes", "build_episode"):
+        from kuavo_smolvla_ros.data import align
 
-
-def build_episode(path: str | Path, config: ConversionConfig) -> Episode:
-    """The one episode of a bag (see :func:`build_episodes`); raises :class:`EpisodeError` also when the bag is
-    cut into several at breaks in time."""
-    result = build_episodes(path, config)
-    if len(result.episodes) != 1:
-        raise EpisodeError(f"{result.source}: cut into {len(result.episodes)} episodes at break(s) in time: "
-                           f"{'; '.join(b.describe() for b in result.breaks)}")
-    return result.episodes[0]
+        return getattr(align, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe_error(err: BaseException) -> str:
