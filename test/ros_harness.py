@@ -21,6 +21,8 @@ from kuavo_smolvla_ros.msg import (
     PolicyStatus,
     SensorsData,
 )
+from lifecycle_msgs.msg import Transition, TransitionEvent
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -188,6 +190,48 @@ class FakeRobot(Node):
     def wait_status(self, predicate: Callable[[PolicyStatus], bool], timeout: float, what: str) -> PolicyStatus:
         return self.wait_for(lambda: next((s for s in reversed(self.received["status"]) if predicate(s)), None),
                              timeout, what)
+
+
+class LifecycleClient:
+    """Drives a lifecycle node through its standard services (``<node>/change_state``, ``<node>/get_state``)
+    and records its ``<node>/transition_event`` messages, from ``client`` (a spinning FakeRobot), as
+    ``ros2 lifecycle`` or a lifecycle manager does."""
+
+    def __init__(self, client: FakeRobot, node: str = "kuavo_smolvla_policy", timeout: float = 10.0):
+        self.client, self.timeout = client, timeout
+        self.change_client = client.create_client(ChangeState, f"{node}/change_state")
+        self.get_client = client.create_client(GetState, f"{node}/get_state")
+        client.create_subscription(TransitionEvent, f"{node}/transition_event",
+                                   lambda m: client._record("transition", m), 10)
+        for service in (self.change_client, self.get_client):
+            assert service.wait_for_service(timeout_sec=timeout), f"{service.srv_name} not available"
+
+    def _call(self, service, request, what: str):
+        future = service.call_async(request)
+        self.client.wait_for(future.done, self.timeout, what)
+        return future.result()
+
+    def change(self, transition: str | int) -> bool:
+        """Trigger ``transition`` (a label such as ``configure``, or a ``Transition.TRANSITION_*`` id);
+        whether the node reports success."""
+        request = ChangeState.Request()
+        if isinstance(transition, str):
+            request.transition.label = transition
+        else:
+            request.transition = Transition(id=transition)
+        # Configure loads and warms up the model: allow it more time than a plain service call.
+        future = self.change_client.call_async(request)
+        self.client.wait_for(future.done, max(self.timeout, 120.0), f"change_state {transition}")
+        return future.result().success
+
+    def state(self) -> str:
+        """The node's current lifecycle state label (``unconfigured``, ``inactive``, ``active``, ...)."""
+        return self._call(self.get_client, GetState.Request(), "get_state").current_state.label
+
+    def transitions(self) -> list[tuple[str, str]]:
+        """(start, goal) labels of the transition events received so far."""
+        with self.client.cond:
+            return [(m.start_state.label, m.goal_state.label) for m in self.client.received["transition"]]
 
 
 def node_parameters(checkpoint, **overrides) -> list[Parameter]:

@@ -6,11 +6,13 @@ parameter overrides (sim.launch.py builds the policy node through policy.launch.
 `sys.modules` for the duration of each test (monkeypatch restores it). They record constructor arguments
 and mimic the real signatures (keyword-only where the real ones are, as read in ros2/launch and
 ros2/launch_ros, branch jazzy): DeclareLaunchArgument, LaunchConfiguration (incl. perform), OpaqueFunction
-(incl. execute), LaunchDescription, Node, ParameterValue. `ament_index_python` is the real package.
+(incl. execute), LaunchDescription, Node, LifecycleNode, ParameterValue. `ament_index_python` is the real
+package.
 
 NOT covered here: real launch execution (`ros2 launch`), process spawning, namespaces and remappings as
-resolved by launch_ros, the temporary parameter file launch_ros writes from the overrides dict, and the
-parsing of the parameter files by rcl. Those need a ROS 2 installation with launch_ros.
+resolved by launch_ros, LifecycleNode's transition-event subscription and ChangeState handling, the
+temporary parameter file launch_ros writes from the overrides dict, and the parsing of the parameter files
+by rcl. Those need a ROS 2 installation with launch_ros.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "policy.launch.py"
 SIM_LAUNCH_FILE = ROOT / "launch" / "sim.launch.py"
 PACKAGE = "kuavo_smolvla_ros"
-ARGUMENT_NAMES = ["checkpoint", "params_file", "device", "dry_run", "use_sim_time", "namespace", "robot_profile"]
+ARGUMENT_NAMES = ["checkpoint", "params_file", "device", "dry_run", "use_sim_time", "namespace", "robot_profile",
+                  "autostart"]
 SIM_ARGUMENT_NAMES = [*ARGUMENT_NAMES, "policy", "sim_params_file", "task", "seed", "auto_reset"]
 
 
@@ -91,6 +94,15 @@ class Node:
                            ros_arguments=ros_arguments, arguments=arguments, **kwargs)
 
 
+class LifecycleNode(Node):
+    """launch_ros.actions.LifecycleNode: name and namespace are required; launch_ros >= 0.26.7 (Jazzy, Kilted)
+    also takes ``autostart`` (default False: the launch drives no transition)."""
+
+    def __init__(self, *, name, namespace, autostart=False, **kwargs):
+        super().__init__(name=name, namespace=namespace, **kwargs)
+        self.autostart = autostart
+
+
 class ParameterValue:
     def __init__(self, value, *, value_type=None):
         self.value, self.value_type = value, value_type
@@ -113,7 +125,7 @@ def _load_launch_file(monkeypatch, path: Path, module_name: str) -> types.Module
     substitutions = _module("launch.substitutions", LaunchConfiguration=LaunchConfiguration,
                             SubstitutionFailure=SubstitutionFailure)
     launch = _module("launch", LaunchDescription=LaunchDescription, actions=actions, substitutions=substitutions)
-    ros_actions = _module("launch_ros.actions", Node=Node)
+    ros_actions = _module("launch_ros.actions", Node=Node, LifecycleNode=LifecycleNode)
     descriptions = _module("launch_ros.parameter_descriptions", ParameterValue=ParameterValue)
     launch_ros = _module("launch_ros", actions=ros_actions, parameter_descriptions=descriptions)
     for module in (launch, actions, substitutions, launch_ros, ros_actions, descriptions):
@@ -169,11 +181,12 @@ def test_declares_all_arguments_with_defaults_and_descriptions(launch_file):
     assert list(declared) == ARGUMENT_NAMES
     defaults = {name: arg.default_value for name, arg in declared.items()}
     assert defaults == {"checkpoint": "", "params_file": str(_share() / "config" / "policy.yaml"), "device": "",
-                        "dry_run": "", "use_sim_time": "false", "namespace": "", "robot_profile": ""}
+                        "dry_run": "", "use_sim_time": "false", "namespace": "", "robot_profile": "",
+                        "autostart": "true"}
     for name, arg in declared.items():
         assert isinstance(arg.description, str) and len(arg.description) > 10, name
     # The arguments come first, then the one function that builds the node.
-    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 8
+    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 9
 
 
 @pytest.mark.parametrize(
@@ -186,6 +199,8 @@ def test_declares_all_arguments_with_defaults_and_descriptions(launch_file):
          {"device": "cuda:1", "dry_run": False, "use_sim_time": True}),
         ({"checkpoint": "123", "device": "cpu", "namespace": "robot1"}, {"checkpoint": "123", "device": "cpu"}),
         ({"robot_profile": "kuavo5"}, {"robot_profile": "kuavo5"}),
+        ({"autostart": "true"}, {"autostart": True}),
+        ({"autostart": "FALSE", "namespace": "robot1"}, {"autostart": False}),
     ],
 )
 def test_one_node_with_only_the_set_arguments_as_typed_overrides(launch_file, params_file, set_arguments,
@@ -193,6 +208,8 @@ def test_one_node_with_only_the_set_arguments_as_typed_overrides(launch_file, pa
     description = launch_file.generate_launch_description()
     entities = _run_setup(description, _configurations(params_file, **set_arguments))
     assert len(entities) == 1 and isinstance(entities[0], Node)
+    # autostart false: a managed LifecycleNode (unconfigured until a lifecycle manager drives it)
+    assert isinstance(entities[0], LifecycleNode) == (overrides.get("autostart") is False)
     node = entities[0].kwargs
     assert node["package"] == PACKAGE and node["executable"] == "policy_node"
     assert node["name"] == "kuavo_smolvla_policy"
@@ -209,7 +226,8 @@ def test_with_launch_defaults_only_use_sim_time_is_overridden(launch_file):
     if not Path(defaults["params_file"]).is_file():
         pytest.skip(f"default params file {defaults['params_file']} not installed yet (config/policy.yaml)")
     (node,) = _run_setup(description, defaults)
-    assert node.kwargs["parameters"] == [defaults["params_file"], {"use_sim_time": False}]
+    assert node.kwargs["parameters"] == [defaults["params_file"], {"use_sim_time": False, "autostart": True}]
+    assert not isinstance(node, LifecycleNode)  # the node configures and activates itself
 
 
 @pytest.mark.parametrize(
@@ -218,6 +236,7 @@ def test_with_launch_defaults_only_use_sim_time_is_overridden(launch_file):
         ("dry_run", "yes", r"dry_run:='yes' is invalid: use true or false"),
         ("use_sim_time", "1", r"use_sim_time:='1' is invalid: use true or false"),
         ("device", "gpu", r"device:='gpu' is invalid: use cpu, cuda or cuda:N"),
+        ("autostart", "later", r"autostart:='later' is invalid: use true or false"),
     ],
 )
 def test_invalid_argument_values_are_rejected_clearly(launch_file, params_file, name, value, message):
@@ -293,7 +312,7 @@ def test_sim_declares_the_policy_arguments_then_its_own(sim_launch_file, launch_
                         "seed": "", "auto_reset": ""}
     for name, arg in declared.items():
         assert isinstance(arg.description, str) and len(arg.description) > 10, name
-    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 13
+    assert isinstance(description.entities[-1], OpaqueFunction) and len(description.entities) == 14
 
 
 @pytest.mark.parametrize(
@@ -305,6 +324,7 @@ def test_sim_declares_the_policy_arguments_then_its_own(sim_launch_file, launch_
         ({"use_sim_time": "true", "dry_run": "true", "device": "cuda:0"}, {"publish_clock": True}),
         ({"use_sim_time": "false", "auto_reset": "false"}, {"auto_reset": False, "publish_clock": False}),
         ({"robot_profile": "leju_sim"}, {"robot_profile": "leju_sim"}),
+        ({"autostart": "false"}, {}),
     ],
 )
 def test_sim_builds_the_simulator_and_the_policy_node_as_policy_launch_does(
@@ -320,7 +340,7 @@ def test_sim_builds_the_simulator_and_the_policy_node_as_policy_launch_does(
     got = simulator["parameters"][1]
     assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in sim_overrides.items()}
     (expected,) = _run_setup(launch_file.generate_launch_description(), configurations)
-    assert policy == expected.kwargs
+    assert policy == expected.kwargs and type(entities[1]) is type(expected)
 
 
 def test_sim_without_the_policy_starts_only_the_simulator(sim_launch_file, sim_params_file, tmp_path):

@@ -26,8 +26,11 @@ NODE_NAME = "kuavo_smolvla_policy"
 SUMMARY = """\
 SmolVLA on the Kuavo under ROS 2. Subscribes to the robot profile's cameras, joint state, end effector and
 instruction topics; publishes kuavo_smolvla/action, kuavo_smolvla/action_chunk, kuavo_smolvla/status,
-diagnostics and the profile's robot commands; service ~/enable (std_srvs/SetBool). Every name is relative:
-it resolves under the node's namespace (-r __ns:=/robot1 or launch namespace:=robot1) and can be remapped."""
+diagnostics and the profile's robot commands. A managed lifecycle node: configure loads and checks the
+checkpoint, activate sends commands (ramping in from the measured state), deactivate holds, cleanup frees the
+model (services ~/change_state, ~/get_state; autostart does configure and activate at start); ~/enable
+(std_srvs/SetBool) activates or deactivates. Every name is relative: it resolves under the node's namespace
+(-r __ns:=/robot1 or launch namespace:=robot1) and can be remapped."""
 YAML_HEADER = """\
 Parameters of policy_node. The robot's streams (topics, message types, joint layout, end effector, per-stream
 max ages, stamps, rate) come from the robot profile (config/robots/<robot_profile>.yaml), the file the bag
@@ -47,6 +50,9 @@ class NodeSettings:
                             safety=True)
     vlm_path: str = param("", "local VLM folder overriding the one the checkpoint names (empty: the checkpoint's)")
     device: str = param("cpu", "torch device: cpu, cuda or cuda:N", safety=True)
+    autostart: bool = param(True, "lifecycle: configure (load and check the checkpoint, warm up) and activate "
+                                  "(commands) at start, so one ros2 run / ros2 launch does it all; false: start "
+                                  "unconfigured and wait for a lifecycle manager (~/change_state)", safety=True)
     num_steps: int = param(0, "flow-matching (denoising) steps per chunk (0: the checkpoint's own, e.g. 2 for a "
                               "reflow student)", range=(0, 100), dynamic=True, safety=True)
     chunk_size: int = param(0, "actions per predicted chunk (0: the checkpoint's; it may only shrink, a value above "
