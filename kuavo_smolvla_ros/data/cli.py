@@ -1,9 +1,8 @@
 """``kuavo-rosbag-to-lerobot``: convert Kuavo bags to a LeRobot v3 dataset, or validate one.
 
-Exit status: 0 all good; 1 some bags failed (the others are in the dataset; each failed bag is printed once
-as ``FAILED <bag>: <its first cause>`` and listed in the report) or validation found problems; 2 nothing
-could be done (bad arguments or config, output in the way, no bags). A bag cut into several episodes at
-breaks in time is printed as ``CUT <bag>: ...``.
+Exit status: see :data:`EXIT_CODES`. Each failed bag is printed once, as soon as it is done, as
+``FAILED <bag>: <its first cause>`` and listed in the report; a bag cut into several episodes at breaks in
+time is printed as ``CUT <bag>: ...``. Refusals are one ``error:`` line on stderr, and nothing is written.
 """
 
 from __future__ import annotations
@@ -13,21 +12,39 @@ import logging
 import os
 import sys
 
-EPILOG = """examples:
-  kuavo-rosbag-to-lerobot convert ~/bags/grasp --output ~/datasets/moving_grasp --task moving_grasp --workers 2
-  kuavo-rosbag-to-lerobot convert new_bags/ --output ~/datasets/moving_grasp --task 1 --resume
-  kuavo-rosbag-to-lerobot convert k5_bags/ -o ~/datasets/weighing -t 2 --robot kuavo5 \
-      --override cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed \
-      --override cameras.wrist_cam_r.topic=/cam_l/color/image_raw/compressed
-  kuavo-rosbag-to-lerobot validate ~/datasets/moving_grasp
+EXIT_CODES = """exit status:
+  0  convert: every bag converted (or already in the dataset); validate: the dataset is fit for training
+  1  convert: one or more bags FAILED (each printed once; the others are in the dataset, which is not
+     created when every bag failed); validate: problems found (listed)
+  2  refused, one "error:" line, the dataset unchanged: bad arguments, config or robot profile, unknown
+     --task, --output exists (without --resume) or is not a LeRobot dataset or holds another task or is
+     another task's training folder, no bags found, assembling failed (converted episodes kept for
+     --resume); validate: no dataset at the path
 """
+
+EPILOG = """examples:
+  kuavo-rosbag-to-lerobot convert ~/bags/grasp --output ~/datasets/task1_moving_grasp --task moving_grasp -j 2
+  kuavo-rosbag-to-lerobot convert new_bags/ --output ~/datasets/task1_moving_grasp --task 1 --resume
+  kuavo-rosbag-to-lerobot convert k5_bags/ -o ~/datasets/task2_weighing -t 2 --robot kuavo5 \\
+      --override cameras.wrist_cam_l.topic=/cam_r/color/image_raw/compressed \\
+      --override cameras.wrist_cam_r.topic=/cam_l/color/image_raw/compressed
+  kuavo-rosbag-to-lerobot validate ~/datasets/task1_moving_grasp
+
+""" + EXIT_CODES
+
+#: Progress bars of the libraries the converter calls (lerobot's tqdm bars, datasets' "Map"), off with
+#: ``--quiet`` or when stderr is not a terminal: environment variables, so that worker processes inherit them.
+QUIET_ENV = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+#: datasets warns each time lerobot re-enables its bars while the variable keeps them off.
+BARS_WARNING = "Cannot enable progress bars"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kuavo-rosbag-to-lerobot", description=__doc__.splitlines()[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser("convert", help="convert bags (one bag = one episode)")
+    convert = commands.add_parser("convert", help="convert bags (one bag = one episode)", epilog=EXIT_CODES,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     convert.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="ROS 1 .bag files, ROS 2 bag folders, or folders searched recursively")
     convert.add_argument("--output", "-o", required=True, help="dataset folder (created; see --resume)")
@@ -47,31 +64,70 @@ def _parser() -> argparse.ArgumentParser:
     media = convert.add_mutually_exclusive_group()
     media.add_argument("--video", dest="storage", action="store_const", const="video", help="cameras as MP4 video")
     media.add_argument("--png", dest="storage", action="store_const", const="png", help="cameras as PNG images")
-    convert.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    convert.add_argument("--quiet", "-q", action="store_true",
+                         help="no progress bars, ours or the libraries' (theirs are off whenever stderr is not a "
+                              "terminal); FAILED/CUT lines, the summary and errors still print")
     validate = commands.add_parser("validate", help="check a dataset (lerobot opens it, frames, values, limits, "
-                                                    "no break in time between consecutive rows)")
+                                                    "no break in time between consecutive rows)",
+                                   epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     validate.add_argument("dataset", help="dataset folder")
     validate.add_argument("--max-gap-frames", type=int, default=None, metavar="N",
                           help="dropped grid ticks the conversion report may show between two rows (default 2)")
     return parser
 
 
+def _quiet_libraries() -> dict[str, str | None]:
+    """Turn the libraries' progress bars off (:data:`QUIET_ENV`); the environment values it replaced."""
+    import warnings
+
+    saved = {key: os.environ.get(key) for key in [*QUIET_ENV, "PYTHONWARNINGS"]}
+    os.environ.update(QUIET_ENV)
+    warnings.filterwarnings("ignore", message=BARS_WARNING)
+    ignore = f"ignore:{BARS_WARNING}"  # in the worker processes too
+    if ignore not in (saved["PYTHONWARNINGS"] or ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved["PYTHONWARNINGS"], ignore]))
+    if "datasets" in sys.modules:  # imported before (an in-process call): the variable is read at import
+        from datasets.utils import disable_progress_bars
+
+        disable_progress_bars()
+    return saved
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.getLogger("lerobot").setLevel(logging.WARNING)
-    if args.command == "validate":
-        from kuavo_smolvla_ros.data.validate import MAX_GAP_FRAMES, validate
+    quiet = args.command == "validate" or args.quiet or not sys.stderr.isatty()
+    saved = _quiet_libraries() if quiet else {}
+    try:
+        return _validate(args) if args.command == "validate" else _convert(args)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
-        result = validate(args.dataset, MAX_GAP_FRAMES if args.max_gap_frames is None else args.max_gap_frames)
-        if result.ok:
-            print(f"OK: {result.root}: {result.episodes} episode(s), {result.frames} frames")
-            return 0
-        print(f"{len(result.findings)} problem(s) in {result.root}:")
-        for finding in result.findings:
-            print(f"  - {finding}")
-        return 1
 
+def _validate(args: argparse.Namespace) -> int:
+    from kuavo_smolvla_ros.data.dataset import not_a_dataset
+    from kuavo_smolvla_ros.data.validate import MAX_GAP_FRAMES, validate
+
+    absent = not_a_dataset(args.dataset)
+    if absent:  # checked first: lerobot would create the folder and look for the dataset on the Hub
+        print(f"error: no dataset at {args.dataset} ({absent})", file=sys.stderr)
+        return 2
+    result = validate(args.dataset, MAX_GAP_FRAMES if args.max_gap_frames is None else args.max_gap_frames)
+    if result.ok:
+        print(f"OK: {result.root}: {result.episodes} episode(s), {result.frames} frames")
+        return 0
+    print(f"{len(result.findings)} problem(s) in {result.root}:")
+    for finding in result.findings:
+        print(f"  - {finding}")
+    return 1
+
+
+def _convert(args: argparse.Namespace) -> int:
     from kuavo_smolvla_ros.contract.profile import ProfileError, parse_overrides
     from kuavo_smolvla_ros.data.config import ConfigError
     from kuavo_smolvla_ros.data.convert import ConversionError, convert, print_failure

@@ -39,7 +39,7 @@ from kuavo_smolvla_ros.data.align import stream_episodes
 from kuavo_smolvla_ros.data.bags import BagError, find_bags, read_messages
 from kuavo_smolvla_ros.data.config import ConversionConfig, config_from_dict, load_config
 from kuavo_smolvla_ros.data.episode import BagEpisodes, Episode, describe_error
-from kuavo_smolvla_ros.tasks import default_catalog
+from kuavo_smolvla_ros.tasks import Task, default_catalog
 
 REPORT_NAME = "kuavo_conversion.json"
 PART_DONE = "episode.json"
@@ -191,12 +191,12 @@ def _write(bag: str, part_dir: Path, config: ConversionConfig, instruction: str,
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(desc=f"  {Path(bag).name}", unit="frame", leave=False)
+        bar = tqdm(desc=f"  {Path(bag).name}", unit="frame", leave=False, disable=False)  # (not TQDM_DISABLE's)
 
     def open_part() -> lerobot_io.PartWriter:
         shutil.rmtree(part_dir, ignore_errors=True)
         return lerobot_io.PartWriter(part_dir / "dataset", config, instruction, image_shapes,
-                                     progress=bar.update if bar else None)
+                                     progress=bar.update if bar is not None else None)
 
     try:
         built, writer = stream_episodes(bag, config, open_part, check_frames)
@@ -207,7 +207,7 @@ def _write(bag: str, part_dir: Path, config: ConversionConfig, instruction: str,
             raise
         return built
     finally:
-        if bar:
+        if bar is not None:  # (a tqdm without a total has no truth value: bool() raises)
             bar.close()
 
 
@@ -238,6 +238,31 @@ def print_failure(result: BagResult) -> None:
         left = f"; left out: {'; '.join(result.discarded)}" if result.discarded else ""
         tqdm.write(f"CUT {result.source}: {len(result.episodes)} episode(s) at {len(result.time_breaks)} break(s) "
                    f"in time ({breaks}){left}", file=sys.stderr)
+
+
+def check_output(output: Path, task: Task, resume: bool) -> None:
+    """:class:`ConversionError` (or ``DatasetError``) unless episodes of ``task`` may go into ``output``: a new
+    folder (not named after another task's training folder), or with ``resume`` a LeRobot dataset of ``task``."""
+    catalog = default_catalog()
+    named = catalog.find(output.name)
+    if named is not None and named.stage_dir == output.name and named.id != task.id:
+        raise ConversionError(f"--output {output.name} is the training folder of task {named.id} ({named.name}) but "
+                              f"--task is {task.id} ({task.name}): training would take these episodes as "
+                              f"{named.name}'s; name the folder {task.stage_dir}")
+    if not output.exists():
+        return
+    absent = lerobot_io.not_a_dataset(output)
+    if absent:
+        raise ConversionError(f"--output {output} exists and is not a LeRobot dataset ({absent}): give a new folder "
+                              "(it is created); --resume adds to a dataset this tool wrote")
+    if not resume:
+        raise ConversionError(f"{output} exists: pass --resume to add episodes to it, or choose another folder")
+    theirs = lerobot_io.dataset_tasks(output)
+    if theirs and task.instruction not in theirs:
+        held = ", ".join(f"{t.name}" if (t := catalog.find(i)) is not None and t.instruction == i else repr(i)
+                         for i in theirs)
+        raise ConversionError(f"--task {task.name} is not the task of {output}, which holds {held}: one dataset per "
+                              f"task; convert {task.name}'s bags into a folder of their own ({task.stage_dir})")
 
 
 def convert(inputs: list[str | Path], output: str | Path, task: str,
@@ -276,8 +301,7 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
     output = Path(output).resolve()
     parts_root = lerobot_io.sibling(output, "parts")
     lerobot_io.recover(output)
-    if output.exists() and not resume:
-        raise ConversionError(f"{output} exists: pass --resume to add episodes to it, or choose another folder")
+    check_output(output, task_entry, resume)
     if not resume:
         shutil.rmtree(parts_root, ignore_errors=True)
     try:

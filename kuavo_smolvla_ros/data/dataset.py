@@ -10,6 +10,7 @@ therefore always a complete dataset lerobot opens, whatever moment a run is kill
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -254,12 +255,81 @@ class PartWriter:
                     future.result()
 
 
+class NotADatasetError(DatasetError):
+    """A path where there is no LeRobot dataset at all (nothing there, a file, a folder without
+    ``meta/info.json``)."""
+
+
+def not_a_dataset(root: Path) -> str:
+    """Why there is no LeRobot dataset at ``root`` at all ("" if there is a folder with ``meta/info.json``).
+
+    Checked before lerobot is asked to open a local dataset: for a file it does not find, lerobot falls back to
+    downloading the repo id from the Hugging Face Hub (creating the folder, and failing offline with advice
+    to unset ``HF_HUB_OFFLINE``)."""
+    root = Path(root)
+    if not root.exists():
+        return "nothing there"
+    if not root.is_dir():
+        return "a file, not a folder"
+    if not (root / "meta" / "info.json").is_file():
+        return "an empty folder" if not any(root.iterdir()) else "a folder without meta/info.json"
+    return ""
+
+
+def dataset_problem(root: Path) -> str:
+    """Why lerobot could not open the dataset folder ``root`` from its metadata files ("" if they are there)."""
+    try:
+        info = json.loads((Path(root) / "meta" / "info.json").read_text())
+        if not isinstance(info, dict) or not {"codebase_version", "fps", "features"} <= info.keys():
+            raise ValueError("no codebase_version, fps and features")
+    except (OSError, ValueError) as err:
+        return f"meta/info.json is not LeRobot dataset info ({' '.join(str(err).split())})"
+    if info.get("total_tasks", 0) and not (Path(root) / "meta" / "tasks.parquet").is_file():
+        return "meta/tasks.parquet is missing: the dataset is incomplete"
+    if info.get("total_episodes", 0) and not any((Path(root) / "meta" / "episodes").rglob("*.parquet")):
+        return "meta/episodes/ has no parquet files: the dataset is incomplete"
+    return ""
+
+
+def open_error(root: Path, err: BaseException) -> str:
+    """One line for lerobot failing to open the local dataset at ``root`` with ``err``."""
+    if type(err).__module__.startswith("huggingface_hub"):  # it looked for a missing file on the Hub
+        return (f"lerobot cannot open {root}: a file it needs is missing (it then looked for the dataset on the "
+                f"Hugging Face Hub: {type(err).__name__})")
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return f"lerobot cannot open {root}: {' '.join(text.split())}"
+
+
+def check_dataset(root: Path) -> None:
+    """:class:`NotADatasetError` if there is no dataset at ``root`` (:func:`not_a_dataset`), :class:`DatasetError`
+    if its metadata files are not all there (:func:`dataset_problem`); lerobot is not asked."""
+    reason = not_a_dataset(root)
+    if reason:
+        raise NotADatasetError(f"no dataset at {root} ({reason})")
+    problem = dataset_problem(root)
+    if problem:
+        raise DatasetError(f"lerobot cannot open {root}: {problem}")
+
+
 def open_metadata(root: Path):
-    """lerobot's ``LeRobotDatasetMetadata`` of the dataset at ``root`` (local only; raises what lerobot raises
-    for a folder that is not a LeRobot dataset)."""
+    """lerobot's ``LeRobotDatasetMetadata`` of the dataset at ``root``, local only: :class:`NotADatasetError`
+    if there is none (:func:`check_dataset`; lerobot is then not asked, so nothing is created or downloaded),
+    :class:`DatasetError` (one line) if lerobot cannot open it."""
     from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
 
-    return LeRobotDatasetMetadata(REPO_ID, root=root)
+    check_dataset(root)
+    try:
+        return LeRobotDatasetMetadata(REPO_ID, root=root)
+    except Exception as err:
+        raise DatasetError(open_error(root, err)) from None
+
+
+def dataset_tasks(root: Path) -> list[str]:
+    """The task instructions of the dataset at ``root`` (:func:`open_metadata`), in task index order."""
+    tasks = open_metadata(root).tasks
+    if tasks is None:
+        return []
+    return [str(t) for t, _ in sorted(zip(tasks.index, tasks["task_index"], strict=True), key=lambda p: int(p[1]))]
 
 
 def image_shapes_of(root: Path) -> dict[str, tuple[int, int]]:

@@ -21,7 +21,7 @@ import numpy as np
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.data.config import TimeBreaks
 from kuavo_smolvla_ros.data.convert import REPORT_NAME
-from kuavo_smolvla_ros.data.dataset import REPO_ID, open_metadata, quiet_codecs
+from kuavo_smolvla_ros.data.dataset import REPO_ID, DatasetError, not_a_dataset, open_error, open_metadata, quiet_codecs
 from kuavo_smolvla_ros.features import ACTION, OBS_STATE
 
 #: Slack on the joint limits (rad / gripper units): recorded commands may touch a limit.
@@ -135,14 +135,21 @@ def validate(root: str | Path, max_gap_frames: int = MAX_GAP_FRAMES) -> Validati
     root = Path(root)
     result = Validation(root)
     findings = result.findings
+    absent = not_a_dataset(root)
+    if absent:  # lerobot is not asked: it would create the folder and look for the dataset on the Hub
+        findings.append(f"lerobot cannot open {root}: {absent}")
+        return result
     quiet_codecs()
     try:
+        meta = open_metadata(root)
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         dataset = LeRobotDataset(REPO_ID, root=root, video_backend="pyav")
-        meta = open_metadata(root)
+    except DatasetError as err:
+        findings.append(str(err))
+        return result
     except Exception as err:  # any failure to open is the finding
-        findings.append(f"lerobot cannot open {root}: {type(err).__name__}: {err}")
+        findings.append(open_error(root, err))
         return result
     result.episodes, result.frames, fps = meta.total_episodes, meta.total_frames, meta.fps
     for key in (OBS_STATE, ACTION):
