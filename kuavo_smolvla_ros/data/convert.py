@@ -244,25 +244,24 @@ def check_output(output: Path, task: Task, resume: bool) -> None:
     """:class:`ConversionError` (or ``DatasetError``) unless episodes of ``task`` may go into ``output``: a new
     folder (not named after another task's training folder), or with ``resume`` a LeRobot dataset of ``task``."""
     catalog = default_catalog()
+    if output.exists():
+        absent = lerobot_io.not_a_dataset(output)
+        if absent:
+            raise ConversionError(f"--output {output} exists and is not a LeRobot dataset ({absent}): give a new "
+                                  "folder (it is created); --resume adds to a dataset this tool wrote")
+        if not resume:
+            raise ConversionError(f"{output} exists: pass --resume to add episodes to it, or choose another folder")
+        theirs = lerobot_io.dataset_tasks(output)
+        if theirs and task.instruction not in theirs:
+            held = ", ".join(f"{t.name}" if (t := catalog.find(i)) is not None and t.instruction == i else repr(i)
+                             for i in theirs)
+            raise ConversionError(f"--task {task.name} is not the task of {output}, which holds {held}: one dataset "
+                                  f"per task; convert {task.name}'s bags into a folder of their own ({task.stage_dir})")
     named = catalog.find(output.name)
     if named is not None and named.stage_dir == output.name and named.id != task.id:
         raise ConversionError(f"--output {output.name} is the training folder of task {named.id} ({named.name}) but "
                               f"--task is {task.id} ({task.name}): training would take these episodes as "
                               f"{named.name}'s; name the folder {task.stage_dir}")
-    if not output.exists():
-        return
-    absent = lerobot_io.not_a_dataset(output)
-    if absent:
-        raise ConversionError(f"--output {output} exists and is not a LeRobot dataset ({absent}): give a new folder "
-                              "(it is created); --resume adds to a dataset this tool wrote")
-    if not resume:
-        raise ConversionError(f"{output} exists: pass --resume to add episodes to it, or choose another folder")
-    theirs = lerobot_io.dataset_tasks(output)
-    if theirs and task.instruction not in theirs:
-        held = ", ".join(f"{t.name}" if (t := catalog.find(i)) is not None and t.instruction == i else repr(i)
-                         for i in theirs)
-        raise ConversionError(f"--task {task.name} is not the task of {output}, which holds {held}: one dataset per "
-                              f"task; convert {task.name}'s bags into a folder of their own ({task.stage_dir})")
 
 
 def convert(inputs: list[str | Path], output: str | Path, task: str,
