@@ -126,8 +126,9 @@ def test_sim_robot_warns_about_misspelled_parameters_from_the_file_and_the_comma
         assert wait_until(lambda: "simulating task" in log.read_text() or process.poll() is not None, 60), (
             log.read_text()[-2000:])
     finally:
-        _stop(process)
+        code = _stop(process)
     text = log.read_text()
+    assert code == 0 and "[ERROR]" not in text and "Traceback" not in text, text[-2000:]  # Ctrl-C is quiet
     unknown = "unknown parameter {!r} (params file or command line) is ignored: did you mean {!r}?"
     assert unknown.format("auto_resett", "auto_reset") in text
     assert unknown.format("jpeg_qualty", "jpeg_quality") in text

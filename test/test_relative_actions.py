@@ -115,6 +115,10 @@ def test_an_old_relative_checkpoint_is_refused_with_the_command_that_converts_it
      f"{POST}: step 0 {ABSOLUTE_STEP} comes before step 1 unnormalizer_processor"),
     (lambda pre, post: (pre + [s for s in pre if s["registry_name"] == RELATIVE_STEP], post),
      f"{PRE}: more than one enabled {RELATIVE_STEP} step"),
+    (lambda pre, post: (pre + [s for s in post if s["registry_name"] == ABSOLUTE_STEP], post),
+     f"{PRE}: step 7 {ABSOLUTE_STEP} does not belong in this pipeline"),
+    (lambda pre, post: (pre, post + [s for s in pre if s["registry_name"] == RELATIVE_STEP]),
+     f"{POST}: step 3 {RELATIVE_STEP} does not belong in this pipeline"),
 ])
 def test_pipelines_that_would_predict_wrongly_are_refused(copy, damage, match, capsys):
     pre, post = damage(_steps(copy, PRE), _steps(copy, POST))

@@ -17,11 +17,12 @@ def test_wilson_interval_values():
 def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval"
     args = [str(tiny_checkpoint), "--tasks", "sorting", "weighing", "--episodes", "2", "--latency-ticks", "2",
-            "--output", str(out), "--quiet"]
+            "--chunk-transition", "rtc", "--output", str(out), "--quiet"]
     assert main(args) == 0
     shown = capsys.readouterr().out
     report = json.loads((out / "sim_eval.json").read_text())
     assert report["latency_ticks"] == 2 and report["n_action_steps"] == 8 and report["first_seed"] == 100_000
+    assert report["chunk_transition"] == "rtc"
     assert list(report["success"]) == ["sorting", "weighing"]
     for task, summary in report["success"].items():
         assert summary["episodes"] == 2 and 0 <= summary["ci95"][0] <= summary["success"] <= summary["ci95"][1]
@@ -39,6 +40,10 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
     (["--tasks", "juggling"], "unknown task 'juggling'"),
     (["--episodes", "0"], "--episodes must be >= 1"),
     (["--latency-ticks", "0"], "--latency-ticks must be >= 1"),
+    (["--first-seed", "-5"], "--first-seed must be >= 0"),
+    (["--tasks", "sorting", "4"], "--tasks names sorting more than once"),
+    (["--chunk-transition", "smooth"], "invalid choice: 'smooth'"),
+    (["--output", __file__], "exists and is not a folder"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tiny_checkpoint, args, message, capsys):
     with pytest.raises(SystemExit) as exited:

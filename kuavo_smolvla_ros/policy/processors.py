@@ -105,10 +105,16 @@ def pipeline_action_mode(folder: Path, preprocessor: Mapping[str, Any], postproc
     Raises :class:`CheckpointError` (naming the file and the step) for a pipeline lerobot would run to a
     wrong result: one step without its pair (lerobot returns ``action - state``, or raises at the first
     prediction), the relative step after the normaliser (it would subtract the normalised state), the
-    absolute step before the unnormaliser, or a step twice."""
+    absolute step before the unnormaliser, a step twice, or a step in the other file."""
     pre, post = _steps(preprocessor), _steps(postprocessor)
     relative, absolute = _enabled(pre, RELATIVE_STEP), _enabled(post, ABSOLUTE_STEP)
     pre_file, post_file = folder / PREPROCESSOR_FILE, folder / POSTPROCESSOR_FILE
+    for steps, where, stray in ((pre, pre_file, ABSOLUTE_STEP), (post, post_file, RELATIVE_STEP)):
+        index = _position(steps, stray)
+        if index is not None:  # lerobot would run it there (an absolute step without its pair raises)
+            raise CheckpointError(f"{where}: step {index} {stray} does not belong in this pipeline (the "
+                                  f"{RELATIVE_STEP} goes in {PREPROCESSOR_FILE}, the {ABSOLUTE_STEP} in "
+                                  f"{POSTPROCESSOR_FILE}): remove it")
     if not relative and not absolute:
         return "absolute"
     if len(relative) > 1 or len(absolute) > 1:

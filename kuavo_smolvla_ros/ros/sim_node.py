@@ -221,6 +221,8 @@ class SimNode(Node):
                 if self.sim_time - self._done_at >= AUTO_RESET_DELAY_S:
                     self._reset()
         except Exception as err:  # a bug here must not stop the simulated robot
+            if not self.context.ok():  # a tick that ran into Ctrl-C's shutdown: nothing to report
+                return
             self.get_logger().error(f"simulation tick failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
 
     def _log_outcome(self) -> None:

@@ -29,6 +29,11 @@ def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exceptio
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # Ctrl-C shuts the context down from rclpy's signal handler: a spin in progress then fails with
+        # "context is not valid" (RCLError). That is the requested stop; anything else is a real failure.
+        if node.context.ok():
+            raise
     finally:
         executor.shutdown()
         node.destroy_node()

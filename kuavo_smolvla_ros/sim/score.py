@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kuavo-sim-eval",
         description="Score a checkpoint in the simulator, in simulated time, through the policy node's executor: "
-                    "success per task with a 95%% interval; writes sim_eval.json and sim_eval.png.",
+                    "success per task with a 95% interval; writes sim_eval.json and sim_eval.png.",
         epilog="exit codes: 0 scored; 2 the checkpoint or an argument is refused")
     parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (what kuavo-smolvla-inspect accepts)")
     parser.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the evaluation seeds, far from the recorded demonstrations')")
     parser.add_argument("--noise-seed", type=int, default=0, help="seed of the flow-matching noise streams (default 0)")
     parser.add_argument("--num-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    parser.add_argument("--chunk-transition", choices=("blend", "rtc"), default="blend",
+                        help="how chunks join, as the node's chunk_transition parameter (default blend)")
+    parser.add_argument("--blend-steps", type=int, default=2, help="actions blended at a seam (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--output", type=Path, default=None,
                         help="folder for sim_eval.json and sim_eval.png (default: outputs/sim_eval/<checkpoint>)")
@@ -83,10 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --episodes must be >= 1, got {args.episodes}\n")
     if args.latency_ticks is not None and args.latency_ticks < 1:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --latency-ticks must be >= 1, got {args.latency_ticks}\n")
+    if args.first_seed is not None and args.first_seed < 0:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --first-seed must be >= 0, got {args.first_seed}\n")
+    if args.blend_steps < 0:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --blend-steps must be >= 0, got {args.blend_steps}\n")
+    if args.output is not None and args.output.exists() and not args.output.is_dir():
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output} exists and is not a folder\n")
     try:
         tasks = list(catalog) if args.tasks == ["all"] else [catalog.get(t) for t in args.tasks]
     except (KeyError, ValueError) as err:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: {err.args[0]}\n")
+    repeated = sorted({t.name for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --tasks names {', '.join(repeated)} more than once\n")
     return score(args, tasks)
 
 
@@ -104,15 +116,21 @@ def score(args: argparse.Namespace, tasks: list) -> int:
     except (CheckpointError, ValueError, RuntimeError) as err:
         print(f"kuavo-sim-eval: error: {err}", file=sys.stderr)
         return EXIT_REFUSED
-    execution = ExecutionSettings(n_action_steps=runtime.n_action_steps)
+    execution = ExecutionSettings(n_action_steps=runtime.n_action_steps, chunk_transition=args.chunk_transition,
+                                  blend_steps=args.blend_steps)
+    output = args.output or Path("outputs") / "sim_eval" / runtime.info.path.name
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"kuavo-sim-eval: error: --output {output}: {err.strerror}", file=sys.stderr)
+        return EXIT_REFUSED
     latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
     first_seed = EVAL_SEED_BASE if args.first_seed is None else args.first_seed
     results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
                        progress=not args.quiet, latency_ticks=latency, execution=execution)
     summary = summarise(results)
-    output = args.output or Path("outputs") / "sim_eval" / runtime.info.path.name
-    output.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
+              "chunk_transition": execution.chunk_transition, "blend_steps": execution.blend_steps,
               "n_action_steps": runtime.n_action_steps, "control_rate_hz": execution.rate_hz,
               "first_seed": first_seed, "noise_seed": args.noise_seed, "success": summary,
               "episodes": {task: [episode_record(r) for r in runs] for task, runs in results.items()}}
@@ -122,7 +140,7 @@ def score(args: argparse.Namespace, tasks: list) -> int:
     plot_closed_loop(trajectories, {runtime.info.path.name: {t: s["success"] for t, s in summary.items()}},
                      output / "sim_eval.png")
     print(f"{runtime.info.path}: {args.episodes} episodes per task, model latency {latency} tick(s) at "
-          f"{execution.rate_hz:g} Hz, {runtime.num_steps} steps")
+          f"{execution.rate_hz:g} Hz, {runtime.num_steps} steps, chunk transition {execution.chunk_transition}")
     for task, s in summary.items():
         low, high = s["ci95"]
         print(f"  {task:<14} {s['successes']:>3}/{s['episodes']:<3} {100 * s['success']:5.1f}%  "
