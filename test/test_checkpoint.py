@@ -142,3 +142,16 @@ def test_inspect_command_line(tiny_checkpoint, checkpoint_copy, capsys):
     _edit_config(checkpoint_copy, type="pi0")
     assert main([str(checkpoint_copy)]) == 1
     assert "policy type is 'pi0'" in capsys.readouterr().err
+
+
+def test_every_checkpoint_file_is_readable_by_the_robots_user(tiny_checkpoint):
+    """safetensors writes 0600; a checkpoint copied with ``rsync -a`` to a robot whose node runs as another
+    user must stay readable: every file gets what the umask allows for new files (0644 under umask 022)."""
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p for p in tiny_checkpoint.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(0o666 & ~mask) for p in files}

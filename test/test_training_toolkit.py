@@ -311,3 +311,17 @@ def test_training_help_lists_every_setting_with_its_help(script):
     undocumented = [lines[i].strip() for i in settings if i + 1 >= len(lines) or not lines[i + 1].startswith(" " * 8)]
     assert not undocumented, f"settings without help text: {undocumented}"
     assert "hydra" not in {lines[i].strip().split(" ")[0].split(".")[0] for i in settings}
+
+
+def test_training_help_of_a_derived_config_shows_its_values():
+    """``--config-name demo_tiny --help``: the base config's settings, explained, with demo_tiny's values."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "train_sequential.py"), "--config-name",
+                             "demo_tiny", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "  stages = all" in lines and "  batch_size = 32" in lines and "  stage_overrides.lr = 1.0e-3" in lines
+    assert lines[lines.index("  batch_size = 32") + 1].strip() == "global batch (split over torchrun processes)"
+    assert "  pretrained_path = ???" in lines  # from the base config

@@ -1,8 +1,8 @@
-"""Reflow distillation of the final multi-task SmolVLA into a 1-2 step student (Hydra).
+r"""Reflow distillation of the final multi-task SmolVLA into a 1-2 step student (Hydra).
 
     python training/train_reflow.py teacher=outputs/train/smolvla_sequential/task4_sorting/best data_root=datasets
     python training/train_reflow.py teacher_model_path=/ckpt/best num_steps=1 steps=20000 batch_size=64 \
-        lr=2e-5 save_freq=2000 output_dir=outputs/train/reflow device=cuda
+        lr=2e-5 save_freq=2000 output_dir=outputs/train/smolvla_reflow device=cuda
 
 The teacher's VLM is loaded once and shared, frozen, with the student; the student trains the action expert
 and its projections. Configs: training/configs/reflow_base.yaml (the curriculum comes from the sequential

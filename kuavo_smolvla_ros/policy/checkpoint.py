@@ -188,6 +188,17 @@ class CheckpointInfo:
 
 
 # --------------------------------------------------------------------------------------------- files
+def share_files(folder: str | Path) -> None:
+    """Give every file in ``folder`` (recursively) the permissions the process's umask allows for new files
+    (e.g. 0644): safetensors writes its files 0600, which a robot's node running as another user after an
+    ``rsync -a`` could not read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
+
+
 def resolve_checkpoint_dir(path: str | Path) -> Path:
     """The policy folder for ``path``: itself, its ``pretrained_model/`` (a lerobot-train step
     folder) or ``checkpoints/last/pretrained_model/`` (a lerobot-train output folder)."""

@@ -30,6 +30,7 @@ from kuavo_smolvla_ros.policy.checkpoint import (
     CheckpointMetadata,
     installed_lerobot_version,
     make_portable,
+    share_files,
 )
 from kuavo_smolvla_ros.tasks import default_catalog
 
@@ -270,6 +271,7 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
         lerobot_version=installed_lerobot_version(),
     ).save(output_dir)
     make_portable(output_dir, vlm_dir)
+    share_files(output_dir)
     return output_dir
 
 

@@ -67,7 +67,8 @@ class NodeSettings:
     camera_width: int = param(0, "image width the checkpoint was trained at, pixels (0: the checkpoint's; another "
                                  "value is refused)", range=(0, 8192))
     control_rate_hz: float = param(0.0, "rate at which actions are published (0: the robot profile's fps, 10 Hz "
-                                        "for Kuavo; works up to 30 Hz)", range=(0.0, 200.0), safety=True)
+                                        "for Kuavo; tested up to 30 Hz: the model must keep up)",
+                                   range=(0.0, 200.0), safety=True)
     blend_steps: int = param(2, "actions blended linearly at the seam between two chunks (chunk_transition "
                                 "blend)", range=(0, 50))
     chunk_transition: str = param("blend", "how chunks join: blend (a linear blend over blend_steps) or rtc "

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from kuavo_smolvla_ros.atomic import replace_dir, write_json
-from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, installed_lerobot_version, make_portable
+from kuavo_smolvla_ros.policy.checkpoint import (
+    CheckpointMetadata,
+    installed_lerobot_version,
+    make_portable,
+    share_files,
+)
 from kuavo_smolvla_ros.policy.processors import action_mode_of
 
 #: The progress dict (epoch/step, best score, history...) inside ``training_state/``.
@@ -83,6 +88,7 @@ def write_checkpoint(target: Path, policy, preprocessor, postprocessor, metadata
         save_scheduler_state(scheduler, state_dir)
         save_rng_state(state_dir)
         write_json(state_dir / STATE_FILE, progress)
+    share_files(tmp)  # safetensors writes 0600: readable by the robot's user after a copy
     replace_dir(tmp, target)
     return target
 
