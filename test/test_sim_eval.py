@@ -56,3 +56,16 @@ def test_a_refused_checkpoint_exits_2(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kuavo-sim-eval: error: checkpoint") and "does not exist" in err[0]
+
+
+def test_two_best_folders_get_two_default_reports(tiny_checkpoint, tmp_path, monkeypatch):
+    """The README scores task4_sorting/best and smolvla_reflow/best: their default folders differ."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    for run in ("task4_sorting", "smolvla_reflow"):
+        shutil.copytree(tiny_checkpoint, tmp_path / run / "best")
+        assert main([str(tmp_path / run / "best"), "--tasks", "sorting", "--episodes", "1", "--latency-ticks", "1",
+                     "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "outputs" / "sim_eval").iterdir()) == [
+        "smolvla_reflow_best", "task4_sorting_best"]

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blend-steps", type=int, default=2, help="actions blended at a seam (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--output", type=Path, default=None,
-                        help="folder for sim_eval.json and sim_eval.png (default: outputs/sim_eval/<checkpoint>)")
+                        help="folder for sim_eval.json and sim_eval.png "
+                             "(default: outputs/sim_eval/<parent>_<checkpoint folder>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.episodes < 1:
@@ -118,7 +119,8 @@ def score(args: argparse.Namespace, tasks: list) -> int:
         return EXIT_REFUSED
     execution = ExecutionSettings(n_action_steps=runtime.n_action_steps, chunk_transition=args.chunk_transition,
                                   blend_steps=args.blend_steps)
-    output = args.output or Path("outputs") / "sim_eval" / runtime.info.path.name
+    # the folder and its parent: task4_sorting/best and smolvla_reflow/best must not overwrite each other
+    output = args.output or Path("outputs") / "sim_eval" / f"{runtime.info.path.parent.name}_{runtime.info.path.name}"
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as err:
