@@ -58,16 +58,21 @@ class SimWorld:
         self._closed = {arm: False for arm in ARMS}
 
     # ------------------------------------------------------------------------------- episodes
-    def reset(self, task: Task | str, seed: int) -> EpisodeInfo:
-        """Home pose, grippers open, a new object position drawn from ``seed``, the task's scene."""
-        task = task if isinstance(task, Task) else default_catalog().get(task)
+    def reset(self, task: Task | str, seed: int, scene: Scene | None = None,
+              object_start: np.ndarray | None = None) -> EpisodeInfo:
+        """Home pose, grippers open, a new object position drawn from ``seed``, the task's scene. ``scene``
+        and ``object_start`` (table xy, m) replace the task list's scene and the conveyor draw (the pretraining
+        primitives of :mod:`kuavo_smolvla_ros.sim.primitives`)."""
+        if not isinstance(task, Task):
+            task = default_catalog().get(task)
         rng = np.random.default_rng(seed)
         self.arms.reset()
         self.time = 0.0
-        self.object = scenes.object_start(rng)
+        self.object = (scenes.object_start(rng) if object_start is None
+                       else np.asarray(object_start, dtype=np.float64).copy())
         self.holders = []
         self._closed = {arm: False for arm in ARMS}
-        self.episode = EpisodeInfo(task, scenes.scene_for(task), seed, self.object.copy())
+        self.episode = EpisodeInfo(task, scene or scenes.scene_for(task), seed, self.object.copy())
         return self.episode
 
     @property
