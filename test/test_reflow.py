@@ -208,8 +208,7 @@ def test_a_bad_teacher_fails_before_any_work_with_a_clear_message(curriculum, tm
     out = tmp_path / "out"
     result = distil(f"teacher={tmp_path / 'missing'}", f"data_root={root / 'data'}", f"output_dir={out}")
     assert result.returncode == 2
-    assert f"error: teacher_model_path {tmp_path / 'missing'}: checkpoint {tmp_path / 'missing'} does not exist" \
-        in result.stderr
+    assert f"error: teacher={tmp_path / 'missing'}: checkpoint {tmp_path / 'missing'} does not exist" in result.stderr
     assert "Traceback" not in result.stderr and "Reducing the number of VLM layers" not in result.stdout
     assert not (out / "pairs").exists() and not (out / "last").exists()
     not_a_checkpoint = distil(f"teacher={root / 'data'}", f"data_root={root / 'data'}", f"output_dir={out}")

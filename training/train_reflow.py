@@ -29,5 +29,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from kuavo_smolvla_ros.training.cli import help_or_run
+    from kuavo_smolvla_ros.training.reflow_config import check_config
 
-    help_or_run(main, CONFIGS / "reflow_base.yaml", "python training/train_reflow.py", __doc__)
+    help_or_run(main, CONFIGS / "reflow_base.yaml", "python training/train_reflow.py", __doc__, check_config)

@@ -27,5 +27,7 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from kuavo_smolvla_ros.training.cli import help_or_run
+    from kuavo_smolvla_ros.training.sequential_config import check_config
 
-    help_or_run(main, CONFIGS / "smolvla_sequential_base.yaml", "python training/train_sequential.py", __doc__)
+    help_or_run(main, CONFIGS / "smolvla_sequential_base.yaml", "python training/train_sequential.py", __doc__,
+                check_config)

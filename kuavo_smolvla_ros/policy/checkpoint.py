@@ -770,8 +770,13 @@ def checkpoint_action_mode(folder: Path, pipelines: dict[str, dict[str, Any]] | 
             f"{folder / METADATA_FILE}: action_mode 'relative', but {folder / PREPROCESSOR_FILE} has no "
             f"{RELATIVE_STEP} step: written before relative actions were lerobot processor steps (lerobot's "
             f"loader would return action - state); convert it with: {UPGRADE_COMMAND.format(folder=folder)}")
+    if "action_mode" not in _read_json(folder / METADATA_FILE):  # the dataclass default, not the file's
+        raise CheckpointError(
+            f"{folder / METADATA_FILE} records no action_mode, but the processors convert actions as {mode!r} "
+            f"({PREPROCESSOR_FILE}, {POSTPROCESSOR_FILE}): add \"action_mode\": \"{mode}\" to {METADATA_FILE}")
     raise CheckpointError(f"{folder / METADATA_FILE}: action_mode {metadata.action_mode!r}, but the processors "
-                          f"convert actions as {mode!r} ({PREPROCESSOR_FILE}, {POSTPROCESSOR_FILE})")
+                          f"convert actions as {mode!r} ({PREPROCESSOR_FILE}, {POSTPROCESSOR_FILE}): set "
+                          f"\"action_mode\": \"{mode}\" there if the processors are right")
 
 
 def upgrade_relative(folder: str | Path) -> bool:

@@ -1,5 +1,11 @@
 """What the Hydra front ends in ``training/`` share: a resolved config in, one ``error:`` line and exit code 2
-for a configuration or training problem (no traceback), the run's own result otherwise."""
+for a configuration or training problem (no traceback), the run's own result otherwise.
+
+Before Hydra runs (and creates its log folder under the output folder), :func:`help_or_run` composes the
+config itself and checks it (an unknown config name, an override Hydra refuses, a value of the wrong type, a
+missing teacher, checkpoint or dataset), so such a mistake ends in one line, exit code 2 and no folder; a run
+that fails later removes the log folder Hydra made for it, and the folders above it that it created.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+#: Ancestors of Hydra's run folder that did not exist before this run (deepest first), set by help_or_run.
+_CREATED: list[Path] = []
+#: Hydra's own files in its run folder: the job's log and the .hydra/ config copies.
+_HYDRA_FILES = (".hydra",)
 
 
 def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any:
@@ -27,7 +38,123 @@ def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any
     try:
         return run(OmegaConf.to_container(cfg, resolve=True), configs_dir)
     except (TrainingConfigError, TrainingError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, TrainingConfigError | CheckpointError):  # a failed start leaves no folder behind
+            _remove_hydra_folder()
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _one_line(err: BaseException) -> str:
+    """``err``'s message on one line (a multi-line message's lines joined)."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _remove_hydra_folder() -> None:
+    """Remove the run folder Hydra created for this run when it holds nothing but Hydra's own files (its log and
+    .hydra/), then the folders above it that this run created, while they are empty."""
+    import shutil
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # not under Hydra (a test calling run_or_exit directly)
+        return
+    if run_dir.is_dir() and all(p.name in _HYDRA_FILES or p.suffix == ".log" for p in run_dir.iterdir()):
+        import logging
+
+        logging.shutdown()  # the log file's handler lets go of it
+        shutil.rmtree(run_dir, ignore_errors=True)
+    for folder in _CREATED:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            break
+
+
+def _hydra_overrides(args: list[str]) -> list[str] | None:
+    """The KEY=VALUE overrides of a command line, or None when it has flags other than the config name (Hydra's
+    own modes, --cfg, -m ...: left to Hydra)."""
+    overrides, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--config-name", "-cn"):
+            skip = True
+            continue
+        if arg.startswith(("--config-name=", "-cn=")):
+            continue
+        if arg.startswith("-"):
+            return None
+        overrides.append(arg)
+    return overrides
+
+
+def _compose(config: Path, overrides: list[str]):
+    """The config ``config`` with ``overrides`` as Hydra composes it (Hydra's own section included), or
+    :class:`TrainingConfigError` with Hydra's reason on one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+
+    try:
+        with initialize_config_dir(config_dir=str(config.parent), version_base="1.3"):
+            return compose(config_name=config.stem, overrides=overrides, return_hydra_config=True)
+    except Exception as err:  # hydra's override, composition and missing-key errors
+        message = _one_line(err)
+        bare = [o for o in overrides if "=" not in o and not o.startswith("~")]
+        if bare and "missing EQUAL" in message:
+            raise TrainingConfigError(
+                f"{bare[0]!r} is not a setting: settings are KEY=VALUE (e.g. batch_size=32); a config is chosen "
+                "with --config-name NAME (--help lists the settings)") from None
+        if "To append to your config use +" in message or "not in struct" in message:
+            key = next((o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0] in message), None)
+            message = f"{key or 'an override'}: no such setting in {config.name} (--help lists the settings)"
+        raise TrainingConfigError(message) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _missing_ancestors(cfg) -> list[Path]:
+    """The folders above Hydra's run folder (``hydra.run.dir``) that do not exist yet, deepest first."""
+    from hydra.core.utils import setup_globals
+    from omegaconf import OmegaConf
+
+    setup_globals()  # the ${now:...} resolver
+    try:
+        run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
+    except Exception:
+        return []
+    return [folder for folder in run_dir.parents if not folder.exists()]
+
+
+def check_first(config: Path, check: Callable[[dict, Path], Any]) -> None:
+    """Compose ``config`` with the command line's overrides as Hydra will and run ``check(resolved config
+    without Hydra's section, configs dir)`` on it; a problem prints ``error: ...`` and exits with 2 before
+    Hydra creates anything. Records the folders Hydra's run folder will create (removed if the run fails to
+    start). A command line with Hydra's own flags is left to Hydra."""
+    overrides = _hydra_overrides(sys.argv[1:])
+    if overrides is None:
+        return
+    from omegaconf import OmegaConf
+
+    from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+
+    try:
+        cfg = _compose(config, overrides)
+        _CREATED[:] = _missing_ancestors(cfg)
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain.pop("hydra", None)
+        try:
+            plain = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+        except Exception as err:  # an interpolation that does not resolve
+            raise TrainingConfigError(_one_line(err)) from None
+        check(plain, config.parent)
+    except (TrainingConfigError, CheckpointError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -90,19 +217,27 @@ def config_help(config: Path, usage: str, doc: str) -> str:
             "set any as KEY=VALUE, nested ones as a.b=VALUE; --hydra-help: Hydra's own options):\n" + "\n".join(rows))
 
 
-def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str) -> Any:
+def _known_configs(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
+                check: Callable[[dict, Path], Any] | None = None) -> Any:
     """Print :func:`config_help` (of the ``--config-name``/``-cn`` config when one is given) and exit 0 on
-    ``--help``/``-h``; else run the Hydra ``main``."""
+    ``--help``/``-h``; else check the config first (:func:`check_first`, with ``check``) and run the Hydra
+    ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2."""
     args = sys.argv[1:]
+    for flag in ("--config-name", "-cn"):
+        named = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+        named += [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag]
+        if named:
+            config = config.parent / f"{named[-1].removesuffix('.yaml')}.yaml"
+    if not config.is_file():
+        print(f"error: no config {config} (--config-name: one of {_known_configs(config.parent)})", file=sys.stderr)
+        sys.exit(2)
     if {"--help", "-h"} & set(args):
-        for flag in ("--config-name", "-cn"):
-            named = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
-            named += [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag]
-            if named:
-                config = config.parent / f"{named[-1].removesuffix('.yaml')}.yaml"
-        if not config.is_file():
-            print(f"error: no config {config}", file=sys.stderr)
-            sys.exit(2)
         print(config_help(config, usage, doc))
         sys.exit(0)
+    if check is not None:
+        check_first(config, check)
     return main()

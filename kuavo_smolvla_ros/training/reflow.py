@@ -30,7 +30,7 @@ from kuavo_smolvla_ros.atomic import write_json
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata
 from kuavo_smolvla_ros.policy.runtime import load_processors
-from kuavo_smolvla_ros.training.common.checkpoints import start_progress, write_checkpoint
+from kuavo_smolvla_ros.training.common.checkpoints import start_progress, write_checkpoint, written_checkpoints
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 from kuavo_smolvla_ros.training.common.loop import autocast, tensorboard_writer
 from kuavo_smolvla_ros.training.common.optim import Optimisation
@@ -338,4 +338,10 @@ def run(cfg: Mapping[str, Any], configs_dir: Path) -> dict[str, Any]:
             f"-> {config.output_dir / 'best'}" if best else f"[reflow] done -> {config.output_dir / 'best'}")
     LOG.info(line)
     print(line)
+    for folder in written_checkpoints(config.output_dir):
+        what = {"best": "best (the student to use)", "last": "last (with the training state to resume)"}.get(
+            folder.name, folder.name)
+        LOG.info("[reflow] checkpoint %s: %s", what, folder)
+        if not LOG.hasHandlers():  # outside Hydra (which logs to the console): still shown
+            print(f"[reflow] checkpoint {what}: {folder}")
     return results

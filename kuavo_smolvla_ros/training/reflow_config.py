@@ -18,8 +18,11 @@ from kuavo_smolvla_ros.policy.checkpoint import CheckpointError, CheckpointInfo,
 from kuavo_smolvla_ros.training.common.config import (
     OptimConfig,
     data_cache_setting,
+    device_setting,
+    flag_setting,
     number_setting,
     optim_config,
+    seed_setting,
 )
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 
@@ -74,25 +77,34 @@ class ReflowConfig:
                 "trained": "action expert and projections; VLM shared with the frozen teacher"}
 
 
-def teacher_path(cfg: Mapping[str, Any]) -> str:
-    """``teacher`` or ``teacher_model_path`` (the same setting under the users' older name)."""
+def teacher_setting(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """(key, path): ``teacher`` or ``teacher_model_path`` (the same setting under the users' older name),
+    with the key the user set, for messages."""
     short, long = cfg.get("teacher"), cfg.get("teacher_model_path")
     if short and long and str(short) != str(long):
         raise TrainingConfigError(f"teacher={short} and teacher_model_path={long} disagree: set one of them")
-    path = short or long
-    if not path or path == "???":
+    if not (short or long) or (short or long) == "???":
         raise TrainingConfigError("no teacher: set teacher=PATH (or teacher_model_path=PATH) to the final "
                                   "multi-task checkpoint, e.g. outputs/train/smolvla_sequential/task4_sorting/best")
-    return str(path)
+    return ("teacher", str(short)) if short else ("teacher_model_path", str(long))
+
+
+def teacher_path(cfg: Mapping[str, Any]) -> str:
+    """``teacher`` or ``teacher_model_path`` (the same setting under the users' older name)."""
+    return teacher_setting(cfg)[1]
 
 
 def open_teacher(cfg: Mapping[str, Any]) -> CheckpointInfo:
-    """The teacher checkpoint, checked from its files alone (nothing is built or read beyond headers)."""
-    path = teacher_path(cfg)
+    """The teacher checkpoint, checked from its files alone (nothing is built or read beyond headers); an error
+    names the key that was set (``teacher`` or ``teacher_model_path``) and the path."""
+    key, path = teacher_setting(cfg)
+    if not Path(path).exists():
+        raise TrainingConfigError(f"{key}={path}: checkpoint {path} does not exist (set {key} to the final "
+                                  "multi-task checkpoint, e.g. outputs/train/smolvla_sequential/task4_sorting/best)")
     try:
         return inspect_checkpoint(path, cfg.get("vlm_path"))
     except CheckpointError as err:
-        raise TrainingConfigError(f"teacher_model_path {path}: {err}") from None
+        raise TrainingConfigError(f"{key}={path}: {err}") from None
 
 
 def legacy_notes(cfg: Mapping[str, Any]) -> tuple[str, ...]:
@@ -129,6 +141,14 @@ def reflow_config(cfg: Mapping[str, Any]) -> ReflowConfig:
     steps = number_setting(cfg, "steps")
     data_cache = data_cache_setting(cfg)
     pairs, validation = cfg.get("pairs") or {}, cfg.get("validation") or {}
+    for block, value in (("pairs", pairs), ("validation", validation)):
+        if not isinstance(value, Mapping):
+            raise TrainingConfigError(f"{block} must be a mapping of settings, got {value!r}")
+    curriculum = cfg.get("curriculum")
+    if not isinstance(curriculum, list | tuple) or not curriculum:
+        raise TrainingConfigError(f"curriculum must be a list of task files, got {curriculum!r}")
+    if not cfg.get("data_root"):
+        raise TrainingConfigError("data_root is not set: point it at the folder holding the converted datasets")
     batch_size = number_setting(cfg, "batch_size")
     if not cfg.get("output_dir"):
         raise TrainingConfigError("output_dir is not set")
@@ -145,8 +165,31 @@ def reflow_config(cfg: Mapping[str, Any]) -> ReflowConfig:
         pairs_max_frames=number_setting(cfg, "pairs.max_frames_per_task", allow_none=True),
         pairs_batch_size=number_setting(cfg, "pairs.batch_size", allow_none=True) or batch_size,
         pairs_cache_dir=Path(pairs["cache_dir"]) if pairs.get("cache_dir") else None,
-        seed=int(cfg.get("seed", 1000)), device=str(cfg.get("device", "cpu")), bf16=bool(cfg.get("bf16", False)),
+        seed=seed_setting(cfg), device=device_setting(cfg), bf16=flag_setting(cfg, "bf16"),
         num_workers=number_setting(cfg, "num_workers", allow_zero=True), data_cache=data_cache,
         data_cache_dir=Path(cfg["data_cache_dir"]) if cfg.get("data_cache_dir") else None,
         vlm_path=cfg.get("vlm_path"), notes=notes + tuple(
             [] if validation.get("every_steps") else ["validation.every_steps=0: no validation; best/ is the last"]))
+
+
+def check_config(cfg: Mapping[str, Any], configs_dir: Path) -> ReflowConfig:
+    """Everything about a resolved reflow config that can be checked before Hydra creates a folder and anything
+    heavy loads (``training/cli.py`` runs it first): :func:`reflow_config` (the teacher first), the curriculum's
+    task files and a dataset for every task under ``data_root``. Raises :class:`TrainingConfigError`."""
+    from kuavo_smolvla_ros.training.curriculum import load_curriculum
+
+    if cfg.get("vlm_path") and not Path(str(cfg["vlm_path"])).is_dir():
+        raise TrainingConfigError(f"vlm_path: no folder {cfg['vlm_path']} (a local SmolVLM2 folder, or null to use "
+                                  "the one the teacher records or ships)")
+    config = reflow_config(cfg)
+    if config.device != "cpu":
+        from kuavo_smolvla_ros.training.common.loop import check_device
+
+        check_device(config.device)
+    for stage in load_curriculum(configs_dir, list(config.curriculum), config.data_root):
+        if not (stage.dataset / "meta" / "info.json").is_file():
+            raise TrainingConfigError(
+                f"stage {stage.number} ({stage.task.name}): no LeRobot dataset at {stage.dataset} (meta/info.json "
+                f"missing): set data_root to the folder holding the converted datasets (now {config.data_root}), "
+                "or convert the bags with kuavo-rosbag-to-lerobot")
+    return config

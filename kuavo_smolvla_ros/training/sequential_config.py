@@ -13,8 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
-from kuavo_smolvla_ros.training.common.config import OptimConfig, data_cache_setting, optim_config
+from kuavo_smolvla_ros.training.common.config import (
+    OptimConfig,
+    data_cache_setting,
+    device_setting,
+    flag_setting,
+    number_setting,
+    optim_config,
+    seed_setting,
+)
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+
+#: ``validation.select_best_by`` values: the stage's own task, or the mean over every task seen so far.
+SELECT_BEST_BY = ("current", "mean_seen")
 
 
 @dataclass
@@ -50,21 +61,140 @@ class Settings:
 
 
 def settings_from(cfg: Mapping[str, Any]) -> Settings:
-    """The :class:`Settings` of a resolved base config. Raises :class:`TrainingConfigError` for an
-    ``action_mode`` or ``data_cache`` it does not know and for unusable ``optimizer``/``scheduler`` values, and
-    ``KeyError`` for a run-wide key missing from ``cfg`` (the base config has every one)."""
+    """The :class:`Settings` of a resolved base config. Raises :class:`TrainingConfigError` naming the key, the
+    value and what is expected for a value that cannot be used (``batch_size=abc``, ``seed=-1``,
+    ``device=tpu``, ``bf16=maybe``, an ``action_mode`` or ``data_cache`` it does not know, unusable
+    ``optimizer``/``scheduler`` values), and ``KeyError`` for a run-wide key missing from ``cfg`` (the base
+    config has every one)."""
     validation = cfg["validation"]
+    if not isinstance(validation, Mapping):
+        raise TrainingConfigError(f"validation must be a mapping of settings, got {validation!r}")
     action_mode = cfg.get("action_mode")
     if action_mode is not None and action_mode not in ACTION_MODES:
         raise TrainingConfigError(f"action_mode must be null (the checkpoint's) or one of {ACTION_MODES}, "
                                   f"got {action_mode!r}")
     data_cache = data_cache_setting(cfg)
+    select_best_by = str(validation["select_best_by"])
+    if select_best_by not in SELECT_BEST_BY:
+        raise TrainingConfigError(f"validation.select_best_by must be one of {SELECT_BEST_BY}, "
+                                  f"got {validation['select_best_by']!r}")
+    _check_policy(cfg["policy"])
+    if not cfg.get("output_root"):
+        raise TrainingConfigError("output_root is not set: the folder the stages' checkpoints go to")
     return Settings(
-        output_root=Path(cfg["output_root"]), seed=int(cfg["seed"]), device=str(cfg["device"]), bf16=bool(cfg["bf16"]),
-        batch_size=int(cfg["batch_size"]), num_workers=int(cfg["num_workers"]),
-        save_every_epochs=int(cfg["save_every_epochs"]), optim=optim_config(cfg), policy=dict(cfg["policy"]),
-        vlm_path=cfg.get("vlm_path"), select_best_by=str(validation["select_best_by"]),
-        noise_seed=int(validation["noise_seed"]), validate_every_epochs=int(validation["every_epochs"]),
-        max_val_batches=validation["max_batches"], retained=float(validation["forgetting"]["retained"]),
-        slight=float(validation["forgetting"]["slight"]), action_mode=action_mode, data_cache=data_cache,
-        data_cache_dir=cfg.get("data_cache_dir"))
+        output_root=Path(cfg["output_root"]), seed=seed_setting(cfg), device=device_setting(cfg),
+        bf16=flag_setting(cfg, "bf16"), batch_size=number_setting(cfg, "batch_size"),
+        num_workers=number_setting(cfg, "num_workers", allow_zero=True),
+        save_every_epochs=number_setting(cfg, "save_every_epochs", allow_zero=True), optim=optim_config(cfg),
+        policy=dict(cfg["policy"]), vlm_path=cfg.get("vlm_path"), select_best_by=select_best_by,
+        noise_seed=seed_setting(cfg, "validation.noise_seed", default=0),
+        validate_every_epochs=number_setting(cfg, "validation.every_epochs"),
+        max_val_batches=number_setting(cfg, "validation.max_batches", allow_none=True),
+        retained=number_setting(cfg, "validation.forgetting.retained", float),
+        slight=number_setting(cfg, "validation.forgetting.slight", float), action_mode=action_mode,
+        data_cache=data_cache, data_cache_dir=cfg.get("data_cache_dir"))
+
+
+#: The base config's ``policy:`` settings that are counts (> 0) and switches (true/false).
+POLICY_COUNTS = ("chunk_size", "n_action_steps", "num_steps", "max_state_dim", "max_action_dim")
+POLICY_SWITCHES = ("freeze_vision_encoder", "train_expert_only", "train_state_proj")
+
+
+def _check_policy(policy: Any) -> None:
+    """The ``policy:`` block: a mapping whose counts are integers > 0 (``n_action_steps`` at most
+    ``chunk_size``) and whose switches are true or false."""
+    if not isinstance(policy, Mapping):
+        raise TrainingConfigError(f"policy must be a mapping of SmolVLA settings, got {policy!r}")
+    wrapped = {"policy": policy}
+    counts = {key: number_setting(wrapped, f"policy.{key}", allow_none=True) for key in POLICY_COUNTS}
+    for key in POLICY_SWITCHES:
+        flag_setting(wrapped, f"policy.{key}")
+    if counts["chunk_size"] and counts["n_action_steps"] and counts["n_action_steps"] > counts["chunk_size"]:
+        raise TrainingConfigError(f"policy.n_action_steps ({counts['n_action_steps']}) must be at most "
+                                  f"policy.chunk_size ({counts['chunk_size']})")
+
+
+def _check_policy_keys(policy: Mapping[str, Any]) -> None:
+    """Every ``policy:`` key names a field of lerobot's ``SmolVLAConfig`` (read only for keys beyond the base
+    config's)."""
+    unknown = sorted(set(policy) - set(POLICY_COUNTS) - set(POLICY_SWITCHES))
+    if not unknown:
+        return
+    import dataclasses
+
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+
+    fields = {f.name for f in dataclasses.fields(SmolVLAConfig)}
+    for key in unknown:
+        if key not in fields:
+            raise TrainingConfigError(f"policy.{key} is not a SmolVLA setting (lerobot's SmolVLAConfig has no "
+                                      f"field {key!r})")
+
+
+def _stage_overrides(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The set (non-null) ``stage_overrides``, checked: each names a stage setting and has a usable value."""
+    from kuavo_smolvla_ros.training.curriculum import STAGE_KEYS
+
+    overrides = cfg.get("stage_overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise TrainingConfigError(f"stage_overrides must be a mapping of stage settings, got {overrides!r}")
+    checks = {"epochs": {"kind": int}, "lr": {"kind": float, "allow_zero": True},
+              "warmup_steps": {"kind": int, "allow_zero": True}, "decay_steps": {"kind": int}}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in STAGE_KEYS:
+            raise TrainingConfigError(f"stage_overrides.{key} is not a stage setting (known: {sorted(STAGE_KEYS)})")
+        if key in checks:
+            number_setting({"stage_overrides": overrides}, f"stage_overrides.{key}", **checks[key])
+        elif key == "validation_episodes":
+            ok = (isinstance(value, list) and all(isinstance(v, int) and v >= 0 for v in value)) or (
+                isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1)
+            if not ok:
+                raise TrainingConfigError("stage_overrides.validation_episodes must be a share in [0, 1) or a list "
+                                          f"of episode indices, got {value!r}")
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def check_config(cfg: Mapping[str, Any], configs_dir: Path) -> None:
+    """Everything about a resolved run config that can be checked before Hydra creates a folder and anything
+    heavy loads (``training/cli.py`` runs it first): the stage overrides, the curriculum and the stage to
+    train, every run-wide setting (:func:`settings_from`), ``pretrained_path`` when stage 1 is trained and
+    every stage's dataset under ``data_root``. Raises :class:`TrainingConfigError` naming the key."""
+    from kuavo_smolvla_ros.training.curriculum import find_stage, load_curriculum
+
+    overrides = _stage_overrides(cfg)
+    curriculum = cfg.get("curriculum")
+    if not isinstance(curriculum, list | tuple):
+        raise TrainingConfigError(f"curriculum must be a list of task files, got {curriculum!r}")
+    if not cfg.get("data_root"):
+        raise TrainingConfigError("data_root is not set: point it at the folder holding the converted datasets")
+    stages = load_curriculum(configs_dir, [str(c) for c in curriculum], cfg["data_root"], overrides=overrides)
+    if cfg.get("stages") not in ("one", "all"):
+        raise TrainingConfigError(f"stages must be 'one' or 'all', got {cfg.get('stages')!r}")
+    todo = stages if cfg["stages"] == "all" else [find_stage(stages, str(cfg.get("task")))]
+    settings = settings_from(cfg)
+    if cfg.get("lr_scale") is not None:
+        number_setting(cfg, "lr_scale", float)
+    _check_policy_keys(settings.policy)
+    if settings.device != "cpu":
+        from kuavo_smolvla_ros.training.common.loop import check_device
+
+        check_device(settings.device)
+    if settings.vlm_path and not Path(str(settings.vlm_path)).is_dir():
+        raise TrainingConfigError(f"vlm_path: no folder {settings.vlm_path} (a local SmolVLM2 folder, or null to "
+                                  "use the one the checkpoint records or ships)")
+    if todo[0].number == 1:
+        pretrained = cfg.get("pretrained_path")
+        if not pretrained or pretrained == "???":
+            raise TrainingConfigError("pretrained_path is not set: point it at a local SmolVLA checkpoint "
+                                      "(e.g. a download of lerobot/smolvla_base)")
+        if not Path(str(pretrained)).exists():
+            raise TrainingConfigError(f"pretrained_path: no checkpoint at {pretrained} (point it at a local "
+                                      "SmolVLA checkpoint, e.g. a download of lerobot/smolvla_base)")
+    for stage in stages:
+        if not (stage.dataset / "meta" / "info.json").is_file():
+            raise TrainingConfigError(
+                f"stage {stage.number} ({stage.task.name}): no LeRobot dataset at {stage.dataset} (meta/info.json "
+                f"missing): set data_root to the folder holding the converted datasets (now "
+                f"{cfg['data_root']}), or convert the bags with kuavo-rosbag-to-lerobot")

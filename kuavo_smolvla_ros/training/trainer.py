@@ -314,13 +314,23 @@ class StageTrainer:
         return self.results() if self.world.is_main else {}
 
     def _log_epoch(self, epoch: int, train_loss: float, validation: dict[str, float], seconds: float) -> None:
-        """One log line per epoch: losses, seconds per epoch and the time the stage still needs."""
+        """One log line per epoch: the training loss, the learning rate the next step uses, the held-out loss of
+        every task seen so far (when validated), the time this run has spent on the stage, seconds per epoch and
+        the time the stage still needs."""
+        import time
+
+        if not hasattr(self, "_log_started"):  # the first epoch of this run took ``seconds``
+            self._log_started = time.monotonic() - seconds
+        elapsed = time.monotonic() - self._log_started
         left = (self.stage.epochs - epoch - 1) * seconds
+
+        def duration(value: float) -> str:
+            return f"{value / 60:.1f} min" if value >= 60 else f"{value:.0f} s"
+
         held_out = ", ".join(f"{name} {value:.4f}" for name, value in validation.items())
-        LOG.info("%s epoch %d/%d: train loss %.4f%s; %.1f s/epoch, about %s left in this stage",
-                 self.stage.output_name, epoch + 1, self.stage.epochs, train_loss,
-                 f", validation {held_out}" if held_out else "", seconds,
-                 f"{left / 60:.1f} min" if left >= 60 else f"{left:.0f} s")
+        LOG.info("%s epoch %d/%d: train loss %.4f, lr %.2e%s; %s elapsed, %.1f s/epoch, about %s left in this stage",
+                 self.stage.output_name, epoch + 1, self.stage.epochs, train_loss, self.optim.lr,
+                 f", validation {held_out}" if held_out else "", duration(elapsed), seconds, duration(left))
 
     def results(self) -> dict[str, Any]:
         """The stage's results (settings, validation history and matrix, each earlier task's forgetting

@@ -39,6 +39,23 @@ def training_state_dir(checkpoint: Path) -> Path | None:
     return state_dir if (state_dir / STATE_FILE).is_file() else None
 
 
+def written_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoint folders (those with a ``model.safetensors``) directly under a run's or a stage's output
+    ``folder``: ``best/``, ``last/``, then the numbered ones (``epoch{N}/``, ``step{N}/``) in order; for the
+    end-of-run summary."""
+    import re
+
+    def order(path: Path) -> tuple[int, str, int]:
+        number = re.search(r"(\d+)$", path.name)
+        return ({"best": 0, "last": 1}.get(path.name, 2), re.sub(r"\d+$", "", path.name),
+                int(number[1]) if number else 0)
+
+    folder = Path(folder)
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and (p / "model.safetensors").is_file()] if folder.is_dir() else []
+    return sorted(found, key=order)
+
+
 def start_progress(checkpoint: Path, fresh: dict[str, Any], seed: int) -> tuple[dict[str, Any], Path | None]:
     """(progress, training state folder) to resume from ``checkpoint`` (normally ``<out>/last``): its saved
     progress dict and ``training_state/`` when it has them; else (a fresh run) a copy of ``fresh`` and None,

@@ -51,17 +51,21 @@ def number_setting(cfg: Mapping[str, Any], key: str, kind: type = int, allow_zer
                    allow_none: bool = False, default: float | None = None) -> Any:
     """The number at the dotted ``key`` of ``cfg`` (e.g. ``"validation.every_steps"``) as ``kind``, which
     must be > 0 (>= 0 with ``allow_zero``). Missing or null: ``default`` if given, else None with
-    ``allow_none``. Raises :class:`TrainingConfigError` naming ``key`` for anything else (not a number,
-    negative, NaN, zero without ``allow_zero``)."""
+    ``allow_none``. Raises :class:`TrainingConfigError` naming ``key``, the value and what is expected for
+    anything else (not a number, a fraction or true/false where an integer is expected, negative, NaN, zero
+    without ``allow_zero``), e.g. ``batch_size must be an integer, got 'abc'``."""
     value = _lookup(cfg, key)
     if value is None and default is not None:
         return default
     if value is None and allow_none:
         return None
+    what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise TrainingConfigError(f"{key} must be {what}, got {value!r}")
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise TrainingConfigError(f"{key} must be a number, got {value!r}") from None
+        raise TrainingConfigError(f"{key} must be {what}, got {value!r}") from None
     if not (number > 0 or (allow_zero and number == 0)):  # NaN is neither
         raise TrainingConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return number
@@ -108,3 +112,31 @@ def check_data_cache(value: str) -> str:
 def data_cache_setting(cfg: Mapping[str, Any]) -> str:
     """A run config's ``data_cache`` (missing or null: ``"none"``), checked (:func:`check_data_cache`)."""
     return check_data_cache(str(cfg.get("data_cache") or "none"))
+
+
+def flag_setting(cfg: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    """The true/false setting at the dotted ``key`` (missing or null: ``default``); anything else (``bf16=abc``,
+    ``bf16=1``) raises :class:`TrainingConfigError` naming the key."""
+    value = _lookup(cfg, key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise TrainingConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def seed_setting(cfg: Mapping[str, Any], key: str = "seed", default: int = 1000) -> int:
+    """The random seed at ``key``: an integer >= 0 (numpy's generators refuse negative seeds)."""
+    return number_setting(cfg, key, int, allow_zero=True, default=default)
+
+
+def device_setting(cfg: Mapping[str, Any], key: str = "device") -> str:
+    """The torch device at ``key`` (missing or null: ``"cpu"``): ``cpu``, ``cuda``, ``cuda:N`` or ``mps``
+    (whether this machine has it: :func:`~kuavo_smolvla_ros.training.common.loop.check_device`)."""
+    import re
+
+    value = _lookup(cfg, key)
+    device = "cpu" if value is None else str(value)
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise TrainingConfigError(f"{key} must be cpu, cuda, cuda:N or mps, got {value!r}")
+    return device

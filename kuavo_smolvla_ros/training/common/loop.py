@@ -8,6 +8,25 @@ from typing import Any
 import torch
 
 
+def check_device(device: str, key: str = "device") -> str:
+    """``device`` (cpu, cuda, cuda:N or mps) if this machine has it, else a :class:`TrainingConfigError` naming
+    ``key`` and what there is (a CUDA device without CUDA fails here, in one line, not deep in torch)."""
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise TrainingConfigError(f"{key}=mps: this machine has no MPS device; use {key}=cpu")
+    if not device.startswith("cuda"):
+        return device
+    if not torch.cuda.is_available():
+        raise TrainingConfigError(f"{key}={device}: no CUDA device is available here (torch {torch.__version__}); "
+                                  f"use {key}=cpu")
+    index, count = int(device.split(":")[1]) if ":" in device else 0, torch.cuda.device_count()
+    if index >= count:
+        raise TrainingConfigError(f"{key}={device}: this machine has {count} CUDA device(s) "
+                                  f"(cuda:0 .. cuda:{count - 1})")
+    return device
+
+
 def autocast(device: str, bf16: bool) -> torch.autocast:
     """The forward passes' precision: bf16 autocast on CUDA when ``bf16`` (the weights stay float32), a no-op
     on any other ``device`` ("cpu", "cuda", "cuda:N", ...)."""
