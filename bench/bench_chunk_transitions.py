@@ -33,7 +33,7 @@ from common import CACHE, ROOT, machine, save
 from kuavo_smolvla_ros.tasks import default_catalog
 
 TRANSITIONS = {"no blend": {"blend_steps": 0}, "blend": {"blend_steps": 2}, "rtc": {"chunk_transition": "rtc"}}
-CANDIDATES = [CACHE / "closed_loop" / "replay" / "task4_sorting" / "best",
+CANDIDATES = [CACHE / "closed_loop" / "train_a_e12" / "task4_sorting" / "best",
               ROOT / "outputs" / "demo" / "train" / "task4_sorting" / "best"]
 
 

@@ -232,7 +232,7 @@ def main() -> int:
 
     start = time.perf_counter()
     datasets = prepare_data(args.demos)
-    teacher = train_teacher("replay", [], datasets, args.teacher_epochs, False)
+    teacher = train_teacher("a", datasets, args.teacher_epochs, False)  # the real recipe, pretrained base, replay
     teacher = teacher / default_catalog().tasks[-1].stage_dir / "best"
     student = distil(teacher, datasets, args.steps, args.per_observation, f"e{args.teacher_epochs}")
     reflow = json.loads((student / "reflow_results.json").read_text())

@@ -4,8 +4,10 @@ Steps (each skipped when its output is already there; ``--force`` starts from sc
 
 1. record the scripted expert's demonstrations as Kuavo ROS 1 bags (``kuavo_smolvla_ros.sim.record``);
 2. convert them into one LeRobot dataset per task (``kuavo-rosbag-to-lerobot``'s code);
-3. build a tiny random SmolVLA (offline) and train it on the four tasks in sequence with replay
-   (``training/train_sequential.py --config-name demo_tiny``: the tiny model trains everything, see that file);
+3. pretrain a tiny SmolVLA on the simulator's primitives (other tasks than the four; built once, kept in
+   ``pretrained_base/``: ``training/pretrain_base.py``), then fine-tune it with the real recipe (frozen vision
+   encoder and VLM, action expert + state projection, replay, the stage learning rates' ratios) on the four tasks
+   in sequence (``training/train_sequential.py --config-name demo_tiny``);
 4. evaluate the final checkpoint in the simulator in simulated time (many episodes, seconds);
 5. start ``sim_robot`` and ``policy_node`` as ``ros2 launch kuavo_smolvla_ros sim.launch.py`` would, cycle
    the four instructions on ``/task_instruction`` and run episodes over ROS;
@@ -35,6 +37,7 @@ from kuavo_smolvla_ros.tasks import default_catalog  # noqa: E402  (after the en
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "training" / "train_sequential.py"
+PRETRAIN_SCRIPT = ROOT / "training" / "pretrain_base.py"
 IMAGE = (64, 64)
 STEPS = 6
 
@@ -53,7 +56,8 @@ def record_bags(out: Path, episodes: int) -> Path:
     from kuavo_smolvla_ros.sim.record import RecordingConfig, record
 
     bags = out / "bags"
-    written = record(bags, list(default_catalog()), episodes, "ros1", config=RecordingConfig(image_size=IMAGE))
+    written = record(bags, list(default_catalog()), episodes, "ros1", config=RecordingConfig(image_size=IMAGE),
+                     progress=sys.stderr.isatty())  # our bar on a terminal only
     print(f"    {len(written)} new bag(s), {episodes} per task, in {bags}")
     return bags
 
@@ -70,13 +74,22 @@ def convert_bags(out: Path, bags: Path) -> Path:
     return datasets
 
 
-def build_base(out: Path) -> Path:
-    from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
-
-    base = out / "base"
-    if not (base / "model.safetensors").is_file():
-        build_checkpoint(base, TinyCheckpointSpec(image_shape=IMAGE, action_mode="relative", train_everything=True,
-                                                  tokenizer_max_length=24))
+def pretrained_base(out: Path) -> Path:
+    """The tiny base pretrained on the simulator's primitives (``training/pretrain_base.py``), built once:
+    kept in ``out/pretrained_base`` and reused while its ``pretraining.json`` is there."""
+    base = out / "pretrained_base"
+    if (base / "pretraining.json").is_file() and (base / "model.safetensors").is_file():
+        print(f"    pretrained base: {base} (built before)", flush=True)
+    else:
+        command = [sys.executable, str(PRETRAIN_SCRIPT), f"output={base}"]
+        print("    " + " ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True)
+    report = json.loads((base / "pretraining.json").read_text())
+    probe = report["probe"]
+    print(f"    base: {report['steps']} steps on {len(report['primitives'])} primitives "
+          f"({report['frames_train']} frames); block located from its frozen VLM features to "
+          f"{probe['pretrained']['vlm']['error_cm_mean']:.1f} cm (random weights "
+          f"{probe['random_init']['vlm']['error_cm_mean']:.1f} cm)", flush=True)
     upgrade_old_checkpoints(out)
     return base
 
@@ -95,6 +108,15 @@ def upgrade_old_checkpoints(out: Path) -> None:
 
 def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:
     output_root = out / "train"
+    stamp = {"recipe": "demo_tiny", "pretrained_path": str(base)}
+    stamp_file = output_root / "demo_recipe.json"
+    if output_root.exists() and (not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp):
+        # an earlier demo trained another recipe (the random base, everything trainable) here: keep it aside
+        aside = out / f"train_before_{time.strftime('%Y%m%d-%H%M%S')}"
+        output_root.rename(aside)
+        print(f"    {output_root} was trained with another recipe; moved to {aside}", flush=True)
+    output_root.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps(stamp) + "\n")
     final = output_root / default_catalog().tasks[-1].stage_dir / "best"
     command = [sys.executable, str(TRAIN_SCRIPT), "--config-name", "demo_tiny", f"pretrained_path={base}",
                f"data_root={datasets}", f"output_root={output_root}", *overrides]
@@ -183,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     start = banner(2, "converting the bags into LeRobot datasets")
     datasets = convert_bags(out, bags)
     done(start)
-    start = banner(3, "training the tiny SmolVLA on the four tasks in sequence, with replay")
-    checkpoint = train(out, build_base(out), datasets, args.overrides)
+    start = banner(3, "the tiny SmolVLA: pretrained once on other tasks (primitives), then the real recipe on the four "
+                      "tasks in sequence, with replay")
+    checkpoint = train(out, pretrained_base(out), datasets, args.overrides)
     done(start, str(checkpoint))
     start = banner(4, f"closed loop in simulated time: {args.eval_episodes} episodes per task")
     offline = evaluate_offline(checkpoint, args.eval_episodes)

@@ -20,7 +20,8 @@ OURS = {"kuavo-rosbag-to-lerobot", "kuavo-smolvla-inspect", "kuavo-smolvla-tiny"
         "kuavo-sim-eval", "policy_node", "sim_robot"}
 OTHERS = {"ros2", "rsync", "mkdir", "cd", "git", "python3", "pip", "export", "source", ".venv/bin/hf", "tensorboard",
           "torchrun"}
-HYDRA = {"training/train_sequential.py": "smolvla_sequential_base.yaml", "training/train_reflow.py": "reflow_base.yaml"}
+HYDRA = {"training/train_sequential.py": "smolvla_sequential_base.yaml", "training/train_reflow.py": "reflow_base.yaml",
+         "training/pretrain_base.py": "pretrain_tiny_base.yaml"}
 
 
 def readme_commands() -> list[str]:

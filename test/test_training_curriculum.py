@@ -44,10 +44,11 @@ def test_the_shipped_recipe():
     assert [(s.epochs, s.lr, s.dataset) for s in ablation] == [(s.epochs, s.lr, s.dataset) for s in stages]
 
 
-def test_the_demo_recipe_trains_the_tiny_model_whole():
+def test_the_demo_recipe_is_the_real_recipes_trainable_set():
     demo = yaml.safe_load((CONFIGS / "demo_tiny.yaml").read_text())
     assert demo["defaults"] == ["smolvla_sequential_base", "_self_"]
-    assert demo["policy"] == {"freeze_vision_encoder": False, "train_expert_only": False, "tokenizer_max_length": 24}
+    assert demo["policy"] == {"freeze_vision_encoder": True, "train_expert_only": True, "train_state_proj": True,
+                              "tokenizer_max_length": 24}
     assert demo["data_cache"] == "memory" and demo["stages"] == "all"
 
 

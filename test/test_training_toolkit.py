@@ -322,6 +322,6 @@ def test_training_help_of_a_derived_config_shows_its_values():
                              "demo_tiny", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert "  stages = all" in lines and "  batch_size = 32" in lines and "  stage_overrides.lr = 1.0e-3" in lines
+    assert "  stages = all" in lines and "  batch_size = 32" in lines and "  lr_scale = 20.0" in lines
     assert lines[lines.index("  batch_size = 32") + 1].strip() == "global batch (split over torchrun processes)"
     assert "  pretrained_path = ???" in lines  # from the base config

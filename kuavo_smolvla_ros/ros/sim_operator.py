@@ -61,7 +61,9 @@ class SimOperator(Node):
         self._states: list[np.ndarray] = []
         self.profile = profile if isinstance(profile, RobotProfile) else load_profile(profile or "kuavo4pro")
         self._decoder = StreamDecoder(self.profile)
-        self.instruction_pub = self.create_publisher(String, names.relative(self.profile.instruction_topic), 10)
+        # latched: it matches the node's volatile and its transient-local subscription alike (a volatile publisher
+        # draws an 'incompatible QoS: DURABILITY' warning from the latter); the node takes the message once
+        self.instruction_pub = self.create_publisher(String, names.relative(self.profile.instruction_topic), LATCHED)
         self.reset_client = self.create_client(Trigger, names.SIM_RESET)
         self.enable_client = self.create_client(SetBool, names.enable_service(policy_node.lstrip("/")))
         self.create_subscription(String, names.SIM_EPISODE, self._on_episode, LATCHED)

@@ -112,14 +112,19 @@ def _replay(raw: Mapping[str, Any], path: Path, catalog: TaskCatalog, allowed: l
 
 
 def load_curriculum(configs_dir: str | Path, names: Sequence[str], data_root: str | Path,
-                    catalog: TaskCatalog | None = None, overrides: Mapping[str, Any] | None = None) -> list[Stage]:
+                    catalog: TaskCatalog | None = None, overrides: Mapping[str, Any] | None = None,
+                    lr_scale: float = 1.0) -> list[Stage]:
     """Every stage of the curriculum, in order (a task may appear only once); ``overrides`` (e.g.
-    ``{"epochs": 2}``) apply to every stage."""
+    ``{"epochs": 2}``) apply to every stage, then every stage's learning rate is multiplied by ``lr_scale``
+    (one factor keeps the recipe's ratios between stages, e.g. for a model of another size)."""
+    if not lr_scale > 0:
+        raise TrainingConfigError(f"lr_scale must be > 0, got {lr_scale}")
     catalog = catalog or default_catalog()
     stages: list[Stage] = []
     for number, name in enumerate(names, start=1):
         stage = load_stage(Path(configs_dir), name, number, Path(data_root), catalog, [s.task for s in stages],
                            overrides)
+        stage = replace(stage, lr=stage.lr * lr_scale)
         if any(s.task == stage.task for s in stages):
             raise TrainingConfigError(f"curriculum: task {stage.task.name} appears twice")
         stages.append(stage)

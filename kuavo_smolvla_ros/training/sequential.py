@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from kuavo_smolvla_ros.atomic import write_json
+from kuavo_smolvla_ros.training.common.checkpoints import written_checkpoints
+from kuavo_smolvla_ros.training.common.config import number_setting
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 from kuavo_smolvla_ros.training.common.plots import two_panels
 from kuavo_smolvla_ros.training.curriculum import Stage, find_stage, load_curriculum, without_replay
@@ -116,7 +118,8 @@ def run(cfg: Mapping[str, Any], configs_dir: Path) -> list[dict]:
     """Train the configured stage (``stages: one``) or all of them (``stages: all``); returns their results."""
     stages = load_curriculum(configs_dir, list(cfg["curriculum"]), cfg["data_root"],
                              overrides={k: v for k, v in (cfg.get("stage_overrides") or {}).items()
-                                        if v is not None})
+                                        if v is not None},
+                             lr_scale=number_setting(cfg, "lr_scale", float, default=1.0))
     if cfg["stages"] not in ("one", "all"):
         raise TrainingConfigError(f"stages must be 'one' or 'all', got {cfg['stages']!r}")
     if not cfg.get("replay", True):
@@ -126,9 +129,25 @@ def run(cfg: Mapping[str, Any], configs_dir: Path) -> list[dict]:
     world = init_world(settings.device)
     try:
         check_datasets(stages)  # every dataset, before any training
-        return [_run_stage(stage, stages, cfg, settings, world) for stage in todo]
+        results = [_run_stage(stage, stages, cfg, settings, world) for stage in todo]
     finally:
         close_world(world)
+    if world.is_main:
+        for line in checkpoint_lines(todo, results, settings.output_root):
+            LOG.info(line)
+    return results
+
+
+def checkpoint_lines(stages: list[Stage], results: list[dict], output_root: Path) -> list[str]:
+    """The end-of-run summary: every checkpoint folder of the trained ``stages`` (best/, last/, epoch{N}/), one
+    line each with its path."""
+    lines = ["checkpoints written:"]
+    for stage, result in zip(stages, results, strict=True):
+        for folder in written_checkpoints(output_root / stage.output_name):
+            what = {"best": f"best (epoch {result.get('best_epoch')}, the one to use)",
+                    "last": "last (with the training state to resume)"}.get(folder.name, folder.name)
+            lines.append(f"  stage {stage.number} ({stage.task.name}) {what}: {folder}")
+    return lines
 
 
 def _run_stage(stage: Stage, stages: list[Stage], cfg: Mapping[str, Any], settings: Settings, world: World) -> dict:

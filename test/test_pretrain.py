@@ -1,0 +1,176 @@
+"""The pretrained tiny base: the simulator's primitives, their dataset items, the linear probe, the pretraining
+command end to end (tiny budget), and the real recipe's settings in the demo config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kuavo_smolvla_ros import features
+from kuavo_smolvla_ros.sim import primitives
+from kuavo_smolvla_ros.sim.kinematics import reachable
+from kuavo_smolvla_ros.tasks import default_catalog
+from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.curriculum import load_curriculum
+from kuavo_smolvla_ros.training.pretrain import PretrainSettings, as_dataset, linear_probe
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "training" / "configs"
+CAMERAS = {"head_cam_h": (64, 64), "wrist_cam_l": (64, 64), "wrist_cam_r": (64, 64)}
+
+
+def test_primitives_are_not_the_factory_tasks_and_name_a_hand():
+    catalog = primitives.primitive_catalog()
+    assert len(catalog) == 6
+    factory = set(default_catalog().instructions)
+    for task in catalog:
+        assert task.instruction not in factory
+        assert primitives.arm_of(task) in ("left", "right")
+
+
+@pytest.mark.parametrize("name", [t.name for t in primitives.primitive_catalog()])
+def test_expert_solves_every_primitive_at_continuous_positions(name):
+    task = primitives.primitive_catalog().get(name)
+    arm = primitives.arm_of(task)
+    starts = []
+    for seed in range(4):
+        episode = primitives.episode_frames(task, seed, CAMERAS, fps=10, tail_s=0.5)
+        assert episode.success, (name, seed)
+        start = episode.object_xy[0]
+        starts.append(start)
+        assert reachable(arm, start)
+        target = primitives.goal(task, start.astype(np.float64))
+        # where the block ends is the primitive's goal, to the success tolerance
+        assert np.linalg.norm(episode.object_xy[-1] - target) <= 0.05 + 1e-6
+        length = len(episode.state)
+        assert episode.action.shape == (length, 16) and episode.state.shape == (length, 16)
+        assert all(frames.shape == (length, 64, 64, 3) and frames.dtype == np.uint8
+                   for frames in episode.images.values())
+    starts = np.array(starts)
+    assert len({tuple(np.round(s, 4)) for s in starts}) == 4  # continuous, not slots
+
+
+def test_primitive_goals_depend_on_where_the_block_is():
+    catalog = primitives.primitive_catalog()
+    start = np.array([0.1, 0.5])
+    assert np.allclose(primitives.goal(catalog.get("touch_right"), start), start)
+    assert np.allclose(primitives.goal(catalog.get("pull_left"), start), [0.1, 0.5 - primitives.PULL])
+    assert np.allclose(primitives.goal(catalog.get("push_out_left"), start), [0.1 - primitives.PUSH_OUT, 0.5])
+    assert np.allclose(primitives.goal(catalog.get("push_out_right"), start), [0.1 + primitives.PUSH_OUT, 0.5])
+
+
+def test_dataset_items_are_chunks_padded_as_lerobot_pads_them():
+    task = primitives.primitive_catalog().get("pull_right")
+    episode = primitives.episode_frames(task, 3, CAMERAS, fps=10, tail_s=0.2)
+    chunk = 20
+    dataset = as_dataset([episode], chunk)
+    length = len(episode.state)
+    assert len(dataset) == length
+    for index in (0, length - 5, length - 1):
+        item = dataset[index]
+        expected = episode.action[np.minimum(np.arange(index, index + chunk), length - 1)]
+        assert np.allclose(item[features.ACTION].numpy(), expected)
+        assert item["action_is_pad"].tolist() == [index + k >= length for k in range(chunk)]
+        assert np.allclose(item[features.OBS_STATE].numpy(), episode.state[index])
+        image = item["observation.images.head_cam_h"]
+        assert image.shape == (3, 64, 64) and float(image.max()) <= 1.0
+        assert np.allclose(image.numpy() * 255, episode.images["head_cam_h"][index].transpose(2, 0, 1), atol=1e-3)
+        assert item["task"] == task.instruction
+
+
+def test_linear_probe_recovers_a_linear_code_and_reports_the_mean_baseline():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-0.4, 0.4, (400, 2))
+    mixing = rng.normal(size=(2, 32))
+    x = xy @ mixing + 0.001 * rng.normal(size=(400, 32))
+    result = linear_probe(x[:300], xy[:300], x[300:], xy[300:], ridge=1e-6)
+    assert result["error_cm_mean"] < 0.5
+    assert result["mean_prediction_error_cm"] > 10
+    noise = linear_probe(rng.normal(size=(300, 32)), xy[:300], rng.normal(size=(100, 32)), xy[300:])
+    assert noise["error_cm_mean"] > 0.8 * noise["mean_prediction_error_cm"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"steps": "abc"}, "steps"),
+    ({"episodes": 3, "validation_episodes": 3}, "validation_episodes must be in 1..episodes-1"),
+    ({"image_size": [64]}, "image_size: expected [height, width]"),
+    ({"action_mode": "delta"}, "action_mode: expected absolute or relative"),
+    ({"stepz": 3}, "unknown setting(s) ['stepz']"),
+    ({"output": "???"}, "output: where to write the base checkpoint"),
+])
+def test_pretrain_settings_refuse_bad_values_naming_the_key(override, message):
+    cfg = yaml.safe_load((CONFIGS / "pretrain_tiny_base.yaml").read_text())
+    cfg.pop("hydra")
+    cfg["output"] = "/tmp/base"
+    with pytest.raises(TrainingConfigError) as caught:
+        PretrainSettings.from_config(cfg | override)
+    assert message in str(caught.value)
+
+
+def test_demo_config_runs_the_real_recipe_with_the_stage_ratios():
+    demo = yaml.safe_load((CONFIGS / "demo_tiny.yaml").read_text())
+    assert demo["policy"]["freeze_vision_encoder"] is True
+    assert demo["policy"]["train_expert_only"] is True
+    assert demo["policy"]["train_state_proj"] is True
+    assert demo["stage_overrides"].get("lr") is None  # the recipe's stage learning rates, scaled
+    base = yaml.safe_load((CONFIGS / "smolvla_sequential_base.yaml").read_text())
+    stages = load_curriculum(CONFIGS, base["curriculum"], "/data", lr_scale=demo["lr_scale"])
+    recipe = [5e-5, 3.5e-5, 2.5e-5, 2e-5]
+    assert [s.lr for s in stages] == pytest.approx([lr * demo["lr_scale"] for lr in recipe])
+    with pytest.raises(TrainingConfigError, match="lr_scale must be > 0"):
+        load_curriculum(CONFIGS, base["curriculum"], "/data", lr_scale=0.0)
+
+
+def test_pretrain_command_writes_a_base_the_real_recipe_can_start_from(tmp_path):
+    """The command end to end on a tiny budget: a lerobot checkpoint with relative action steps, the report with
+    the probe, and a frozen-VLM load of it trains only the expert and the state projection."""
+    import torch
+
+    from kuavo_smolvla_ros.policy.checkpoint import checkpoint_action_mode, inspect_checkpoint
+    from kuavo_smolvla_ros.policy.runtime import load_policy
+
+    output = tmp_path / "base"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "pretrain_base.py"), f"output={output}",
+                             "steps=4", "episodes=3", "validation_episodes=1", "log_every_steps=2", "warmup_steps=1"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretraining step 4/4" in result.stdout + result.stderr
+    report = json.loads((output / "pretraining.json").read_text())
+    assert report["steps"] == 4 and report["episodes_per_primitive"] == 3
+    assert len(report["primitives"]) == 6 and report["frames_held_out"] > 0
+    for weights in ("random_init", "pretrained"):
+        for features_name in ("vision", "vlm"):
+            probe = report["probe"][weights][features_name]
+            assert np.isfinite(probe["error_cm_mean"]) and probe["mean_prediction_error_cm"] > 5
+    assert checkpoint_action_mode(output) == "relative"
+    meta = json.loads((output / "kuavo_smolvla.json").read_text())
+    assert meta["instructions"] == [t.instruction for t in primitives.primitive_catalog()]
+
+    def real_recipe(config):
+        config.freeze_vision_encoder = True
+        config.train_expert_only = True
+        config.train_state_proj = True
+
+    policy = load_policy(inspect_checkpoint(output, kuavo_layout=False), configure=real_recipe)
+    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all("vlm_with_expert.vlm." not in name for name in trainable)
+    assert any("state_proj" in name for name in trainable)
+    assert any("lm_expert" in name for name in trainable)
+    assert torch.isfinite(torch.cat([p.flatten() for p in policy.parameters()])).all()
+
+
+def test_pretrain_command_bad_value_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "pretrain_base.py"),
+                             f"output={tmp_path / 'base'}", "steps=abc"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: steps")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "base").exists()
