@@ -38,6 +38,21 @@ def outside(node: Node, namespace: str) -> set[str]:
     return {n for n in names_of(node) - GLOBAL if not n.startswith(f"/{namespace}/")}
 
 
+
+def episode_listener(context, namespace: str) -> tuple[Node, threading.Condition, list[dict]]:
+    """A node in ``namespace`` collecting the simulator's latched episode reports (relative ``simulator/episode``)."""
+    listener = Node("listener", context=context, namespace=namespace)
+    cond, reports = threading.Condition(), []
+
+    def on_episode(msg: String) -> None:
+        with cond:
+            reports.append(json.loads(msg.data))
+            cond.notify_all()
+
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    listener.create_subscription(String, "simulator/episode", on_episode, latched)
+    return listener, cond, reports
+
 def test_two_namespaced_policy_nodes_on_one_domain_do_not_hear_each_other(tiny_checkpoint):
     """robot1 runs task1, robot2 sorting, each with its own test robot in its namespace. Each node's chunks
     carry only its own instruction, an instruction to robot1 leaves robot2 alone, and every name of both
@@ -70,7 +85,6 @@ def test_sim_robot_and_the_operator_live_in_their_namespace():
     from kuavo_smolvla_ros.ros.sim_node import SimNode
     from kuavo_smolvla_ros.ros.sim_operator import SimOperator
 
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     context = rclpy.Context()
     rclpy.init(context=context)
     small = {"camera_height": 24, "camera_width": 32, "camera_rate_hz": 5.0, "physics_rate_hz": 20.0,
@@ -78,15 +92,7 @@ def test_sim_robot_and_the_operator_live_in_their_namespace():
     sims = {ns: SimNode(context=context, namespace=ns, parameter_overrides=[
         Parameter(k, value=v) for k, v in {**small, "seed": seed}.items()]) for ns, seed in (("robot1", 11),
                                                                                           ("robot2", 22))}
-    listener = Node("listener", context=context, namespace="robot1")
-    cond, reports = threading.Condition(), []
-
-    def on_episode(msg: String) -> None:
-        with cond:
-            reports.append(json.loads(msg.data))
-            cond.notify_all()
-
-    listener.create_subscription(String, "simulator/episode", on_episode, latched)
+    listener, cond, reports = episode_listener(context, "robot1")
     operator = SimOperator(context=context, namespace="robot2")
     with spinning(context, *sims.values(), listener, operator):
         with cond:
@@ -114,16 +120,7 @@ def test_the_executable_under_a_namespace_reads_the_shipped_params_file(tmp_path
     log = tmp_path / "sim.log"
     context = rclpy.Context()
     rclpy.init(context=context)
-    listener = Node("listener", context=context, namespace="robot1")
-    cond, reports = threading.Condition(), []
-
-    def on_episode(msg: String) -> None:
-        with cond:
-            reports.append(json.loads(msg.data))
-            cond.notify_all()
-
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    listener.create_subscription(String, "simulator/episode", on_episode, latched)
+    listener, _cond, reports = episode_listener(context, "robot1")
     with spinning(context, listener), log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "kuavo_smolvla_ros.ros.sim_node", "--ros-args", "-r",
                                     "__node:=kuavo_sim", "-r", "__ns:=/robot1", "--params-file", str(config),
