@@ -30,6 +30,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # per-episode "Map" bars bury the demo's own lines
+# lerobot's own bars ("Copy data and videos" per dataset): tqdm reads this as the default of `disable`, so only
+# bars that do not set it are off; ours (recording, training epochs) set it and stay on a terminal
+os.environ.setdefault("TQDM_DISABLE", "1")
 # lerobot re-enables the bars per dataset it opens; the variable wins, and datasets warns each time
 warnings.filterwarnings("ignore", message="Cannot enable progress bars")
 
