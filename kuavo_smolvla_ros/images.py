@@ -87,6 +87,63 @@ def compressed_frame(fmt: str, data, expected: tuple[int, int] | None = None) ->
         raise ImageError(f"compressed image (format {fmt!r}) is neither JPEG nor PNG")
     if kind == "jpeg" and not payload.rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise ImageError("truncated JPEG (no end-of-image marker)")
+    size = jpeg_size(payload) if kind == "jpeg" else None
+    if size is not None:
+        height, width = size
+        _check_size(height, width, expected)
+        return Frame(height, width, lambda: _decode_jpeg(payload, height, width))
+    return _pillow_frame(kind, payload, expected)
+
+
+#: The JPEG markers :func:`jpeg_size` reads past (length-prefixed segments Pillow skips or only stores).
+_SKIPPED_SEGMENTS = frozenset({0xC4, 0xCC, 0xDC, 0xDD, 0xDF, 0xFE})
+#: Frame markers it reads the size from: baseline, extended sequential, progressive (Huffman).
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
+
+
+def jpeg_size(payload: bytes) -> tuple[int, int] | None:
+    """(height, width) of a JPEG from its frame header, read without decoding (a few microseconds), or None
+    where the header is anything but the plain layout cameras write (SOI, APP0, quantization and Huffman tables,
+    one baseline/extended/progressive 8-bit frame header with 1, 3 or 4 components, then the scan), or breaks
+    any rule Pillow's header reader applies: the caller then asks Pillow, which reports what is wrong in its
+    own words. Within that layout it accepts exactly the headers Pillow accepts and reads the same size."""
+    end = len(payload)
+    if end < 4 or payload[0] != 0xFF or payload[1] != 0xD8 or payload[2] != 0xFF:
+        return None
+    at, size = 2, None
+    while at + 4 <= end:
+        if payload[at] != 0xFF:
+            return None
+        marker = payload[at + 1]
+        length = (payload[at + 2] << 8) | payload[at + 3]
+        body, at = at + 4, at + 2 + length
+        if length < 2 or at > end:
+            return None
+        if marker == 0xDA:  # start of scan: the header is complete
+            return size
+        if marker in _SOF_MARKERS:
+            components = payload[body + 5] if length >= 8 else 0
+            if size is not None or payload[body] != 8 or components not in (1, 3, 4) or length != 8 + 3 * components:
+                return None
+            size = ((payload[body + 1] << 8) | payload[body + 2], (payload[body + 3] << 8) | payload[body + 4])
+            if size[0] <= 0 or size[1] <= 0 or size[0] * size[1] > MAX_PIXELS:
+                return None
+        elif marker == 0xDB:  # quantization tables: Pillow refuses a table cut short
+            table = body
+            while table < at:
+                table += 1 + (64 if payload[table] < 16 else 128)
+            if table != at:
+                return None
+        elif marker == 0xE0:  # APP0: Pillow reads a JFIF version from it
+            if payload[body: body + 4] == b"JFIF" and length < 9:
+                return None
+        elif marker not in _SKIPPED_SEGMENTS:  # other APPn (EXIF, ICC...), other frame types, fill bytes
+            return None
+    return None
+
+
+def _pillow_frame(kind: str, payload: bytes, expected: tuple[int, int] | None) -> Frame:
+    """A frame whose size Pillow reads from the header (PNG, and JPEG headers :func:`jpeg_size` leaves)."""
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -229,8 +229,9 @@ def test_help_lists_the_exit_statuses(capsys, command):
     out = capsys.readouterr().out
     section = out[out.index("exit status:"):]
     assert [line.split()[0] for line in section.splitlines()[1:] if line.startswith("  ") and
-            line.split()[0].isdigit()] == ["0", "1", "2"]
+            line.split()[0].isdigit()] == ["0", "1", "2", "130"]
     assert "FAILED" in section and "no dataset at the path" in section and "another task" in section
+    assert "interrupted (Ctrl-C)" in section and "--resume" in section
 
 
 def test_usage_errors_exit_2(capsys):

@@ -20,6 +20,8 @@ EXIT_CODES = """exit status:
      --task, --output exists (without --resume) or is not a LeRobot dataset or holds another task or is
      another task's training folder, no bags found, assembling failed (converted episodes kept for
      --resume); validate: no dataset at the path
+  130  interrupted (Ctrl-C): one "interrupted:" line; bags finished so far are kept for --resume, nothing
+     half-written looks finished, the dataset is as it was
 """
 
 EPILOG = """examples:
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     saved = _quiet_libraries() if quiet else {}
     try:
         return _validate(args) if args.command == "validate" else _convert(args)
+    except KeyboardInterrupt:  # (the conversion's own interrupt is reported by _convert)
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         for key, value in saved.items():
             if value is None:
@@ -130,7 +135,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from kuavo_smolvla_ros.contract.profile import ProfileError, parse_overrides
     from kuavo_smolvla_ros.data.config import ConfigError
-    from kuavo_smolvla_ros.data.convert import ConversionError, convert, print_failure
+    from kuavo_smolvla_ros.data.convert import ConversionError, ConversionInterrupted, convert, print_failure
     from kuavo_smolvla_ros.data.dataset import DatasetError
 
     try:  # each failed bag is printed once, as soon as it is done: FAILED <bag>: <its first cause>
@@ -140,6 +145,9 @@ def _convert(args: argparse.Namespace) -> int:
     except (ConversionError, ConfigError, DatasetError, ProfileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ConversionInterrupted as stop:
+        print(f"interrupted: {stop.done} of {stop.total} bag(s) done, resume with --resume", file=sys.stderr)
+        return 130
     print(result.summary)
     if result.report_path:
         print(f"report: {result.report_path}")

@@ -5,7 +5,10 @@ Whatever is wrong with a bag is that bag's failure, with its own first cause, ne
 cannot be found, hashed, opened or read, whose messages are all refused, or whose conversion process dies
 (worker processes that die are replaced, their bags converted again one process each) is reported as
 ``failed`` with its reason; the other bags are converted. A bag cut at breaks in time becomes several
-episodes, each listed in the report with its source and piece.
+episodes, each listed in the report with its source and piece. An interrupt (Ctrl-C) raises
+:class:`ConversionInterrupted` (a ``KeyboardInterrupt``) saying how many bags were done: their parts are kept
+for ``--resume``, worker processes are stopped, and a bag cut short leaves no part record (``episode.json``,
+written last), so nothing half-written is ever taken as finished.
 
 Python API::
 
@@ -53,6 +56,16 @@ STARTED_SUFFIX = ".started"
 
 class ConversionError(ValueError):
     """A conversion that cannot start (bad arguments, output in the way); nothing was written."""
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C): ``done`` bags were finished (their parts are kept, next to the output,
+    for ``--resume``), the others left nothing that looks finished; the output dataset is as it was, or (if
+    the interrupt came during the final swap) complete with this run's episodes."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f"interrupted: {done} of {total} bag(s) done")
+        self.done, self.total = done, total
 
 
 @dataclass
@@ -309,6 +322,22 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
         raise ConversionError(str(err)) from None
     if not bags:
         raise ConversionError(f"no bags found in {[str(i) for i in inputs]} (.bag files or folders with metadata.yaml)")
+    results: list[BagResult] = []
+    try:
+        return _convert(bags, output, config, task_entry, workers, resume, progress, on_result, started, results)
+    except ConversionInterrupted:
+        raise
+    except KeyboardInterrupt:
+        done = sum(r.status in ("converted", "reused") for r in results)
+        raise ConversionInterrupted(done, len(bags)) from None
+
+
+def _convert(bags: list[Path], output: Path, config: ConversionConfig, task_entry: Task, workers: int,
+             resume: bool, progress: bool, on_result: Callable[[BagResult], None] | None, started: str,
+             results: list[BagResult]) -> ConversionResult:
+    """The body of :func:`convert` once its arguments are checked and the bags found (``results`` is filled in
+    as it goes: what an interrupt reports)."""
+    parts_root = lerobot_io.sibling(output, "parts")
     if workers > 1 and len(bags) > 1:
         worker_context(start=True)  # its imports overlap the hashing below
 
@@ -320,7 +349,6 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
     else:
         image_shapes = peek_image_shapes(bags, config)
 
-    results: list[BagResult] = []
     todo: list[tuple[BagResult, Path]] = []
     seen: dict[str, str] = {}
     for bag in bags:
@@ -478,7 +506,9 @@ def _run_parts(todo: list[tuple[BagResult, Path]], config_data: dict, instructio
                 record(result, outcome)
                 bar.update(1)
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
+        # the workers ignore Ctrl-C (the terminal sends it to them too): this process stops them
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_ignore_interrupts)
+        try:
             futures = {pool.submit(work, *args(result, part)): result for result, part in todo}
             for future in as_completed(futures):
                 try:
@@ -489,6 +519,10 @@ def _run_parts(todo: list[tuple[BagResult, Path]], config_data: dict, instructio
                     outcome = {"error": f"its conversion process failed ({describe_error(err)})"}
                 record(futures[future], outcome)
                 bar.update(1)
+        except BaseException:  # an interrupt: stop the workers now (their unfinished parts have no PART_DONE)
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
         for result, part in todo:
             if result.status == "pending":
                 record(result, _isolated(work, args(result, part)))
@@ -512,6 +546,49 @@ def worker_context(start: bool = False) -> multiprocessing.context.BaseContext:
     return context
 
 
+def _ignore_interrupts() -> None:
+    """(In a worker process) ignore SIGINT: Ctrl-C goes to the whole process group, and the main process
+    stops its workers itself (no traceback from each)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import threading
+
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore (made at the first bar): in a worker killed by an
+    # interrupt it would be left to the resource tracker, which warns about it at exit. A thread lock suffices
+    tqdm.set_lock(threading.RLock())
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a worker pool at once: pending bags cancelled, running ones killed."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(5)
+    with contextlib.suppress(Exception):  # its manager thread sees the workers gone and releases the queues
+        pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _interrupts_ignored():
+    """SIGINT ignored while in the block (main thread only), so that a process started in it inherits the
+    disposition and ignores Ctrl-C from its first instruction."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _marker(part: Path) -> Path:
     return part.with_name(part.name + STARTED_SUFFIX)
 
@@ -521,7 +598,8 @@ def _isolated(work: Callable[..., dict[str, Any]], args: tuple) -> dict[str, Any
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(sender, work, args), name="kuavo-convert-bag")
-    process.start()
+    with _interrupts_ignored():  # the child ignores Ctrl-C: this process terminates it (below)
+        process.start()
     sender.close()
     try:
         try:

@@ -1,0 +1,69 @@
+"""Ctrl-C during a conversion: one line, exit status 130, nothing half-written that looks finished, and
+``--resume`` finishes the job reusing what was done."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from processes import wait_until
+
+from kuavo_smolvla_ros.data.convert import PART_DONE, convert
+from kuavo_smolvla_ros.data.synthetic import SyntheticBag, write_synthetic_bag
+from kuavo_smolvla_ros.data.validate import validate
+
+BAGS = 5
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("interrupt_bags")
+    for i in range(BAGS):
+        write_synthetic_bag(folder / f"ep{i}.bag", "ros1", SyntheticBag(seconds=2, jitter_s=0.002, seed=40 + i))
+    return folder
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_prints_one_line_exits_130_and_resume_finishes(tmp_path, bags, workers):
+    output = tmp_path / "out"
+    parts = output.with_name("out.parts")
+    command = [sys.executable, "-m", "kuavo_smolvla_ros.data.cli", "convert", str(bags), "-o", str(output),
+               "-t", "2", "-q", "-j", str(workers)]
+    # a session of its own: SIGINT goes to its whole process group, as a terminal's Ctrl-C does
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    try:
+        assert wait_until(lambda: any(parts.glob(f"*/{PART_DONE}")) or process.poll() is not None, 240), \
+            "no bag finished within 240 s"
+        assert process.poll() is None, f"the conversion ended before the interrupt: {process.communicate()}"
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    assert process.returncode == 130, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and lines[0].endswith(
+        f"of {BAGS} bag(s) done, resume with --resume"), err
+    assert "Traceback" not in out + err
+    done = int(lines[0].split()[1])
+    assert 1 <= done < BAGS
+    # the output is not there or is a dataset; each part is finished (its record, a dataset lerobot opens) or
+    # has no record (converted again on resume)
+    assert not output.exists() or validate(output).ok
+    finished = [p for p in parts.iterdir() if (p / PART_DONE).is_file()]
+    assert len(finished) >= done
+    for part in finished:
+        assert validate(part / "dataset").ok
+
+    result = convert([bags], output, task="2", resume=True, workers=workers, progress=False)
+    statuses = [r.status for r in result.results]
+    assert statuses.count("reused") >= done and "failed" not in statuses
+    check = validate(output)
+    assert check.ok and check.episodes == BAGS
+    assert not parts.exists()
