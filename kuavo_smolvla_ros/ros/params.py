@@ -105,6 +105,11 @@ class NodeSettings:
                                  range=(0.0, 600.0))
     seed: int = param(-1, "noise seed for reproducible chunks (-1: fresh noise every inference)",
                       range=(-1, 2**31 - 1))
+    inference_latency_ticks: int = param(0, "0: the model runs on its own thread beside the control loop (the "
+                                            "robot); N >= 1: each chunk is computed in the control tick that asks "
+                                            "for it and taken over N ticks later, as closed-loop evaluation in "
+                                            "simulated time runs the model (lock-step simulation with "
+                                            "use_sim_time, and tests)", range=(0, 100))
     warmup_iterations: int = param(2, "predictions run at start to warm up and measure latency", range=(0, 100))
     torch_threads: int = param(0, "torch CPU threads (0: all cores but one)", range=(0, 1024))
     status_rate_hz: float = param(1.0, "rate of kuavo_smolvla/status and diagnostics", range=(0.1, 50.0))

@@ -60,6 +60,7 @@ from kuavo_smolvla_ros.contract.streams import GRIPPER_STATE, STATE, StreamDecod
 from kuavo_smolvla_ros.control.controller import STATE_STREAM, ControlState, PolicyController, Snapshot, TickOutput
 from kuavo_smolvla_ros.control.execution import ExecutionSettings, make_controller
 from kuavo_smolvla_ros.control.images import FrameFitter
+from kuavo_smolvla_ros.control.worker import SteppedWorker
 from kuavo_smolvla_ros.msg import ActionChunk, PolicyStatus
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
 from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
@@ -264,10 +265,16 @@ class PolicyNode(LifecycleNode):
         if s.chunk_transition == "rtc":
             runtime.enable_rtc()
         # The executor closed-loop evaluation runs too (control/execution.py): one code path.
+        execution = self.execution_settings()
+        worker: dict[str, Any] = {}
+        if s.inference_latency_ticks:  # as evaluation in simulated time runs the model: N ticks per chunk
+            worker["worker"] = functools.partial(SteppedWorker, latency_ticks=s.inference_latency_ticks,
+                                                 period_s=execution.period_s)
+            latency = (s.inference_latency_ticks - 0.5) * execution.period_s
         self.controller = make_controller(
-            self.execution_settings(), runtime.cameras, self._predict, self.catalog,
+            execution, runtime.cameras, self._predict, self.catalog,
             stream_max_age_s=ages, stale_behaviour=s.stale_behaviour, error_retry_s=s.error_retry_s,
-            initial_latency_s=latency, stamp_source=profile.stamp_source)
+            initial_latency_s=latency, stamp_source=profile.stamp_source, **worker)
         self.controller.set_enabled(False)  # inactive until activate
         # Frames of any size are accepted (bounded by images.MAX_PIXELS) and fitted to the trained size.
         self.decoder = StreamDecoder(profile, {c: None for c in profile.camera_names})
