@@ -196,10 +196,10 @@ def main() -> int:
 
     start = time.perf_counter()
     datasets = prepare_data(args.demos)
-    outputs = {key: train(key, datasets, args.epochs, args.retrain) for key in keys}
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     matrices, slots, reports = {}, {}, {}
-    for key, output in outputs.items():
+    for key in keys:  # each run evaluated as soon as it is trained (its figures are printed then)
+        output = train(key, datasets, args.epochs, args.retrain)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
         print(f">> evaluating ({key}) {RUNS[key][0]} ({args.episodes} episodes per task for the final model, "
               f"{args.stage_episodes} for the earlier stages)", flush=True)
         matrices[key], slots[key] = success_matrix(output, args.episodes, args.stage_episodes)
