@@ -99,16 +99,18 @@ def test_linear_probe_recovers_a_linear_code_and_reports_the_mean_baseline():
 
 @pytest.mark.parametrize(("override", "message"), [
     ({"steps": "abc"}, "steps"),
-    ({"episodes": 3, "validation_episodes": 3}, "validation_episodes must be in 1..episodes-1"),
+    ({"episodes": 3, "validation_episodes": 3}, "episodes (3) must be more than validation_episodes (3)"),
+    ({"warmup_steps": 3000}, "warmup_steps (3000) must be fewer than steps (3000)"),
+    ({"cameras": ["foo"]}, "cameras: the simulator renders"),
     ({"image_size": [64]}, "image_size: expected [height, width]"),
     ({"action_mode": "delta"}, "action_mode: expected absolute or relative"),
     ({"stepz": 3}, "unknown setting(s) ['stepz']"),
     ({"output": "???"}, "output: where to write the base checkpoint"),
 ])
-def test_pretrain_settings_refuse_bad_values_naming_the_key(override, message):
+def test_pretrain_settings_refuse_bad_values_naming_the_key(override, message, tmp_path):
     cfg = yaml.safe_load((CONFIGS / "pretrain_tiny_base.yaml").read_text())
     cfg.pop("hydra")
-    cfg["output"] = "/tmp/base"
+    cfg["output"] = str(tmp_path / "base")
     with pytest.raises(TrainingConfigError) as caught:
         PretrainSettings.from_config(cfg | override)
     assert message in str(caught.value)
@@ -124,8 +126,9 @@ def test_demo_config_runs_the_real_recipe_with_the_stage_ratios():
     stages = load_curriculum(CONFIGS, base["curriculum"], "/data", lr_scale=demo["lr_scale"])
     recipe = [5e-5, 3.5e-5, 2.5e-5, 2e-5]
     assert [s.lr for s in stages] == pytest.approx([lr * demo["lr_scale"] for lr in recipe])
-    with pytest.raises(TrainingConfigError, match="lr_scale must be > 0"):
-        load_curriculum(CONFIGS, base["curriculum"], "/data", lr_scale=0.0)
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(TrainingConfigError, match="lr_scale must be a finite number > 0"):
+            load_curriculum(CONFIGS, base["curriculum"], "/data", lr_scale=bad)
 
 
 def test_pretrain_command_writes_a_base_the_real_recipe_can_start_from(tmp_path):
@@ -167,10 +170,22 @@ def test_pretrain_command_writes_a_base_the_real_recipe_can_start_from(tmp_path)
     assert torch.isfinite(torch.cat([p.flatten() for p in policy.parameters()])).all()
 
 
-def test_pretrain_command_bad_value_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "training" / "pretrain_base.py"),
-                             f"output={tmp_path / 'base'}", "steps=abc"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: steps")
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "base").exists()
+@pytest.mark.parametrize(("args", "message"), [
+    (["steps=abc"], "error: steps"),
+    ([], "error: output: where to write the base checkpoint"),
+    (["bogus=1"], "error: bogus: no such setting in pretrain_tiny_base.yaml"),
+    (["output={victim}"], "exists and is not a base this command wrote"),
+])
+def test_pretrain_command_mistakes_are_one_line_exit_2_and_touch_nothing(tmp_path, args, message):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("mine")
+    args = [a.format(victim=victim) for a in args]
+    if args and not any(a.startswith("output=") for a in args):
+        args.append(f"output={tmp_path / 'base'}")
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "pretrain_base.py"), *args], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]  # nothing created (no Hydra folder either)
+    assert (victim / "notes.txt").read_text() == "mine"

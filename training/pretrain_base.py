@@ -4,7 +4,8 @@
     python training/pretrain_base.py output=/tmp/base steps=500 episodes=10     # a quick look
 
 Writes a lerobot checkpoint to `output` and `output/pretraining.json` (data, steps, time, losses and the
-linear probe of its frozen vision features). Config: training/configs/pretrain_tiny_base.yaml.
+linear probe of its frozen features), TensorBoard logs to `<output>_tensorboard/`. An existing `output` is
+replaced only if this command wrote it. Config: training/configs/pretrain_tiny_base.yaml.
 Exit codes: 0 done, 2 a configuration error (one line on stderr).
 """
 
@@ -28,5 +29,7 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from kuavo_smolvla_ros.training.cli import help_or_run
+    from kuavo_smolvla_ros.training.pretrain import PretrainSettings
 
-    help_or_run(main, CONFIGS / "pretrain_tiny_base.yaml", "python training/pretrain_base.py", __doc__)
+    help_or_run(main, CONFIGS / "pretrain_tiny_base.yaml", "python training/pretrain_base.py", __doc__,
+                lambda config, _: PretrainSettings.from_config(config))

@@ -7,6 +7,7 @@ validation episodes. Every problem is reported with the file and key it comes fr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -117,8 +118,8 @@ def load_curriculum(configs_dir: str | Path, names: Sequence[str], data_root: st
     """Every stage of the curriculum, in order (a task may appear only once); ``overrides`` (e.g.
     ``{"epochs": 2}``) apply to every stage, then every stage's learning rate is multiplied by ``lr_scale``
     (one factor keeps the recipe's ratios between stages, e.g. for a model of another size)."""
-    if not lr_scale > 0:
-        raise TrainingConfigError(f"lr_scale must be > 0, got {lr_scale}")
+    if not (lr_scale > 0 and math.isfinite(lr_scale)):
+        raise TrainingConfigError(f"lr_scale must be a finite number > 0, got {lr_scale}")
     catalog = catalog or default_catalog()
     stages: list[Stage] = []
     for number, name in enumerate(names, start=1):

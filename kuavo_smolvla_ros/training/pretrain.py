@@ -101,6 +101,9 @@ class PretrainSettings:
         if cfg.get("output") in (None, "", "???"):
             raise TrainingConfigError("output: where to write the base checkpoint, e.g. output=outputs/base")
         values["output"] = Path(str(cfg["output"]))
+        if values["output"].exists() and not (values["output"] / REPORT_FILE).is_file():
+            raise TrainingConfigError(f"output={values['output']} exists and is not a base this command wrote (no "
+                                      f"{REPORT_FILE}); it would be replaced: choose a new folder")
         if cfg.get("image_size") is not None:
             size = cfg["image_size"]
             if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(isinstance(v, int) and v > 0
@@ -108,15 +111,24 @@ class PretrainSettings:
                 raise TrainingConfigError(f"image_size: expected [height, width] in pixels, got {size!r}")
             values["image_size"] = tuple(size)
         if cfg.get("cameras") is not None:
+            from kuavo_smolvla_ros.sim.render import CAMERA_VIEWS
+
             values["cameras"] = tuple(str(c) for c in cfg["cameras"])
+            unknown = [c for c in values["cameras"] if c not in CAMERA_VIEWS]
+            if unknown or not values["cameras"]:
+                raise TrainingConfigError(f"cameras: the simulator renders {sorted(CAMERA_VIEWS)}, got "
+                                          f"{unknown or '[]'}")
         mode = cfg.get("action_mode") or "relative"
         if mode not in ("absolute", "relative"):
             raise TrainingConfigError(f"action_mode: expected absolute or relative, got {mode!r}")
         values["action_mode"] = mode
         settings = cls(**values)
-        if not 1 <= settings.validation_episodes < settings.episodes:
-            raise TrainingConfigError(f"validation_episodes must be in 1..episodes-1 ({settings.episodes - 1}), got "
-                                      f"{settings.validation_episodes}")
+        if settings.episodes <= settings.validation_episodes:
+            raise TrainingConfigError(f"episodes ({settings.episodes}) must be more than validation_episodes "
+                                      f"({settings.validation_episodes}): raise episodes or lower validation_episodes")
+        if settings.warmup_steps >= settings.steps:
+            raise TrainingConfigError(f"warmup_steps ({settings.warmup_steps}) must be fewer than steps "
+                                      f"({settings.steps})")
         return settings
 
 
