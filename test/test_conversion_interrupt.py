@@ -16,14 +16,14 @@ from kuavo_smolvla_ros.data.convert import PART_DONE, convert
 from kuavo_smolvla_ros.data.synthetic import SyntheticBag, write_synthetic_bag
 from kuavo_smolvla_ros.data.validate import validate
 
-BAGS = 5
+BAGS = 12  # enough work that the interrupt lands while bags remain, however loaded the machine
 
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("interrupt_bags")
     for i in range(BAGS):
-        write_synthetic_bag(folder / f"ep{i}.bag", "ros1", SyntheticBag(seconds=2, jitter_s=0.002, seed=40 + i))
+        write_synthetic_bag(folder / f"ep{i}.bag", "ros1", SyntheticBag(seconds=4, jitter_s=0.002, seed=40 + i))
     return folder
 
 
