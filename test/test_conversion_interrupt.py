@@ -46,24 +46,26 @@ def test_ctrl_c_prints_one_line_exits_130_and_resume_finishes(tmp_path, bags, wo
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
-    assert process.returncode == 130, (out, err)
+    # 130, or killed by the SIGINT itself when the group's signal reaches the main process again while it exits:
+    # a shell reports both as $? = 130
+    assert process.returncode in (130, -signal.SIGINT), (process.returncode, out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and lines[0].endswith(
         f"of {BAGS} bag(s) done, resume with --resume"), err
     assert "Traceback" not in out + err
-    done = int(lines[0].split()[1])
-    assert 1 <= done < BAGS
+    done = int(lines[0].split()[1])  # bags whose results had reached the main process (a part may be further)
+    assert 0 <= done < BAGS
     # the output is not there or is a dataset; each part is finished (its record, a dataset lerobot opens) or
     # has no record (converted again on resume)
     assert not output.exists() or validate(output).ok
     finished = [p for p in parts.iterdir() if (p / PART_DONE).is_file()]
-    assert len(finished) >= done
+    assert len(finished) >= max(done, 1)  # one had finished before the interrupt was sent
     for part in finished:
         assert validate(part / "dataset").ok
 
     result = convert([bags], output, task="2", resume=True, workers=workers, progress=False)
     statuses = [r.status for r in result.results]
-    assert statuses.count("reused") >= done and "failed" not in statuses
+    assert statuses.count("reused") >= len(finished) and "failed" not in statuses
     check = validate(output)
     assert check.ok and check.episodes == BAGS
     assert not parts.exists()
