@@ -110,6 +110,7 @@ def test_linear_probe_recovers_a_linear_code_and_reports_the_mean_baseline():
 def test_pretrain_settings_refuse_bad_values_naming_the_key(override, message, tmp_path):
     cfg = yaml.safe_load((CONFIGS / "pretrain_tiny_base.yaml").read_text())
     cfg.pop("hydra")
+    cfg.pop("defaults")  # Hydra's composition list, not a setting
     cfg["output"] = str(tmp_path / "base")
     with pytest.raises(TrainingConfigError) as caught:
         PretrainSettings.from_config(cfg | override)
