@@ -34,8 +34,11 @@ def test_ctrl_c_prints_one_line_exits_130_and_resume_finishes(tmp_path, bags, wo
     command = [sys.executable, "-m", "kuavo_smolvla_ros.data.cli", "convert", str(bags), "-o", str(output),
                "-t", "2", "-q", "-j", str(workers)]
     # a session of its own: SIGINT goes to its whole process group, as a terminal's Ctrl-C does
+    # SIGINT at its default, as in a terminal: a background job of a non-interactive shell (CI) inherits it
+    # ignored, and Python then never raises KeyboardInterrupt
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+                               start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_until(lambda: any(parts.glob(f"*/{PART_DONE}")) or process.poll() is not None, 240), \
             "no bag finished within 240 s"
