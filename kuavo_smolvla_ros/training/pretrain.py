@@ -26,6 +26,7 @@ Settings: ``training/configs/pretrain_tiny_base.yaml`` (``python training/pretra
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -360,8 +361,6 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         origin="kuavo_smolvla_ros.training.pretrain: tiny base pretrained on config/primitives.yaml",
         extra={"pretraining": REPORT_FILE})
     write_checkpoint(output, policy, preprocessor, postprocessor, metadata)
-    import shutil
-
     shutil.rmtree(init, ignore_errors=True)
     report = {
         "checkpoint": str(output),
