@@ -195,7 +195,9 @@ def test_the_reflow_log_shows_every_checkpoint(data, tmp_path):
                      "validation.max_frames_per_task=4", "pairs.max_frames_per_task=8")
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    assert "[reflow] step 2/4 loss " in log and " lr " in log
+    steps = [line for line in log.splitlines() if "[reflow] step " in line and " loss " in line]
+    assert [line.split("[reflow] step ")[1].split()[0] for line in steps] == ["2/4", "4/4"], log[-3000:]
+    assert all(" lr " in line and " elapsed, about " in line and line.endswith(" left") for line in steps), steps
     for folder in ("best", "last", "step2", "step4"):
         assert log.count(f": {out / folder}\n") == 1, log[-3000:]  # once (not logged and printed)
 

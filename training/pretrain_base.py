@@ -32,4 +32,6 @@ if __name__ == "__main__":
     from kuavo_smolvla_ros.training.pretrain import PretrainSettings
 
     help_or_run(main, CONFIGS / "pretrain_tiny_base.yaml", "python training/pretrain_base.py", __doc__,
-                lambda config, _: PretrainSettings.from_config(config))
+                lambda config, _: PretrainSettings.from_config(config),
+                interrupted="interrupted (Ctrl-C): the base is written only at the end, so nothing was; run the "
+                            "same command again to start over")

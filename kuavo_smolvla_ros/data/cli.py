@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     media.add_argument("--video", dest="storage", action="store_const", const="video", help="cameras as MP4 video")
     media.add_argument("--png", dest="storage", action="store_const", const="png", help="cameras as PNG images")
     convert.add_argument("--quiet", "-q", action="store_true",
-                         help="no progress bars, ours or the libraries' (theirs are off whenever stderr is not a "
+                         help="no progress bars, ours or the libraries' (all are off whenever stderr is not a "
                               "terminal); FAILED/CUT lines, the summary and errors still print")
     validate = commands.add_parser("validate", help="check a dataset (lerobot opens it, frames, values, limits, "
                                                     "no break in time between consecutive rows)",
@@ -140,7 +140,8 @@ def _convert(args: argparse.Namespace) -> int:
 
     try:  # each failed bag is printed once, as soon as it is done: FAILED <bag>: <its first cause>
         result = convert(args.inputs, args.output, task=args.task, config=args.config, fps=args.fps,
-                         workers=args.workers, resume=args.resume, storage=args.storage, progress=not args.quiet,
+                         workers=args.workers, resume=args.resume, storage=args.storage,
+                         progress=not args.quiet and sys.stderr.isatty(),
                          robot=args.robot, overrides=parse_overrides(args.override), on_result=print_failure)
     except (ConversionError, ConfigError, DatasetError, ProfileError) as err:
         print(f"error: {err}", file=sys.stderr)

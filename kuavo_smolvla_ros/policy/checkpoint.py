@@ -860,9 +860,17 @@ def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kua
     )
 
 
+INSPECT_EXIT_CODES = """exit status:
+  0  the checkpoint opens (what it holds is printed; "note:" lines are advice, not refusals)
+  1  the checkpoint is refused: one "error:" line names the file and the cause (the node refuses it too)
+  2  bad arguments, or no file or folder at the path
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check a SmolVLA checkpoint for the Kuavo node (exit 0: it opens; "
-                                                 "1: one 'error:' line says why not).")
+    parser = argparse.ArgumentParser(
+        description="Check a SmolVLA checkpoint for the Kuavo node: the node opens it exactly when this does.",
+        epilog=INSPECT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--vlm-path", type=Path, default=None, help="override the recorded VLM folder")
     parser.add_argument("--make-portable", action="store_true",
@@ -877,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
                              "processor steps those steps (its predictions do not change; lerobot's loader then "
                              "returns absolute actions too)")
     args = parser.parse_args(argv)
+    if not args.checkpoint.exists():  # (as kuavo-sim-eval and policy_node: a path that is not there is refused)
+        print(f"error: no checkpoint at {args.checkpoint} (no such file or folder)", file=sys.stderr)
+        return 2
     try:
         if args.upgrade_relative:
             done = upgrade_relative(args.checkpoint)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -275,8 +276,16 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
     return output_dir
 
 
+TINY_EXIT_CODES = """exit status:
+  0  the checkpoint is written (files of the same names in OUTPUT_DIR are replaced)
+  2  refused, one "error:" line, nothing written: bad arguments, --stats unreadable or not finite 16-dim
+     mean/std for observation.state and action, OUTPUT_DIR is a file
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=TINY_EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path, help="folder to write the checkpoint into")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="architecture (default tiny)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -290,9 +299,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     image_shape = tuple(args.image_size) if args.image_size else (
         (64, 64) if args.size == "tiny" else default_profile().cameras[0].size)
+    if min(image_shape) < 1:
+        print(f"error: --image-size must be positive, got {image_shape[0]} {image_shape[1]}", file=sys.stderr)
+        return 2
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        print(f"error: {args.output_dir} exists and is not a folder", file=sys.stderr)
+        return 2
+    stats = None
+    if args.stats is not None:
+        try:
+            stats = json.loads(args.stats.read_text())
+            check_stats(stats)
+        except OSError as err:
+            print(f"error: --stats {args.stats}: {err.strerror}", file=sys.stderr)
+            return 2
+        except (ValueError, AttributeError) as err:  # (json's errors are ValueErrors)
+            print(f"error: --stats {args.stats}: {err}", file=sys.stderr)
+            return 2
     spec = TinyCheckpointSpec(size=args.size, cameras=tuple(args.cameras), image_shape=image_shape,
-                              seed=args.seed, action_mode=args.action_mode,
-                              stats=json.loads(args.stats.read_text()) if args.stats else None)
+                              seed=args.seed, action_mode=args.action_mode, stats=stats)
     path = build_checkpoint(args.output_dir, spec)
     meta = json.loads((path / METADATA_FILE).read_text())
     print(f"wrote {args.size} SmolVLA checkpoint to {path} (cameras: {', '.join(meta['cameras'])})")

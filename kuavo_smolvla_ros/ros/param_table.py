@@ -214,15 +214,24 @@ def render_yaml(settings_class: type, node_name: str, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How every node of the package ends (``ros/spin.py``), the last section of its ``--help``.
+NODE_EXIT_CODES = """exit status:
+  0  stopped after it started (Ctrl-C, or the ROS context shut down)
+  2  cannot start, one line: a parameter's value or type (naming the parameter, value and allowed range),
+     the robot profile, a name, or (policy_node) the checkpoint is refused
+  130  Ctrl-C before the node was up (e.g. while the checkpoint loads)
+"""
+
+
 def help_text(settings_class: type, executable: str, summary: str) -> str:
-    """``--help`` of a node: usage, then one entry per parameter (type, default, range, dynamic)."""
+    """``--help`` of a node: usage, one entry per parameter (type, default, range, dynamic), the exit statuses."""
     lines = [f"usage: {executable} [--help] [--ros-args [-p NAME:=VALUE ...] [--params-file FILE] "
              "[-r __ns:=/NAMESPACE] [-r FROM:=TO ...]]", "", summary.strip(), "", "parameters:"]
     for spec in table(settings_class):
         lines.append(f"  {spec.name} ({_flags(spec)}, default {_yaml_value(spec.default)})")
         lines += textwrap.wrap(spec.description, width=100, initial_indent="      ", subsequent_indent="      ",
                                break_on_hyphens=False)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + NODE_EXIT_CODES
 
 
 def wants_help(argv: list[str]) -> bool:

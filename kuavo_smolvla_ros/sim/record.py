@@ -147,8 +147,15 @@ def parse_tasks(text: str) -> list[Task]:
     return [catalog.get(part.strip()) for part in text.split(",") if part.strip()]
 
 
+RECORD_EXIT_CODES = """exit status:
+  0  every bag written (bags already in OUTPUT are kept, not written again)
+  2  refused, one "error:" line: bad arguments, unknown task, robot profile refused
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Record the simulated Kuavo's scripted expert as Kuavo bags.")
+    parser = argparse.ArgumentParser(description="Record the simulated Kuavo's scripted expert as Kuavo bags.",
+                                     epilog=RECORD_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path, help="folder; bags go to OUTPUT/task{id}_{name}/")
     parser.add_argument("--tasks", default="all", help="'all' or a comma-separated list of task ids/names/aliases")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
@@ -160,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--robot", default="kuavo4pro",
                         help="robot profile whose topics and messages the bags hold "
                              f"({', '.join(available_profiles())}, or a path to a profile YAML)")
-    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar (it is off whenever stderr is not a terminal)")
     args = parser.parse_args(argv)
     try:
         tasks = parse_tasks(args.tasks)
@@ -177,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = RecordingConfig(camera_hz=args.camera_hz, image_size=tuple(args.image_size))
     try:
-        written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config, not args.quiet,
+        written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config,
+                         not args.quiet and sys.stderr.isatty(),
                          profile)
     except ValueError as err:
         print(f"error: --robot: {err}", file=sys.stderr)

@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="kuavo-sim-eval",
         description="Score a checkpoint in the simulator, in simulated time, through the policy node's executor: "
                     "success per task with a 95% interval; writes sim_eval.json and sim_eval.png.",
-        epilog="exit codes: 0 scored; 2 the checkpoint or an argument is refused")
+        epilog="exit status:\n  0  scored: the table is printed, sim_eval.json and sim_eval.png written\n"
+               "  2  refused, one \"error:\" line, nothing written: the checkpoint (missing, or refused as by "
+               "kuavo-smolvla-inspect) or an argument\n", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (what kuavo-smolvla-inspect accepts)")
     parser.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
                         help=f"tasks by name, alias or id ({', '.join(t.name for t in catalog)}), or all")
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None,
                         help="folder for sim_eval.json and sim_eval.png "
                              "(default: outputs/sim_eval/<parent>_<checkpoint folder>)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (it is off whenever stderr is not a terminal)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --episodes must be >= 1, got {args.episodes}\n")
@@ -129,7 +132,7 @@ def score(args: argparse.Namespace, tasks: list) -> int:
     latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
     first_seed = EVAL_SEED_BASE if args.first_seed is None else args.first_seed
     results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
-                       progress=not args.quiet, latency_ticks=latency, execution=execution)
+                       progress=not args.quiet and sys.stderr.isatty(), latency_ticks=latency, execution=execution)
     summary = summarise(results)
     report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
               "chunk_transition": execution.chunk_transition, "blend_steps": execution.blend_steps,

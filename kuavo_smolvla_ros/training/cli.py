@@ -23,13 +23,7 @@ _HYDRA_FILES = (".hydra",)
 
 def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any:
     """``run(cfg as a plain dict, configs_dir)``; a known error prints ``error: ...`` and exits with 2."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # the datasets library's per-episode "Map"/"Generating train split" bars would bury the per-epoch lines
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    import warnings
-
-    # lerobot re-enables the bars per dataset it opens; the variable wins, and datasets warns each time
-    warnings.filterwarnings("ignore", message="Cannot enable progress bars")
+    quiet_libraries()
     from omegaconf import OmegaConf
 
     from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
@@ -42,6 +36,18 @@ def run_or_exit(run: Callable[[dict, Path], Any], cfg, configs_dir: Path) -> Any
             _remove_hydra_folder()
         print(f"error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def quiet_libraries() -> None:
+    """Work offline and keep the datasets library's per-episode "Map"/"Generating train split" bars out of the
+    log (they would bury the per-epoch lines); call before anything imports ``datasets`` (it reads the
+    variable at import)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import warnings
+
+    # lerobot re-enables the bars per dataset it opens; the variable wins, and datasets warns each time
+    warnings.filterwarnings("ignore", message="Cannot enable progress bars")
 
 
 def _one_line(err: BaseException) -> str:
@@ -194,6 +200,18 @@ def _config_chain(config: Path) -> list[Path]:
     return [p for base in bases if base.is_file() for p in _config_chain(base)] + [config]
 
 
+TRAINING_EXIT_CODES = """exit status:
+  0  done: the last lines list every checkpoint written
+  1  an unexpected failure (the traceback says where); checkpoints written before stay as they are
+  2  one "error:" line: refused before anything starts (an unknown setting or config, a bad value, a missing
+     dataset or checkpoint, an output that would overwrite another run), or a non-finite loss stopped
+     training (the last good checkpoint is kept)
+  130  interrupted (Ctrl-C): one "interrupted" line says what is kept and how to go on"""
+#: What a stopped run leaves (the line printed on Ctrl-C) for the runs that write ``last/`` with its training state.
+RESUMABLE = ("interrupted (Ctrl-C): run the same command again to resume from the last epoch's last/; the "
+             "checkpoints written so far stay as they are")
+
+
 def config_help(config: Path, usage: str, doc: str) -> str:
     """``--help`` for a Hydra training script, made from its config file(s): every setting (dotted, as it is
     overridden on the command line) with its default and the comment beside it in the YAML; a config built on
@@ -214,7 +232,8 @@ def config_help(config: Path, usage: str, doc: str) -> str:
         if comment:
             rows += textwrap.wrap(" ".join(comment), 100, initial_indent=" " * 8, subsequent_indent=" " * 8)
     return (f"usage: {usage} [KEY=VALUE ...]\n\n{doc.strip()}\n\nsettings ({config.relative_to(config.parents[2])}; "
-            "set any as KEY=VALUE, nested ones as a.b=VALUE; --hydra-help: Hydra's own options):\n" + "\n".join(rows))
+            "set any as KEY=VALUE, nested ones as a.b=VALUE; --hydra-help: Hydra's own options):\n" + "\n".join(rows)
+            + "\n\n" + TRAINING_EXIT_CODES)
 
 
 def _known_configs(folder: Path) -> list[str]:
@@ -222,10 +241,12 @@ def _known_configs(folder: Path) -> list[str]:
 
 
 def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
-                check: Callable[[dict, Path], Any] | None = None) -> Any:
+                check: Callable[[dict, Path], Any] | None = None, interrupted: str = RESUMABLE) -> Any:
     """Print :func:`config_help` (of the ``--config-name``/``-cn`` config when one is given) and exit 0 on
     ``--help``/``-h``; else check the config first (:func:`check_first`, with ``check``) and run the Hydra
-    ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2."""
+    ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2; Ctrl-C
+    prints ``interrupted`` and exits with 130."""
+    quiet_libraries()  # (before the checks: they open the datasets)
     args = sys.argv[1:]
     for flag in ("--config-name", "-cn"):
         named = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
@@ -240,4 +261,8 @@ def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
         sys.exit(0)
     if check is not None:
         check_first(config, check)
-    return main()
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)

@@ -47,7 +47,7 @@ from kuavo_smolvla_ros.sim.primitives import EpisodeFrames, episode_frames, prim
 from kuavo_smolvla_ros.tasks import Task, default_catalog
 from kuavo_smolvla_ros.training.common.config import OptimConfig, number_setting, optim_config, seed_setting
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
-from kuavo_smolvla_ros.training.common.loop import tensorboard_writer
+from kuavo_smolvla_ros.training.common.loop import duration, tensorboard_writer
 from kuavo_smolvla_ros.training.common.optim import Optimisation
 from kuavo_smolvla_ros.training.distributed import flow_noise
 from kuavo_smolvla_ros.training.memory import MemoryDataset
@@ -347,8 +347,9 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
             history.append({"step": step + 1, "train_loss": float(np.mean(losses[-settings.log_every_steps:])),
                             "validation_loss": held_loss, "lr": optim.lr})
             writer.add_scalar("validation/primitives_loss", held_loss, step + 1)
-            LOG.info("pretraining step %d/%d: train loss %.4f, held-out loss %.4f, lr %.2e; %.0f s, about %.0f s left",
-                     step + 1, settings.steps, history[-1]["train_loss"], held_loss, optim.lr, elapsed, left)
+            LOG.info("pretraining step %d/%d: train loss %.4f, held-out loss %.4f, lr %.2e; %s elapsed, about %s left",
+                     step + 1, settings.steps, history[-1]["train_loss"], held_loss, optim.lr, duration(elapsed),
+                     duration(left))
     writer.flush()
     train_s = time.perf_counter() - train_started
     pretrained_probe = probe(policy, preprocessor, train, held, settings.chunk_size, settings.probe_ridge)

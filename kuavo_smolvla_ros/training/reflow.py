@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata
 from kuavo_smolvla_ros.policy.runtime import load_processors
 from kuavo_smolvla_ros.training.common.checkpoints import start_progress, write_checkpoint, written_checkpoints
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
-from kuavo_smolvla_ros.training.common.loop import autocast, tensorboard_writer
+from kuavo_smolvla_ros.training.common.loop import autocast, duration, tensorboard_writer
 from kuavo_smolvla_ros.training.common.optim import Optimisation
 from kuavo_smolvla_ros.training.common.plots import two_panels
 from kuavo_smolvla_ros.training.curriculum import Stage, load_curriculum
@@ -192,13 +193,17 @@ class ReflowTrainer:
         loader = batch_loader(self.train_data, sampler, config.num_workers)
         self.student.train()
         recent: list[float] = []
+        started, first = monotonic(), self.state["step"]
         for batch in tqdm(loader, total=len(sampler), initial=0, desc="reflow", leave=False, disable=None):
             step = self.state["step"]
             recent.append(self.optim.step(self._student_loss(batch, step), step, self.writer, self.out / "last"))
             self.state["step"] = step = step + 1
             if step % config.log_freq == 0 or step == config.steps:
                 self.state["train_loss"].append({"step": step, "loss": float(np.mean(recent))})
-                LOG.info("[reflow] step %d/%d loss %.5f lr %.2e", step, config.steps, np.mean(recent), self.optim.lr)
+                elapsed = monotonic() - started
+                left = elapsed / (step - first) * (config.steps - step)
+                LOG.info("[reflow] step %d/%d loss %.5f lr %.2e; %s elapsed, about %s left", step, config.steps,
+                         np.mean(recent), self.optim.lr, duration(elapsed), duration(left))
                 recent = []
             self._checkpoints(step)
         self.writer.flush()

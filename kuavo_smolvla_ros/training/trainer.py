@@ -41,7 +41,7 @@ from kuavo_smolvla_ros.policy.runtime import load_policy
 from kuavo_smolvla_ros.training.common.checkpoints import start_progress, training_state_dir, write_checkpoint
 from kuavo_smolvla_ros.training.common.config import check_data_cache
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
-from kuavo_smolvla_ros.training.common.loop import autocast, tensorboard_writer
+from kuavo_smolvla_ros.training.common.loop import autocast, duration, tensorboard_writer
 from kuavo_smolvla_ros.training.common.optim import Optimisation
 from kuavo_smolvla_ros.training.curriculum import Stage
 from kuavo_smolvla_ros.training.datasets import stage_metadata, training_dataset
@@ -323,9 +323,6 @@ class StageTrainer:
             self._log_started = time.monotonic() - seconds
         elapsed = time.monotonic() - self._log_started
         left = (self.stage.epochs - epoch - 1) * seconds
-
-        def duration(value: float) -> str:
-            return f"{value / 60:.1f} min" if value >= 60 else f"{value:.0f} s"
 
         held_out = ", ".join(f"{name} {value:.4f}" for name, value in validation.items())
         LOG.info("%s epoch %d/%d: train loss %.4f, lr %.2e%s; %s elapsed, %.1f s/epoch, about %s left in this stage",

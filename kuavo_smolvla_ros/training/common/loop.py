@@ -8,6 +8,11 @@ from typing import Any
 import torch
 
 
+def duration(seconds: float) -> str:
+    """A time span for a log line: ``"42 s"`` under a minute, else ``"3.5 min"``."""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def check_device(device: str, key: str = "device") -> str:
     """``device`` (cpu, cuda, cuda:N or mps) if this machine has it, else a :class:`TrainingConfigError` naming
     ``key`` and what there is (a CUDA device without CUDA fails here, in one line, not deep in torch)."""

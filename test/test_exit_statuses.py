@@ -1,0 +1,133 @@
+"""Every entry point tells its exit statuses in ``--help`` and keeps them (issue 20): the console scripts, the two
+nodes and the three Hydra training scripts; a missing checkpoint is refused with 2 by every command that takes
+one; a mistyped ``--stats`` is one line; Ctrl-C in training is one line and 130. Real processes, as a user
+runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ENV = os.environ | {"OMP_NUM_THREADS": "1"}
+
+#: The installed console scripts (setup.py) and the training scripts, as a user calls each.
+COMMANDS = {
+    "kuavo-smolvla-tiny": [str(BIN / "kuavo-smolvla-tiny")],
+    "kuavo-smolvla-inspect": [str(BIN / "kuavo-smolvla-inspect")],
+    "kuavo-rosbag-to-lerobot": [str(BIN / "kuavo-rosbag-to-lerobot")],
+    "kuavo-sim-record": [str(BIN / "kuavo-sim-record")],
+    "kuavo-sim-eval": [str(BIN / "kuavo-sim-eval")],
+    "policy_node": [sys.executable, "-m", "kuavo_smolvla_ros.ros.policy_node"],
+    "sim_robot": [sys.executable, "-m", "kuavo_smolvla_ros.ros.sim_node"],
+    "train_sequential": [sys.executable, str(ROOT / "training" / "train_sequential.py")],
+    "train_reflow": [sys.executable, str(ROOT / "training" / "train_reflow.py")],
+    "pretrain_base": [sys.executable, str(ROOT / "training" / "pretrain_base.py")],
+}
+
+
+def run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
+
+
+def test_every_entry_point_is_covered():
+    text = (ROOT / "setup.py").read_text()
+    scripts = {line.split("=")[0].strip().strip('"') for line in text.splitlines() if ":main" in line}
+    assert scripts <= set(COMMANDS), scripts - set(COMMANDS)
+    assert {p.stem for p in (ROOT / "training").glob("*.py")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_lists_the_exit_statuses(name):
+    shown = run([*COMMANDS[name], "--help"])
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    section = shown.stdout[shown.stdout.index("exit status:"):]
+    codes = [line.split()[0] for line in section.splitlines()[1:] if line[:2] == "  " and line.split()[0].isdigit()]
+    assert codes[0] == "0" and "2" in codes, section
+    assert codes == sorted(codes, key=int), section
+    assert "Traceback" not in shown.stderr
+
+
+@pytest.mark.parametrize("name", ["kuavo-smolvla-inspect", "kuavo-sim-eval"])
+def test_a_missing_checkpoint_is_refused_with_2_in_one_line(tmp_path, name):
+    missing = tmp_path / "no_such_checkpoint"
+    result = run([*COMMANDS[name], str(missing)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and "error: " in lines[0] and str(missing) in lines[0], lines
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "No such file or directory"),
+    ("{not json", "Expecting property name"),
+    ('{"observation.state": {"mean": [0], "std": [1]}}', "must be 16 values"),
+    ("[1, 2]", "stats must give 'mean' and 'std' for 'observation.state'"),
+])
+def test_tiny_refuses_bad_stats_in_one_line_and_writes_nothing(tmp_path, content, expected):
+    stats = tmp_path / "stats.json"
+    if content is not None:
+        stats.write_text(content)
+    out = tmp_path / "tiny"
+    result = run([*COMMANDS["kuavo-smolvla-tiny"], str(out), "--stats", str(stats)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"error: --stats {stats}: ") and expected in lines[0], lines
+    assert not out.exists()
+
+
+def test_ctrl_c_in_training_is_one_line_and_130(tmp_path):
+    """SIGINT while the first stage trains: one line saying how to go on, exit 130, no traceback; the
+    checkpoint written before (``last/``, with the state to resume from) is intact. The process starts with
+    SIGINT at its default (CI's background jobs inherit it ignored)."""
+    from lerobot_data import write_dataset
+
+    from kuavo_smolvla_ros.policy.checkpoint import inspect_checkpoint
+    from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
+    from kuavo_smolvla_ros.tasks import default_catalog
+    from kuavo_smolvla_ros.training.cli import RESUMABLE
+
+    task = default_catalog().get(1)
+    write_dataset(tmp_path / "data" / task.stage_dir, 0.25, episodes=3, frames=8, instruction=task.instruction)
+    checkpoint = build_checkpoint(tmp_path / "checkpoint", TinyCheckpointSpec(
+        cameras=("head_cam_h",), image_shape=(8, 8), chunk_size=4, n_action_steps=4, train_everything=True))
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [*COMMANDS["train_sequential"], f"pretrained_path={checkpoint}", f"data_root={tmp_path / 'data'}",
+         f"output_root={out}", "curriculum=[tasks/task1_moving_grasp]", "batch_size=4", "num_workers=0",
+         "save_every_epochs=1",
+         "stage_overrides.epochs=100000", "stage_overrides.warmup_steps=0", "policy.chunk_size=4",
+         "policy.n_action_steps=4", "validation.every_epochs=1000", "validation.max_batches=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV | {"PYTHONUNBUFFERED": "1"}, cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    second_epoch, lines = threading.Event(), []
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if " epoch 2/" in line:
+                second_epoch.set()
+        second_epoch.set()  # (the process ended first: the assertions below say how)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert second_epoch.wait(300) and process.poll() is None, "".join(lines)[-3000:]
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    reader.join(timeout=10)
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == RESUMABLE, stderr[-3000:]
+    last = out / task.stage_dir / "last"
+    assert inspect_checkpoint(last).path == last and (last / "training_state").is_dir()
