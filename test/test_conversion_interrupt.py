@@ -72,3 +72,42 @@ def test_ctrl_c_prints_one_line_exits_130_and_resume_finishes(tmp_path, bags, wo
     check = validate(output)
     assert check.ok and check.episodes == BAGS
     assert not parts.exists()
+
+
+def _forkserver_of(pid: int) -> bool:
+    """Whether ``pid`` has a child running multiprocessing's fork server (read from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"forkserver" in (entry / "cmdline").read_bytes():
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
+def test_ctrl_c_while_the_workers_start_is_one_line_too(tmp_path, bags):
+    """The interrupt lands while the fork server imports its modules (seconds, before any bag is done): still
+    the one line and no traceback from the server or a worker; nothing is in the output."""
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "kuavo_smolvla_ros.data.cli", "convert", str(bags), "-o", str(output),
+               "-t", "2", "-q", "-j", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert wait_until(lambda: _forkserver_of(process.pid) or process.poll() is not None, 120)
+        assert process.poll() is None, process.communicate()
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    assert process.returncode in (130, -signal.SIGINT), (process.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted"), err
+    assert "Traceback" not in out + err
+    assert not output.exists()

@@ -507,7 +507,8 @@ def _run_parts(todo: list[tuple[BagResult, Path]], config_data: dict, instructio
                 bar.update(1)
             return
         # the workers ignore Ctrl-C (the terminal sends it to them too): this process stops them
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_ignore_interrupts)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(start=True),
+                                   initializer=_ignore_interrupts)
         try:
             futures = {pool.submit(work, *args(result, part)): result for result, part in todo}
             for future in as_completed(futures):
@@ -542,7 +543,10 @@ def worker_context(start: bool = False) -> multiprocessing.context.BaseContext:
     if start:
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        # started with SIGINT ignored, the server keeps ignoring it through its imports (a Ctrl-C then would
+        # print its traceback) and its workers inherit that; this process stops them
+        with _interrupts_ignored():
+            forkserver.ensure_running()
     return context
 
 
