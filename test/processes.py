@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -27,3 +28,27 @@ def kill_when(process: subprocess.Popen, predicate: Callable[[], object], timeou
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def ctrl_c_when(command: list[str], predicate: Callable[[subprocess.Popen], object], timeout: float,
+                what: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``command`` as a terminal would and press Ctrl-C as soon as ``predicate(process)`` holds: SIGINT to
+    its whole process group (a session of its own), its workers included; (exit status, stdout, stderr).
+
+    The process starts with SIGINT at its default, as in a terminal: a background job of a non-interactive
+    shell (CI) inherits it ignored, and Python then never raises KeyboardInterrupt. Fails if ``what`` does not
+    happen within ``timeout`` s or the process ends first."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env=env or os.environ | {"OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert wait_until(lambda: predicate(process) or process.poll() is not None, timeout), \
+            f"{what} did not happen within {timeout} s"
+        assert process.poll() is None, f"the process ended before the interrupt: {process.communicate()}"
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    return process.returncode, out, err

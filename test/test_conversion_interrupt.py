@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from processes import wait_until
+from processes import ctrl_c_when
 
 from kuavo_smolvla_ros.data.convert import PART_DONE, convert
 from kuavo_smolvla_ros.data.synthetic import SyntheticBag, write_synthetic_bag
@@ -33,25 +31,10 @@ def test_ctrl_c_prints_one_line_exits_130_and_resume_finishes(tmp_path, bags, wo
     parts = output.with_name("out.parts")
     command = [sys.executable, "-m", "kuavo_smolvla_ros.data.cli", "convert", str(bags), "-o", str(output),
                "-t", "2", "-q", "-j", str(workers)]
-    # a session of its own: SIGINT goes to its whole process group, as a terminal's Ctrl-C does
-    # SIGINT at its default, as in a terminal: a background job of a non-interactive shell (CI) inherits it
-    # ignored, and Python then never raises KeyboardInterrupt
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        assert wait_until(lambda: any(parts.glob(f"*/{PART_DONE}")) or process.poll() is not None, 240), \
-            "no bag finished within 240 s"
-        assert process.poll() is None, f"the conversion ended before the interrupt: {process.communicate()}"
-        os.killpg(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+    code, out, err = ctrl_c_when(command, lambda _: any(parts.glob(f"*/{PART_DONE}")), 240, "a bag finishing")
     # 130, or killed by the SIGINT itself when the group's signal reaches the main process again while it exits:
     # a shell reports both as $? = 130
-    assert process.returncode in (130, -signal.SIGINT), (process.returncode, out, err)
+    assert code in (130, -signal.SIGINT), (code, out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and lines[0].endswith(
         f"of {BAGS} bag(s) done, resume with --resume"), err
@@ -94,19 +77,8 @@ def test_ctrl_c_while_the_workers_start_is_one_line_too(tmp_path, bags):
     output = tmp_path / "out"
     command = [sys.executable, "-m", "kuavo_smolvla_ros.data.cli", "convert", str(bags), "-o", str(output),
                "-t", "2", "-q", "-j", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        assert wait_until(lambda: _forkserver_of(process.pid) or process.poll() is not None, 120)
-        assert process.poll() is None, process.communicate()
-        os.killpg(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-    assert process.returncode in (130, -signal.SIGINT), (process.returncode, out, err)
+    code, out, err = ctrl_c_when(command, lambda process: _forkserver_of(process.pid), 120, "the fork server")
+    assert code in (130, -signal.SIGINT), (code, out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted"), err
     assert "Traceback" not in out + err

@@ -6,13 +6,12 @@ runs them."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from processes import ctrl_c_when
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -99,35 +98,13 @@ def test_ctrl_c_in_training_is_one_line_and_130(tmp_path):
     checkpoint = build_checkpoint(tmp_path / "checkpoint", TinyCheckpointSpec(
         cameras=("head_cam_h",), image_shape=(8, 8), chunk_size=4, n_action_steps=4, train_everything=True))
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [*COMMANDS["train_sequential"], f"pretrained_path={checkpoint}", f"data_root={tmp_path / 'data'}",
-         f"output_root={out}", "curriculum=[tasks/task1_moving_grasp]", "batch_size=4", "num_workers=0",
-         "save_every_epochs=1",
-         "stage_overrides.epochs=100000", "stage_overrides.warmup_steps=0", "policy.chunk_size=4",
-         "policy.n_action_steps=4", "validation.every_epochs=1000", "validation.max_batches=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV | {"PYTHONUNBUFFERED": "1"}, cwd=ROOT,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    second_epoch, lines = threading.Event(), []
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if " epoch 2/" in line:
-                second_epoch.set()
-        second_epoch.set()  # (the process ended first: the assertions below say how)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert second_epoch.wait(300) and process.poll() is None, "".join(lines)[-3000:]
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    stderr = process.stderr.read()
-    reader.join(timeout=10)
+    last = out / task.stage_dir / "last"
+    command = [*COMMANDS["train_sequential"], f"pretrained_path={checkpoint}", f"data_root={tmp_path / 'data'}",
+               f"output_root={out}", "curriculum=[tasks/task1_moving_grasp]", "batch_size=4", "num_workers=0",
+               "save_every_epochs=1", "stage_overrides.epochs=100000", "stage_overrides.warmup_steps=0",
+               "policy.chunk_size=4", "policy.n_action_steps=4", "validation.every_epochs=1000",
+               "validation.max_batches=1"]
+    code, _, stderr = ctrl_c_when(command, lambda _: (last / "training_state").is_dir(), 300, "an epoch's last/")
     assert code == 130, stderr[-3000:]
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == RESUMABLE, stderr[-3000:]
-    last = out / task.stage_dir / "last"
     assert inspect_checkpoint(last).path == last and (last / "training_state").is_dir()
