@@ -32,3 +32,15 @@ def write_dataset(root: Path, state_value: float, episodes: int = 3, frames: int
         dataset.save_episode()
     dataset.finalize()
     return root
+
+
+def write_task_datasets(data_root: Path, episodes: int = 3, frames: int = 8) -> list[str]:
+    """One tiny dataset per task of the catalogue under ``data_root/<stage dir>`` (task k: state k/4, its own
+    instruction), as training finds them; the stage folder names, in order."""
+    from kuavo_smolvla_ros.tasks import default_catalog
+
+    tasks = list(default_catalog())
+    for number, task in enumerate(tasks, start=1):
+        write_dataset(data_root / task.stage_dir, number / 4, episodes=episodes, frames=frames,
+                      instruction=task.instruction)
+    return [task.stage_dir for task in tasks]

@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lerobot_data import write_dataset
-
-from kuavo_smolvla_ros.tasks import default_catalog
+from lerobot_data import write_task_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["task1_moving_grasp", "task2_weighing", "task3_placement", "task4_sorting"]
@@ -42,10 +40,7 @@ def data(tmp_path_factory):
     from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
 
     root = tmp_path_factory.mktemp("first_hour")
-    catalog = default_catalog()
-    for task_id, name in enumerate(STAGES, start=1):
-        write_dataset(root / "data" / name, task_id / 4, episodes=3, frames=8,
-                      instruction=catalog.get(task_id).instruction)
+    assert write_task_datasets(root / "data") == STAGES
     checkpoint = build_checkpoint(root / "checkpoint", TinyCheckpointSpec(
         cameras=("head_cam_h",), image_shape=(8, 8), chunk_size=4, n_action_steps=4, train_everything=True,
         action_mode="relative"))

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lerobot_data import write_dataset
+from lerobot_data import write_task_datasets
 from omegaconf import OmegaConf
-
-from kuavo_smolvla_ros.tasks import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "training" / "configs"
@@ -37,10 +35,7 @@ def curriculum(tmp_path_factory):
     from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
 
     root = tmp_path_factory.mktemp("reflow")
-    catalog = default_catalog()
-    for task_id, name in enumerate(STAGES, start=1):
-        write_dataset(root / "data" / name, task_id / 4, episodes=3, frames=8,
-                      instruction=catalog.get(task_id).instruction)
+    assert write_task_datasets(root / "data") == STAGES
     teacher = build_checkpoint(root / "teacher", TinyCheckpointSpec(cameras=("head_cam_h",), image_shape=(8, 8)))
     return root, teacher
 
