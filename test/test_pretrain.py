@@ -106,6 +106,11 @@ def test_linear_probe_recovers_a_linear_code_and_reports_the_mean_baseline():
     ({"action_mode": "delta"}, "action_mode: expected absolute or relative"),
     ({"stepz": 3}, "unknown setting(s) ['stepz']"),
     ({"output": "???"}, "output: where to write the base checkpoint"),
+    ({"camera_dropout": {"wrist_cam_x": 0.5}}, "camera_dropout: 'wrist_cam_x' is not one of the cameras"),
+    ({"camera_dropout": {"wrist_cam_l": 1.0}}, "camera_dropout.wrist_cam_l must be a probability in [0, 1), got 1.0"),
+    ({"camera_dropout": {"wrist_cam_l": -0.1}}, "must be a probability in [0, 1)"),
+    ({"camera_dropout": {"wrist_cam_l": True}}, "must be a probability in [0, 1)"),
+    ({"camera_dropout": [0.5]}, "camera_dropout: expected {camera: probability}"),
 ])
 def test_pretrain_settings_refuse_bad_values_naming_the_key(override, message, tmp_path):
     cfg = yaml.safe_load((CONFIGS / "pretrain_tiny_base.yaml").read_text())
@@ -115,6 +120,27 @@ def test_pretrain_settings_refuse_bad_values_naming_the_key(override, message, t
     with pytest.raises(TrainingConfigError) as caught:
         PretrainSettings.from_config(cfg | override)
     assert message in str(caught.value)
+
+
+def test_camera_dropout_blacks_out_each_camera_in_its_share_of_samples_only():
+    import torch
+
+    from kuavo_smolvla_ros.training.pretrain import drop_cameras
+
+    keys = {camera: features.image_key(camera) for camera in CAMERAS}
+    batch = {key: torch.full((4000, 3, 2, 2), 0.5) for key in keys.values()}
+    batch[features.OBS_STATE] = torch.ones(4000, 16)
+    drop_cameras(batch, {"wrist_cam_l": 0.5, "wrist_cam_r": 0.2}, np.random.default_rng(0))
+    black = {camera: (batch[key].flatten(1) == 0).all(1) for camera, key in keys.items()}
+    kept = {camera: (batch[key].flatten(1) == 0.5).all(1) for camera, key in keys.items()}
+    assert all(bool((black[c] | kept[c]).all()) for c in CAMERAS)  # whole images, nothing in between
+    assert int(black["head_cam_h"].sum()) == 0 and bool((batch[features.OBS_STATE] == 1).all())
+    assert 0.46 < float(black["wrist_cam_l"].float().mean()) < 0.54
+    assert 0.17 < float(black["wrist_cam_r"].float().mean()) < 0.23
+    assert 0.05 < float((black["wrist_cam_l"] & black["wrist_cam_r"]).float().mean()) < 0.15  # independent
+    settings = PretrainSettings.from_config({"output": "/tmp/x", "camera_dropout": {"head_cam_h": 0.0,
+                                                                                     "wrist_cam_l": 0.5}})
+    assert settings.camera_dropout == {"wrist_cam_l": 0.5}  # a zero is no dropout
 
 
 def test_demo_config_runs_the_real_recipe_with_the_stage_ratios():

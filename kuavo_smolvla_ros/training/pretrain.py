@@ -81,6 +81,8 @@ class PretrainSettings:
     action_mode: str = "relative"
     log_every_steps: int = 250
     probe_ridge: float = 1e-2
+    #: camera -> probability that a training sample shows it black (a camera dropped); see :func:`drop_cameras`
+    camera_dropout: Mapping[str, float] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     @classmethod
@@ -119,6 +121,16 @@ class PretrainSettings:
             if unknown or not values["cameras"]:
                 raise TrainingConfigError(f"cameras: the simulator renders {sorted(CAMERA_VIEWS)}, got "
                                           f"{unknown or '[]'}")
+        dropout = cfg.get("camera_dropout") or {}
+        cameras = values.get("cameras", fields["cameras"].default)
+        if not isinstance(dropout, Mapping):
+            raise TrainingConfigError(f"camera_dropout: expected {{camera: probability}}, got {dropout!r}")
+        for camera, chance in dropout.items():
+            if camera not in cameras:
+                raise TrainingConfigError(f"camera_dropout: {camera!r} is not one of the cameras {list(cameras)}")
+            if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance < 1:
+                raise TrainingConfigError(f"camera_dropout.{camera} must be a probability in [0, 1), got {chance!r}")
+        values["camera_dropout"] = {str(c): float(p) for c, p in dropout.items() if p}
         mode = cfg.get("action_mode") or "relative"
         if mode not in ("absolute", "relative"):
             raise TrainingConfigError(f"action_mode: expected absolute or relative, got {mode!r}")
@@ -271,6 +283,21 @@ def _batch(dataset: MemoryDataset, rng: np.random.Generator, size: int) -> dict[
     return dataset[rng.integers(0, len(dataset), size).tolist()]
 
 
+def drop_cameras(batch: dict[str, Any], dropout: Mapping[str, float], rng: np.random.Generator) -> dict[str, Any]:
+    """Black out each camera's image (all zeros, shape kept) in a random share of the batch's samples, each
+    camera independently with its probability in ``dropout``; returns ``batch`` (changed in place).
+
+    Why: in the primitives both wrist cameras see the block from the first frame, so a base trained on every
+    camera reads the block from them and never learns the head camera (measured: its first chunk's slope
+    against the block's position comes from the wrists alone). In the factory tasks only the head camera sees
+    the object at the start; dropping the wrist cameras now and then makes the head camera necessary."""
+    for camera, chance in dropout.items():
+        images = batch[image_key(camera)]
+        dropped = torch.as_tensor(rng.random(len(images)) < chance)
+        images[dropped] = 0
+    return batch
+
+
 @torch.no_grad()
 def validation_loss(policy, preprocessor, dataset: MemoryDataset, batch_size: int, seed: int = 0,
                     max_batches: int = 8) -> float:
@@ -334,7 +361,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     train_started = time.perf_counter()
     policy.train()
     for step in tqdm(range(settings.steps), desc="pretraining", unit="step", leave=False, disable=None):
-        batch = _batch(train_set, rng, settings.batch_size)
+        batch = drop_cameras(_batch(train_set, rng, settings.batch_size), settings.camera_dropout, rng)
         noise, flow_time = flow_noise(step, settings.seed, settings.batch_size, settings.batch_size,
                                       config.chunk_size, config.max_action_dim)
         loss, _ = policy(preprocessor(batch), noise=noise, time=flow_time)
@@ -369,6 +396,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         "episodes_per_primitive": settings.episodes, "held_out_per_primitive": settings.validation_episodes,
         "frames_train": len(train_set), "frames_held_out": len(held_set), "fps": settings.fps,
         "cameras": list(settings.cameras), "image_size": list(settings.image_size),
+        "camera_dropout": dict(settings.camera_dropout),
         "steps": settings.steps, "batch_size": settings.batch_size, "lr": settings.lr,
         "samples_seen": settings.steps * settings.batch_size,
         "epochs_equivalent": settings.steps * settings.batch_size / max(len(train_set), 1),
