@@ -111,13 +111,13 @@ def upgrade_old_checkpoints(out: Path) -> None:
 
 def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:
     output_root = out / "train"
-    stamp = {"recipe": "demo_tiny", "pretrained_path": str(base)}
+    # a train/ of another recipe or other settings is moved aside (training would refuse to resume it)
+    stamp = {"recipe": "demo_tiny", "pretrained_path": str(base), "overrides": list(overrides)}
     stamp_file = output_root / "demo_recipe.json"
     if output_root.exists() and (not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp):
-        # an earlier demo trained another recipe (the random base, everything trainable) here: keep it aside
         aside = out / f"train_before_{time.strftime('%Y%m%d-%H%M%S')}"
         output_root.rename(aside)
-        print(f"    {output_root} was trained with another recipe; moved to {aside}", flush=True)
+        print(f"    {output_root} was trained with another recipe or settings; moved to {aside}", flush=True)
     output_root.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(json.dumps(stamp) + "\n")
     final = output_root / default_catalog().tasks[-1].stage_dir / "best"

@@ -221,3 +221,31 @@ def test_written_checkpoints_lists_best_last_then_the_numbered_ones(tmp_path):
             (tmp_path / name / "model.safetensors").write_bytes(b"")
     assert [p.name for p in written_checkpoints(tmp_path)] == ["best", "last", "epoch2", "epoch10"]
     assert written_checkpoints(tmp_path / "missing") == []
+
+
+def test_a_second_command_with_other_settings_is_refused_not_silently_resumed(data, tmp_path):
+    """Training again into a finished stage's folder resumes it: with other settings that would silently keep
+    the old run's, so it is refused naming each difference; the same settings (or only how it runs: workers,
+    device) resume; an output that is a file is refused before Hydra. Reflow likewise, and it refuses a
+    sequential run's folder."""
+    root, checkpoint = data
+    out = tmp_path / "out"
+    common = [f"pretrained_path={checkpoint}", f"data_root={root / 'data'}", f"output_root={out}",
+              "curriculum=[tasks/task1_moving_grasp]", "num_workers=0", "stage_overrides.epochs=1",
+              "stage_overrides.warmup_steps=0", "policy.chunk_size=4", "policy.n_action_steps=4",
+              "validation.max_batches=1"]
+    first = command("train_sequential.py", *common, "batch_size=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = json.loads((out / STAGES[0] / "run_settings.json").read_text())
+    assert record["batch_size"] == 4 and record["stage_overrides.epochs"] == 1
+    assert_one_line(command("train_sequential.py", *common, "batch_size=8", "lr_scale=5"),
+                    f"output_root={out}: stage 1 (moving_grasp) holds a run started with other settings "
+                    "(batch_size 4 -> 8, lr_scale "
+                    "1.0 -> 5", "choose a new output_root, or repeat the run's settings")
+    again = command("train_sequential.py", *common, "batch_size=4", "num_workers=1")
+    assert again.returncode == 0 and "resuming" in again.stdout + again.stderr, again.stderr[-3000:]
+    (tmp_path / "notes.txt").write_text("x")
+    assert_one_line(command("train_sequential.py", *common[:2], f"output_root={tmp_path / 'notes.txt'}"),
+                    f"output_root={tmp_path / 'notes.txt'} is a file, not a folder")
+    assert_one_line(command("train_reflow.py", f"teacher={checkpoint}", f"data_root={root / 'data'}",
+                            f"output_dir={out}"), f"output_dir={out} is a sequential training's output_root")

@@ -36,6 +36,7 @@ from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 from kuavo_smolvla_ros.training.common.loop import autocast, duration, tensorboard_writer
 from kuavo_smolvla_ros.training.common.optim import Optimisation
 from kuavo_smolvla_ros.training.common.plots import two_panels
+from kuavo_smolvla_ros.training.common.run_record import record_run
 from kuavo_smolvla_ros.training.curriculum import Stage, load_curriculum
 from kuavo_smolvla_ros.training.datasets import check_datasets, stage_metadata, training_dataset
 from kuavo_smolvla_ros.training.distributed import flow_noise
@@ -336,13 +337,15 @@ def run(cfg: Mapping[str, Any], configs_dir: Path) -> dict[str, Any]:
     missing = [image_key(c) for c in config.teacher.cameras if image_key(c) not in metas[0].features]
     if missing:
         raise TrainingConfigError(f"the teacher's cameras {missing} are not in {stages[0].dataset}")
+    record_run(config.output_dir, cfg)  # a later command with other settings is refused, not resumed
     trainer = ReflowTrainer(config, stages)
     results = trainer.run()
     best = results["best"]
     line = (f"[reflow] done: {results['steps']} steps; best fidelity MSE {best['score']:.5f} at step {best['step']} "
             f"-> {config.output_dir / 'best'}" if best else f"[reflow] done -> {config.output_dir / 'best'}")
     LOG.info(line)
-    print(line)
+    if not LOG.hasHandlers():  # outside Hydra (which logs to the console): still shown
+        print(line)
     for folder in written_checkpoints(config.output_dir):
         what = {"best": "best (the student to use)", "last": "last (with the training state to resume)"}.get(
             folder.name, folder.name)

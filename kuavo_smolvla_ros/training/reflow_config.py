@@ -25,6 +25,7 @@ from kuavo_smolvla_ros.training.common.config import (
     seed_setting,
 )
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.common.run_record import check_same_run
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,10 @@ def check_config(cfg: Mapping[str, Any], configs_dir: Path) -> ReflowConfig:
         raise TrainingConfigError(f"vlm_path: no folder {cfg['vlm_path']} (a local SmolVLM2 folder, or null to use "
                                   "the one the teacher records or ships)")
     config = reflow_config(cfg)
+    check_same_run(config.output_dir, cfg, "output_dir")
+    if (config.output_dir / "curriculum_stats.json").is_file():
+        raise TrainingConfigError(f"output_dir={config.output_dir} is a sequential training's output_root: give the "
+                                  "student a folder of its own (e.g. outputs/train/smolvla_reflow)")
     if config.device != "cpu":
         from kuavo_smolvla_ros.training.common.loop import check_device
 

@@ -17,6 +17,7 @@ from kuavo_smolvla_ros.training.common.checkpoints import written_checkpoints
 from kuavo_smolvla_ros.training.common.config import number_setting
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 from kuavo_smolvla_ros.training.common.plots import two_panels
+from kuavo_smolvla_ros.training.common.run_record import record_run
 from kuavo_smolvla_ros.training.curriculum import Stage, find_stage, load_curriculum, without_replay
 from kuavo_smolvla_ros.training.datasets import check_datasets, curriculum_stats
 from kuavo_smolvla_ros.training.distributed import World, close_world, init_world
@@ -161,6 +162,8 @@ def _run_stage(stage: Stage, stages: list[Stage], cfg: Mapping[str, Any], settin
     if stage.number > 1:
         previous_file = settings.output_root / stages[stage.number - 2].output_name / RESULTS_FILE
         previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
+    if world.is_main:  # the settings this stage starts with: a later command with others is refused
+        record_run(settings.output_root / stage.output_name, cfg)
     trainer = StageTrainer(stage, stages[: stage.number], init, stats, settings, previous, world)
     results = trainer.run()
     if world.is_main:

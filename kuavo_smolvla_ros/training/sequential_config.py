@@ -23,6 +23,7 @@ from kuavo_smolvla_ros.training.common.config import (
     seed_setting,
 )
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+from kuavo_smolvla_ros.training.common.run_record import check_same_run
 
 #: ``validation.select_best_by`` values: the stage's own task, or the mean over every task seen so far.
 SELECT_BEST_BY = ("current", "mean_seen")
@@ -192,6 +193,12 @@ def check_config(cfg: Mapping[str, Any], configs_dir: Path) -> None:
         if not Path(str(pretrained)).exists():
             raise TrainingConfigError(f"pretrained_path: no checkpoint at {pretrained} (point it at a local "
                                       "SmolVLA checkpoint, e.g. a download of lerobot/smolvla_base)")
+    output_root = Path(str(cfg.get("output_root")))
+    if output_root.exists() and not output_root.is_dir():
+        raise TrainingConfigError(f"output_root={output_root} is a file, not a folder: choose a folder for the run")
+    for stage in todo:  # a stage trained before is resumed, with its own settings: others are refused
+        check_same_run(output_root / stage.output_name, cfg, "output_root",
+                       what=f"output_root={output_root}: stage {stage.number} ({stage.task.name})")
     for stage in stages:
         if not (stage.dataset / "meta" / "info.json").is_file():
             raise TrainingConfigError(
