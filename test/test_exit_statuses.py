@@ -108,3 +108,62 @@ def test_ctrl_c_in_training_is_one_line_and_130(tmp_path):
     assert code == 130, stderr[-3000:]
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == RESUMABLE, stderr[-3000:]
     assert inspect_checkpoint(last).path == last and (last / "training_state").is_dir()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--tasks", ""], "error: --tasks names no task ('')"),
+    (["--tasks", "1,moving_grasp"], "error: --tasks names moving_grasp more than once"),
+    (["--tasks", "9"], "error: --tasks: "),
+    (["--episodes", "0"], "error: --episodes must be >= 1, got 0"),
+    (["--first-seed", "-1"], "error: --first-seed must be >= 0, got -1"),
+    (["--image-size", "0", "0"], "error: --image-size must be 8..2048 pixels per side, got 0 0"),
+    (["--image-size", "100000", "64"], "error: --image-size must be 8..2048 pixels per side"),
+    (["--camera-hz", "0"], "error: --camera-hz must be 1..120, got 0"),
+    (["--camera-hz", "-30"], "error: --camera-hz must be 1..120, got -30"),
+    (["--camera-hz", "nan"], "error: --camera-hz must be 1..120, got nan"),
+    (["--robot", "nope"], "error: --robot: "),
+])
+def test_sim_record_refuses_bad_arguments_in_one_line_and_writes_nothing(tmp_path, capsys, args, expected):
+    from kuavo_smolvla_ros.sim.record import main
+
+    output = tmp_path / "bags"
+    assert main([str(output), "--episodes", "1", *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), captured.err
+    assert not output.exists()
+    (tmp_path / "file").write_text("x")
+    assert main([str(tmp_path / "file"), "--episodes", "1"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'file'} is a file, not a folder\n"
+
+
+def test_ctrl_c_in_sim_record_keeps_the_bags_written_and_says_so(tmp_path):
+    output = tmp_path / "bags"
+    folder = output / "task1_moving_grasp"
+    code, out, err = ctrl_c_when([*COMMANDS["kuavo-sim-record"], str(output), "--tasks", "1", "--episodes", "40"],
+                                 lambda _: any(folder.glob("episode_*.bag")), 240, "a bag written")
+    assert code in (130, -2), (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "Traceback" not in err, err
+    bags = sorted(folder.glob("episode_*.bag"))
+    assert 1 <= len(bags) < 40 and lines[0].startswith(f"interrupted: {len(bags)} bag(s) written under {output}")
+    assert not list(folder.glob(".recording-*"))  # no half-written bag
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_ctrl_c_in_sim_eval_is_one_line_and_writes_nothing(tmp_path):
+    """Interrupted while it scores (after ~10 CPU-s: imports, the checkpoint and the first episodes)."""
+    from kuavo_smolvla_ros.policy.tiny import build_checkpoint
+
+    checkpoint = build_checkpoint(tmp_path / "tiny")
+    output = tmp_path / "eval"
+    code, out, err = ctrl_c_when([*COMMANDS["kuavo-sim-eval"], str(checkpoint), "--episodes", "500",
+                                  "--latency-ticks", "1", "--output", str(output)],
+                                 lambda process: _cpu_seconds(process.pid) > 10, 300, "10 CPU-s of scoring")
+    assert code in (130, -2), (code, out, err)
+    assert err.strip().splitlines() == ["kuavo-sim-eval: interrupted: nothing written"], err
+    assert not output.exists()

@@ -149,34 +149,66 @@ def parse_tasks(text: str) -> list[Task]:
 
 RECORD_EXIT_CODES = """exit status:
   0  every bag written (bags already in OUTPUT are kept, not written again)
-  2  refused, one "error:" line: bad arguments, unknown task, robot profile refused
+  2  refused, one "error:" line, nothing written: bad arguments, unknown task, robot profile refused, OUTPUT
+     is a file
+  130  interrupted (Ctrl-C): one "interrupted:" line; the bags written so far are kept (never a half-written
+     one), the same command again records the rest
 """
+#: Camera image sides (pixels) and rates (Hz) the recorder accepts.
+IMAGE_SIDE = (8, 2048)
+CAMERA_HZ = (1.0, 120.0)
+
+
+def check_arguments(args: argparse.Namespace) -> tuple[list[Task], str | None]:
+    """The tasks to record and, when an argument is refused, the reason (one line naming the flag)."""
+    import math
+
+    try:
+        tasks = parse_tasks(args.tasks)
+    except KeyError as err:
+        return [], f"--tasks: {err.args[0]}"
+    if not tasks:
+        return [], f"--tasks names no task ({args.tasks!r}): 'all', or task ids/names separated by commas"
+    repeated = sorted({t.name for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        return [], f"--tasks names {', '.join(repeated)} more than once"
+    if args.episodes < 1:
+        return [], f"--episodes must be >= 1, got {args.episodes}"
+    if args.first_seed < 0:
+        return [], f"--first-seed must be >= 0, got {args.first_seed}"
+    low, high = IMAGE_SIDE
+    if not all(low <= side <= high for side in args.image_size):
+        return [], f"--image-size must be {low}..{high} pixels per side, got {args.image_size[0]} {args.image_size[1]}"
+    low_hz, high_hz = CAMERA_HZ
+    if not (math.isfinite(args.camera_hz) and low_hz <= args.camera_hz <= high_hz):
+        return [], f"--camera-hz must be {low_hz:g}..{high_hz:g}, got {args.camera_hz:g}"
+    if args.output.exists() and not args.output.is_dir():
+        return [], f"{args.output} is a file, not a folder"
+    return tasks, None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Record the simulated Kuavo's scripted expert as Kuavo bags.",
                                      epilog=RECORD_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path, help="folder; bags go to OUTPUT/task{id}_{name}/")
-    parser.add_argument("--tasks", default="all", help="'all' or a comma-separated list of task ids/names/aliases")
+    parser.add_argument("--tasks", default="all",
+                        help="'all' (default) or task ids/names/aliases separated by commas, e.g. 1,weighing")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="ros1",
-                        help="ros1 (.bag, kuavo_msgs types) | mcap | sqlite3 (ROS 2 folders)")
+                        help="ros1 (default: .bag, kuavo_msgs types) | mcap | sqlite3 (ROS 2 folders)")
     parser.add_argument("--first-seed", type=int, default=0, help="object-position seed of the first episode")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=(64, 64))
-    parser.add_argument("--camera-hz", type=float, default=30.0)
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=(64, 64),
+                        help="camera image height and width in pixels (default 64 64)")
+    parser.add_argument("--camera-hz", type=float, default=30.0, help="camera rate (default 30)")
     parser.add_argument("--robot", default="kuavo4pro",
                         help="robot profile whose topics and messages the bags hold "
                              f"({', '.join(available_profiles())}, or a path to a profile YAML)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar (it is off whenever stderr is not a terminal)")
     args = parser.parse_args(argv)
-    try:
-        tasks = parse_tasks(args.tasks)
-    except KeyError as err:
-        print(f"error: --tasks: {err.args[0]}", file=sys.stderr)
-        return 2
-    if args.episodes < 1:
-        print("error: --episodes must be >= 1", file=sys.stderr)
+    tasks, refused = check_arguments(args)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
         return 2
     try:
         profile = load_profile(args.robot)
@@ -184,13 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --robot: {err}", file=sys.stderr)
         return 2
     config = RecordingConfig(camera_hz=args.camera_hz, image_size=tuple(args.image_size))
+    before = {p for task in tasks for p in (args.output / task.stage_dir).glob("episode_*")}
     try:
         written = record(args.output, tasks, args.episodes, args.format, args.first_seed, config,
-                         not args.quiet and sys.stderr.isatty(),
-                         profile)
+                         not args.quiet and sys.stderr.isatty(), profile)
     except ValueError as err:
         print(f"error: --robot: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        done = {p for task in tasks for p in (args.output / task.stage_dir).glob("episode_*")} - before
+        print(f"interrupted: {len(done)} bag(s) written under {args.output}; the same command again records the "
+              "rest", file=sys.stderr)
+        return 130
     kept = len(tasks) * args.episodes - len(written)
     print(f"wrote {len(written)} bag(s) under {args.output} ({kept} already there)")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 EXIT_REFUSED = 2
+EXIT_INTERRUPTED = 130
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                     "success per task with a 95% interval; writes sim_eval.json and sim_eval.png.",
         epilog="exit status:\n  0  scored: the table is printed, sim_eval.json and sim_eval.png written\n"
                "  2  refused, one \"error:\" line, nothing written: the checkpoint (missing, or refused as by "
-               "kuavo-smolvla-inspect) or an argument\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+               "kuavo-smolvla-inspect) or an argument\n"
+               "  130  interrupted (Ctrl-C): one \"interrupted\" line, nothing written\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (what kuavo-smolvla-inspect accepts)")
     parser.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
                         help=f"tasks by name, alias or id ({', '.join(t.name for t in catalog)}), or all")
@@ -124,15 +127,23 @@ def score(args: argparse.Namespace, tasks: list) -> int:
                                   blend_steps=args.blend_steps)
     # the folder and its parent: task4_sorting/best and smolvla_reflow/best must not overwrite each other
     output = args.output or Path("outputs") / "sim_eval" / f"{runtime.info.path.parent.name}_{runtime.info.path.name}"
+    if output.exists() and not output.is_dir():
+        print(f"kuavo-sim-eval: error: --output {output} exists and is not a folder", file=sys.stderr)
+        return EXIT_REFUSED
+    first_seed = EVAL_SEED_BASE if args.first_seed is None else args.first_seed
     try:
-        output.mkdir(parents=True, exist_ok=True)
+        latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
+        results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
+                           progress=not args.quiet and sys.stderr.isatty(), latency_ticks=latency,
+                           execution=execution)
+    except KeyboardInterrupt:
+        print("kuavo-sim-eval: interrupted: nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:
+        output.mkdir(parents=True, exist_ok=True)  # (only now: an interrupted or refused run leaves no folder)
     except OSError as err:
         print(f"kuavo-sim-eval: error: --output {output}: {err.strerror}", file=sys.stderr)
         return EXIT_REFUSED
-    latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
-    first_seed = EVAL_SEED_BASE if args.first_seed is None else args.first_seed
-    results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
-                       progress=not args.quiet and sys.stderr.isatty(), latency_ticks=latency, execution=execution)
     summary = summarise(results)
     report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
               "chunk_transition": execution.chunk_transition, "blend_steps": execution.blend_steps,
