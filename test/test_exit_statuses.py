@@ -167,3 +167,28 @@ def test_ctrl_c_in_sim_eval_is_one_line_and_writes_nothing(tmp_path):
     assert code in (130, -2), (code, out, err)
     assert err.strip().splitlines() == ["kuavo-sim-eval: interrupted: nothing written"], err
     assert not output.exists()
+
+
+@pytest.mark.parametrize("fps", ["0", "-5", "2000"])
+def test_converter_refuses_an_out_of_range_fps_naming_the_flag(tmp_path, capsys, fps):
+    from kuavo_smolvla_ros.data.cli import main
+
+    output = tmp_path / "task1_moving_grasp"
+    assert main(["convert", str(tmp_path), "-o", str(output), "-t", "1", "--fps", fps]) == 2
+    assert capsys.readouterr().err == f"error: --fps must be 1..1000, got {fps}\n"
+    assert not output.exists()
+
+
+def test_tiny_refuses_a_camera_named_twice(tmp_path):
+    result = run([*COMMANDS["kuavo-smolvla-tiny"], str(tmp_path / "tiny"), "--cameras", "a", "b", "a"])
+    assert result.returncode == 2 and result.stderr == "error: --cameras names a more than once\n", result.stderr
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.parametrize("name", ["policy_node", "sim_robot"])
+def test_a_params_file_that_is_not_there_is_one_line_and_2(tmp_path, name):
+    missing = tmp_path / "nope.yaml"
+    result = run([*COMMANDS[name], "--ros-args", "--params-file", str(missing)], timeout=60)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].endswith(f"cannot start: --params-file {missing}: no such file"), lines

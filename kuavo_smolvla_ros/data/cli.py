@@ -134,10 +134,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from kuavo_smolvla_ros.contract.profile import ProfileError, parse_overrides
-    from kuavo_smolvla_ros.data.config import ConfigError
+    from kuavo_smolvla_ros.data.config import FPS_RANGE, ConfigError
     from kuavo_smolvla_ros.data.convert import ConversionError, ConversionInterrupted, convert, print_failure
     from kuavo_smolvla_ros.data.dataset import DatasetError
 
+    if args.fps is not None and not FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]:
+        print(f"error: --fps must be {FPS_RANGE[0]}..{FPS_RANGE[1]}, got {args.fps}", file=sys.stderr)
+        return 2
     try:  # each failed bag is printed once, as soon as it is done: FAILED <bag>: <its first cause>
         result = convert(args.inputs, args.output, task=args.task, config=args.config, fps=args.fps,
                          workers=args.workers, resume=args.resume, storage=args.storage,

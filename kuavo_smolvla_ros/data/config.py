@@ -25,6 +25,9 @@ DEFAULT_CONFIG = "config/conversion/kuavo.yaml"
 _PROFILE_KEYS = ("cameras", "state", "action", "gripper", "stamp_source")
 
 
+#: Dataset rates (frames per second) a conversion accepts.
+FPS_RANGE = (1, 1000)
+
 class ConfigError(ValueError):
     """A conversion config that cannot be used; the message names the key."""
 
@@ -111,8 +114,8 @@ class ConversionConfig:
     def validate(self) -> ConversionConfig:
         self.__dict__.pop("profile", None)  # robot or overrides may have changed since the last look
         _ = self.profile
-        if not 1 <= self.rate <= 1000:
-            raise ConfigError(f"fps must be in 1..1000, got {self.rate}")
+        if not FPS_RANGE[0] <= self.rate <= FPS_RANGE[1]:
+            raise ConfigError(f"fps must be in {FPS_RANGE[0]}..{FPS_RANGE[1]}, got {self.rate}")
         if self.trim.start_frames < 0 or self.trim.end_frames < 0:
             raise ConfigError("trim.start_frames and trim.end_frames must be >= 0")
         if not 0 <= self.max_dropped_fraction <= 1:

@@ -297,7 +297,7 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
         raise ConversionError(f"--task: {err.args[0]}") from None
     if not isinstance(config, ConversionConfig):
         config = load_config(config, fps=fps)
-    elif fps:
+    elif fps is not None:
         config.fps = fps
     if storage:
         config.images.storage = storage

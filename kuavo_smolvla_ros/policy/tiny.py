@@ -278,8 +278,8 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
 
 TINY_EXIT_CODES = """exit status:
   0  the checkpoint is written (files of the same names in OUTPUT_DIR are replaced)
-  2  refused, one "error:" line, nothing written: bad arguments, --stats unreadable or not finite 16-dim
-     mean/std for observation.state and action, OUTPUT_DIR is a file
+  2  refused, one "error:" line, nothing written: bad arguments (a camera named twice), --stats unreadable
+     or not finite 16-dim mean/std for observation.state and action, OUTPUT_DIR is a file
 """
 
 
@@ -301,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         (64, 64) if args.size == "tiny" else default_profile().cameras[0].size)
     if min(image_shape) < 1:
         print(f"error: --image-size must be positive, got {image_shape[0]} {image_shape[1]}", file=sys.stderr)
+        return 2
+    repeated = sorted({c for c in args.cameras if args.cameras.count(c) > 1})
+    if repeated:
+        print(f"error: --cameras names {', '.join(repeated)} more than once", file=sys.stderr)
         return 2
     if args.output_dir.exists() and not args.output_dir.is_dir():
         print(f"error: {args.output_dir} exists and is not a folder", file=sys.stderr)

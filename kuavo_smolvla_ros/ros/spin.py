@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
+def params_files_unreadable(argv: list[str]) -> str | None:
+    """What is wrong with the first ``--params-file`` of ``argv``'s ROS arguments that cannot be read, or None."""
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--params-file":
+            path = Path(value)
+            if not path.is_file():
+                return f"--params-file {value}: {'a folder, not a file' if path.is_dir() else 'no such file'}"
+            try:
+                path.read_bytes()
+            except OSError as err:
+                return f"--params-file {value}: {err.strerror}"
+    return None
+
+
 def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exception], ...] = ()) -> int:
     """Initialise rclpy, build the node and spin it; a startup error in ``startup_errors`` is logged
     as fatal and gives exit code 2 (a clear message instead of a traceback); Ctrl-C before the node is built
-    gives 130, after it 0."""
-    rclpy.init()
+    gives 130, after it 0. A ``--params-file`` that cannot be read, or ROS arguments rclpy refuses, give one
+    ``cannot start:`` line and 2 too."""
+    logger = rclpy.logging.get_logger("kuavo_smolvla_ros")
+    missing = params_files_unreadable(sys.argv)
+    if missing:
+        logger.fatal(f"cannot start: {missing}")
+        return 2
+    try:
+        rclpy.init()
+    except Exception as err:  # rclpy's RCLError: e.g. a malformed --ros-args
+        logger.fatal(f"cannot start: the ROS arguments are refused ({str(err).splitlines()[0]})")
+        return 2
     try:
         node = make_node()
     except startup_errors as err:
-        rclpy.logging.get_logger("kuavo_smolvla_ros").fatal(f"cannot start: {err}")
+        logger.fatal(f"cannot start: {err}")
         rclpy.try_shutdown()
         return 2
     except KeyboardInterrupt:  # Ctrl-C while loading: stop quietly

@@ -208,8 +208,8 @@ TRAINING_EXIT_CODES = """exit status:
      training (the last good checkpoint is kept)
   130  interrupted (Ctrl-C): one "interrupted" line says what is kept and how to go on"""
 #: What a stopped run leaves (the line printed on Ctrl-C) for the runs that write ``last/`` with its training state.
-RESUMABLE = ("interrupted (Ctrl-C): run the same command again to resume from the last epoch's last/; the "
-             "checkpoints written so far stay as they are")
+RESUMABLE = ("interrupted (Ctrl-C): run the same command again to resume from the last checkpoint saved as last/; "
+             "the checkpoints written so far stay as they are")
 
 
 def config_help(config: Path, usage: str, doc: str) -> str:
