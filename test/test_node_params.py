@@ -135,14 +135,24 @@ def test_sim_robot_warns_about_misspelled_parameters_from_the_file_and_the_comma
     assert "simulating task 1 (moving_grasp), seed 7" in text
 
 
-def test_a_misspelled_policy_parameter_is_named_even_when_the_start_fails():
+def test_a_misspelled_safety_parameter_stops_the_node_before_anything_loads():
+    """``dry_runn:=true`` ignored would leave dry_run false and the robot driven: the node refuses to start."""
     result = subprocess.run([sys.executable, "-m", "kuavo_smolvla_ros.ros.policy_node", "--ros-args",
                              "-p", "checkpoint:=/nonexistent/ck", "-p", "dry_runn:=true"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "[WARN]" in result.stderr
-    assert "unknown parameter 'dry_runn' (params file or command line) is ignored: did you mean 'dry_run'?" in (
-        result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].endswith(
+        "cannot start: unknown parameter 'dry_runn' looks like the safety parameter 'dry_run': ignored, dry_run "
+        "would stay false; spell it dry_run"), lines
+    assert "/nonexistent/ck" not in result.stderr  # refused before the checkpoint is looked at
+
+
+def test_only_names_close_to_a_safety_parameter_stop_the_node():
+    specs = param_table.table(params.NodeSettings)
+    assert param_table.mistyped_safety_parameter(["status_rate", "zzz", "use_sim_time", "dry_run"], specs) is None
+    assert "'control_rate_hz'" in param_table.mistyped_safety_parameter(["control_rate"], specs)
+    assert "'max_joint_velocity'" in param_table.mistyped_safety_parameter(["max_joint_velocty"], specs)
 
 
 @pytest.mark.ros

@@ -146,6 +146,9 @@ def declare(node, settings_class: type):
     from rclpy.parameter import Parameter
 
     given = overrides(node)
+    refused = mistyped_safety_parameter(given, table(settings_class))
+    if refused:
+        raise ValueError(refused)
     values = {}
     for spec in table(settings_class):
         value = spec.check(given[spec.name]) if spec.name in given else spec.default
@@ -168,6 +171,24 @@ def unknown_warnings(given: Iterable[str], known: Iterable[str]) -> list[str]:
         hint = f"did you mean {close[0]!r}?" if close else "see --help for the parameters"
         result.append(f"unknown parameter {name!r} (params file or command line) is ignored: {hint}")
     return result
+
+
+def mistyped_safety_parameter(given: Iterable[str], specs: Iterable[Spec]) -> str | None:
+    """Why the node must not start when a name in ``given`` is no parameter but close to a safety parameter
+    (``dry_runn`` for ``dry_run``): ignored, it would leave that parameter at its default (the robot driven).
+    None when there is no such name."""
+    specs = list(specs)
+    known = [spec.name for spec in specs] + list(BUILTIN_PARAMETERS)
+    safety = {spec.name: spec for spec in specs if spec.safety}
+    for name in given:
+        if name in known or name.startswith(BUILTIN_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close and close[0] in safety:
+            spec = safety[close[0]]
+            return (f"unknown parameter {name!r} looks like the safety parameter {spec.name!r}: ignored, "
+                    f"{spec.name} would stay {_yaml_value(spec.default)}; spell it {spec.name}")
+    return None
 
 
 def check_parameters(settings_class: type, parameters) -> tuple[bool, str]:
