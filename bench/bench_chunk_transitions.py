@@ -33,7 +33,9 @@ from common import CACHE, ROOT, machine, save
 from kuavo_smolvla_ros.tasks import default_catalog
 
 TRANSITIONS = {"no blend": {"blend_steps": 0}, "blend": {"blend_steps": 2}, "rtc": {"chunk_transition": "rtc"}}
-CANDIDATES = [CACHE / "closed_loop" / "train_a_e12" / "task4_sorting" / "best",
+#: The closed-loop benchmark's run (a) (its folder names the base's settings: the newest first), the demo's.
+CANDIDATES = [*sorted((CACHE / "closed_loop").glob("train_a_e12*/task4_sorting/best"),
+                      key=lambda p: p.stat().st_mtime, reverse=True),
               ROOT / "outputs" / "demo" / "train" / "task4_sorting" / "best"]
 
 

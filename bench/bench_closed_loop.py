@@ -54,6 +54,7 @@ RUNS = {
 }
 #: About one epoch of a 30-demonstration task at batch 32 (the cosine decay spans the stage).
 STEPS_PER_EPOCH = 75
+PRETRAIN_CONFIG = ROOT / "training" / "configs" / "pretrain_tiny_base.yaml"
 
 
 def prepare_data(demos: int) -> Path:
@@ -77,7 +78,11 @@ def base(kind: str) -> Path:
 
     folder = HERE / f"{kind}_base"
     if kind == "pretrained":
-        if not (folder / "pretraining.json").is_file():
+        from kuavo_smolvla_ros.training.pretrain import config_settings, stale_base
+
+        stale = stale_base(folder, config_settings(PRETRAIN_CONFIG, folder))
+        if stale is not None:
+            print(f">> the pretrained base: {stale}", flush=True)
             command = [sys.executable, str(ROOT / "training" / "pretrain_base.py"), f"output={folder}"]
             print(">> " + " ".join(command[1:]), flush=True)
             subprocess.run(command, check=True)
@@ -88,9 +93,20 @@ def base(kind: str) -> Path:
     return folder
 
 
+def base_tag(kind: str) -> str:
+    """A run folder's suffix naming the pretrained base's settings (a run from another base is another run)."""
+    if kind != "pretrained":
+        return ""
+    import hashlib
+    import json
+
+    settings = json.loads((base(kind) / "pretraining.json").read_text())["settings"]
+    return "_base" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def train(key: str, datasets: Path, epochs: int, retrain: bool) -> Path:
     _, kind, overrides = RUNS[key]
-    output = HERE / f"train_{key}_e{epochs}"
+    output = HERE / f"train_{key}_e{epochs}{base_tag(kind)}"
     final = output / default_catalog().tasks[-1].stage_dir / "best"
     if retrain:
         shutil.rmtree(output, ignore_errors=True)

@@ -41,6 +41,7 @@ from kuavo_smolvla_ros.tasks import default_catalog  # noqa: E402  (after the en
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "training" / "train_sequential.py"
 PRETRAIN_SCRIPT = ROOT / "training" / "pretrain_base.py"
+PRETRAIN_CONFIG = ROOT / "training" / "configs" / "pretrain_tiny_base.yaml"
 IMAGE = (64, 64)
 STEPS = 6
 
@@ -79,11 +80,17 @@ def convert_bags(out: Path, bags: Path) -> Path:
 
 def pretrained_base(out: Path) -> Path:
     """The tiny base pretrained on the simulator's primitives (``training/pretrain_base.py``), built once:
-    kept in ``out/pretrained_base`` and reused while its ``pretraining.json`` is there."""
+    kept in ``out/pretrained_base`` and reused while its ``pretraining.json`` records the settings of
+    ``training/configs/pretrain_tiny_base.yaml`` (else built again)."""
+    from kuavo_smolvla_ros.training.pretrain import config_settings, stale_base
+
     base = out / "pretrained_base"
-    if (base / "pretraining.json").is_file() and (base / "model.safetensors").is_file():
+    stale = stale_base(base, config_settings(PRETRAIN_CONFIG, base))
+    if stale is None:
         print(f"    pretrained base: {base} (built before)", flush=True)
     else:
+        if (base / "pretraining.json").is_file():  # (the command replaces a base it wrote)
+            print(f"    rebuilding the base: {stale}", flush=True)
         command = [sys.executable, str(PRETRAIN_SCRIPT), f"output={base}"]
         print("    " + " ".join(command[1:]), flush=True)
         subprocess.run(command, check=True)
@@ -112,7 +119,8 @@ def upgrade_old_checkpoints(out: Path) -> None:
 def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:
     output_root = out / "train"
     # a train/ of another recipe or other settings is moved aside (training would refuse to resume it)
-    stamp = {"recipe": "demo_tiny", "pretrained_path": str(base), "overrides": list(overrides)}
+    stamp = {"recipe": "demo_tiny", "pretrained_path": str(base), "overrides": list(overrides),
+             "base": json.loads((base / "pretraining.json").read_text()).get("settings")}
     stamp_file = output_root / "demo_recipe.json"
     if output_root.exists() and (not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp):
         aside = out / f"train_before_{time.strftime('%Y%m%d-%H%M%S')}"

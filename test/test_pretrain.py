@@ -143,6 +143,26 @@ def test_camera_dropout_blacks_out_each_camera_in_its_share_of_samples_only():
     assert settings.camera_dropout == {"wrist_cam_l": 0.5}  # a zero is no dropout
 
 
+def test_a_base_is_stale_when_the_config_would_build_another(tmp_path):
+    """The demo and the benchmark rebuild a cached base whose recorded settings are not the config's."""
+    from kuavo_smolvla_ros.training.pretrain import REPORT_FILE, config_settings, settings_record, stale_base
+
+    base = tmp_path / "base"
+    settings = config_settings(CONFIGS / "pretrain_tiny_base.yaml", base)
+    assert settings.output == base and settings.steps == 3000  # the YAML's values, Hydra's keys left out
+    assert stale_base(base, settings) == f"no base in {base}"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"")
+    (base / REPORT_FILE).write_text(json.dumps({"steps": 3000}))
+    assert stale_base(base, settings) == f"{base / REPORT_FILE} predates settings records"
+    (base / REPORT_FILE).write_text(json.dumps({"settings": settings_record(settings)}))
+    assert stale_base(base, settings) is None
+    assert stale_base(tmp_path / "elsewhere", settings) is not None
+    other = PretrainSettings.from_config({"output": str(base), "camera_dropout": {"wrist_cam_l": 0.5}})
+    assert stale_base(base, other) == ("built with other settings (camera_dropout "
+                                       f"{settings_record(settings)['camera_dropout']!r} -> {{'wrist_cam_l': 0.5}})")
+
+
 def test_demo_config_runs_the_real_recipe_with_the_stage_ratios():
     demo = yaml.safe_load((CONFIGS / "demo_tiny.yaml").read_text())
     assert demo["policy"]["freeze_vision_encoder"] is True

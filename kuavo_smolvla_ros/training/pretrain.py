@@ -25,6 +25,7 @@ Settings: ``training/configs/pretrain_tiny_base.yaml`` (``python training/pretra
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -278,6 +279,43 @@ def probe(policy, preprocessor, train: Sequence[EpisodeFrames], held_out: Sequen
     return {"vision": vision, "vlm": vlm}
 
 
+# ------------------------------------------------------------------------------------------ the base's record
+def settings_record(settings: PretrainSettings) -> dict[str, Any]:
+    """Every setting that shapes the base (all but ``output`` and ``log_every_steps``), JSON-ready: what
+    ``pretraining.json`` keeps under ``settings`` and :func:`stale_base` compares."""
+    from dataclasses import asdict
+
+    record = asdict(settings)
+    for key in ("output", "log_every_steps"):  # where it goes and how often it logs: not the base
+        record.pop(key)
+    return json.loads(json.dumps(record, default=str))
+
+
+def config_settings(config_file: Path, output: Path) -> PretrainSettings:
+    """The settings a plain ``python training/pretrain_base.py output=OUTPUT`` would use (``config_file``'s
+    values, Hydra's own section and defaults list left out)."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(config_file).read_text()) or {}
+    cfg.pop("hydra", None)
+    cfg.pop("defaults", None)
+    return PretrainSettings.from_config(cfg | {"output": str(output)})
+
+
+def stale_base(folder: Path, settings: PretrainSettings) -> str | None:
+    """Why the base in ``folder`` is not what ``settings`` would build (no report, or the settings that differ,
+    ``before -> now``), or None when it is."""
+    report_file = Path(folder) / REPORT_FILE
+    if not report_file.is_file() or not (Path(folder) / "model.safetensors").is_file():
+        return f"no base in {folder}"
+    before = json.loads(report_file.read_text()).get("settings")
+    if before is None:
+        return f"{report_file} predates settings records"
+    now = settings_record(settings)
+    changed = [f"{key} {before.get(key)!r} -> {now[key]!r}" for key in now if before.get(key) != now[key]]
+    return f"built with other settings ({', '.join(changed)})" if changed else None
+
+
 # ------------------------------------------------------------------------------------------ training
 def _batch(dataset: MemoryDataset, rng: np.random.Generator, size: int) -> dict[str, Any]:
     return dataset[rng.integers(0, len(dataset), size).tolist()]
@@ -396,7 +434,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         "episodes_per_primitive": settings.episodes, "held_out_per_primitive": settings.validation_episodes,
         "frames_train": len(train_set), "frames_held_out": len(held_set), "fps": settings.fps,
         "cameras": list(settings.cameras), "image_size": list(settings.image_size),
-        "camera_dropout": dict(settings.camera_dropout),
+        "camera_dropout": dict(settings.camera_dropout), "settings": settings_record(settings),
         "steps": settings.steps, "batch_size": settings.batch_size, "lr": settings.lr,
         "samples_seen": settings.steps * settings.batch_size,
         "epochs_equivalent": settings.steps * settings.batch_size / max(len(train_set), 1),
