@@ -192,3 +192,34 @@ def test_a_params_file_that_is_not_there_is_one_line_and_2(tmp_path, name):
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(lines) == 1 and lines[0].endswith(f"cannot start: --params-file {missing}: no such file"), lines
+
+
+def test_inspect_refuses_bad_arguments_with_2_before_reading_the_checkpoint(tmp_path, capsys):
+    from kuavo_smolvla_ros.policy.checkpoint import main
+
+    (tmp_path / "file").write_text("x")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = [([str(tmp_path / "file")], f"error: {tmp_path / 'file'} is a file: a checkpoint is a folder"),
+             ([str(folder), "--vlm-path", str(tmp_path / "nope")], f"error: --vlm-path {tmp_path / 'nope'}: no such"),
+             ([str(folder), "--vlm-hub-id", "foo/bar"], "error: --vlm-hub-id is used by --make-portable only")]
+    for argv, expected in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(expected) and err.count("\n") == 1, err
+    assert main([str(folder)]) == 1  # a folder that is no checkpoint: refused as a checkpoint, not an argument
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_validate_refuses_a_negative_gap(tmp_path, capsys):
+    from kuavo_smolvla_ros.data.cli import main
+
+    assert main(["validate", str(tmp_path), "--max-gap-frames", "-3"]) == 2
+    assert capsys.readouterr().err == "error: --max-gap-frames must be >= 0, got -3\n"
+
+
+def test_help_piped_into_head_exits_0():
+    shown = subprocess.run(f"{' '.join(COMMANDS['train_reflow'])} --help | head -1; exit ${{PIPESTATUS[0]}}",
+                           shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
+                           env=ENV, cwd=ROOT)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: ") and "BrokenPipe" not in shown.stderr

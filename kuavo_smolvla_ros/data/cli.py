@@ -118,6 +118,9 @@ def _validate(args: argparse.Namespace) -> int:
     from kuavo_smolvla_ros.data.dataset import not_a_dataset
     from kuavo_smolvla_ros.data.validate import MAX_GAP_FRAMES, validate
 
+    if args.max_gap_frames is not None and args.max_gap_frames < 0:
+        print(f"error: --max-gap-frames must be >= 0, got {args.max_gap_frames}", file=sys.stderr)
+        return 2
     absent = not_a_dataset(args.dataset)
     if absent:  # checked first: lerobot would create the folder and look for the dataset on the Hub
         print(f"error: no dataset at {args.dataset} ({absent})", file=sys.stderr)

@@ -863,8 +863,21 @@ def inspect_checkpoint(path: str | Path, vlm_path: str | Path | None = None, kua
 INSPECT_EXIT_CODES = """exit status:
   0  the checkpoint opens (what it holds is printed; "note:" lines are advice, not refusals)
   1  the checkpoint is refused: one "error:" line names the file and the cause (the node refuses it too)
-  2  bad arguments, or no file or folder at the path
+  2  bad arguments: no folder at the checkpoint path or at --vlm-path, --vlm-hub-id without --make-portable
 """
+
+
+def _argument_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``kuavo-smolvla-inspect``'s arguments themselves (before the checkpoint is read)."""
+    if not args.checkpoint.exists():  # (as kuavo-sim-eval and policy_node: a path that is not there is refused)
+        return f"no checkpoint at {args.checkpoint} (no such file or folder)"
+    if not args.checkpoint.is_dir():
+        return f"{args.checkpoint} is a file: a checkpoint is a folder (config.json, model.safetensors, processors)"
+    if args.vlm_path is not None and not args.vlm_path.is_dir():
+        return f"--vlm-path {args.vlm_path}: no such folder"
+    if args.vlm_hub_id and not args.make_portable:
+        return "--vlm-hub-id is used by --make-portable only: add --make-portable"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -885,8 +898,9 @@ def main(argv: list[str] | None = None) -> int:
                              "processor steps those steps (its predictions do not change; lerobot's loader then "
                              "returns absolute actions too)")
     args = parser.parse_args(argv)
-    if not args.checkpoint.exists():  # (as kuavo-sim-eval and policy_node: a path that is not there is refused)
-        print(f"error: no checkpoint at {args.checkpoint} (no such file or folder)", file=sys.stderr)
+    refused = _argument_error(args)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
         return 2
     try:
         if args.upgrade_relative:

@@ -257,7 +257,10 @@ def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
         print(f"error: no config {config} (--config-name: one of {_known_configs(config.parent)})", file=sys.stderr)
         sys.exit(2)
     if {"--help", "-h"} & set(args):
-        print(config_help(config, usage, doc))
+        try:
+            print(config_help(config, usage, doc), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     if check is not None:
         check_first(config, check)

@@ -215,10 +215,11 @@ def cached(cache_dir: str | Path, root: str | Path, episodes: Sequence[int] | No
     delta timestamps as given): read from ``cache_dir`` if cached, else built (``open_dataset`` is called
     only then) and saved there."""
     path = Path(cache_dir) / f"{cache_key(root, episodes, delta_timestamps)}.pt"
+    which = "every episode" if episodes is None else f"{len(episodes)} episode(s)"  # (training and held-out parts)
     if path.is_file():
         try:
             dataset = MemoryDataset.load(path)
-            LOG.info("data cache: %s (%d items) from %s", root, len(dataset), path)
+            LOG.info("data cache: %s, %s (%d items) from %s", root, which, len(dataset), path)
             return dataset
         except Exception as err:  # a damaged or foreign file: rebuild it
             LOG.warning("data cache %s unreadable (%s); rebuilding", path, err)
@@ -226,8 +227,8 @@ def cached(cache_dir: str | Path, root: str | Path, episodes: Sequence[int] | No
     dataset = MemoryDataset.from_dataset(open_dataset(), num_workers=num_workers, batch_size=batch_size,
                                          desc=f"caching {Path(root).name}")
     dataset.save(path)
-    LOG.info("data cache: built %s (%d items, %.1f MB) in %.1f s -> %s", root, len(dataset), dataset.nbytes / 2**20,
-             time.perf_counter() - start, path)
+    LOG.info("data cache: built %s, %s (%d items, %.1f MB) in %.1f s -> %s", root, which, len(dataset),
+             dataset.nbytes / 2**20, time.perf_counter() - start, path)
     return dataset
 
 
