@@ -75,10 +75,14 @@ def test_each_readme_command_names_what_exists(line):
         assert words[1] in targets, f"no make target {words[1]}"
     elif first == "python" and words[1] in HYDRA:
         assert (ROOT / words[1]).is_file()
-        keys = hydra_keys(HYDRA[words[1]])
-        for word in words[2:]:
+        rest, config = words[2:], HYDRA[words[1]]
+        if rest[:1] == ["--config-name"]:  # another config beside the script's own (its defaults included)
+            config, rest = f"{rest[1]}.yaml", rest[2:]
+            assert (ROOT / "training" / "configs" / config).is_file(), f"no config {config}"
+        keys = hydra_keys(config) | (hydra_keys(HYDRA[words[1]]) if config != HYDRA[words[1]] else set())
+        for word in rest:
             key = word.split("=", 1)[0].split(".", 1)[0].lstrip("+")
-            assert key in keys, f"{words[1]}: no config key {key!r} in {HYDRA[words[1]]}"
+            assert key in keys, f"{words[1]}: no config key {key!r} in {config}"
     elif first == "ros2" and words[1] == "launch":
         assert words[2] == "kuavo_smolvla_ros"
         launch = (ROOT / "launch" / words[3]).read_text()
