@@ -156,6 +156,13 @@ def test_validate_on_a_mistyped_path_creates_nothing(tmp_path, capsys, dataset):
     assert captured.out == (f"1 problem(s) in {broken}:\n  - lerobot cannot open {broken}: meta/tasks.parquet is "
                             "missing: the dataset is incomplete\n")
     assert "HF_HUB_OFFLINE" not in captured.out + captured.err
+    lost = tmp_path / "lost"  # a dataset that lost a data file: the finding names the file
+    shutil.copytree(dataset, lost)
+    (lost / "data" / "chunk-000" / "file-000.parquet").unlink()
+    assert cli(["validate", str(lost)]) == 1
+    assert capsys.readouterr().out == (
+        f"1 problem(s) in {lost}:\n  - lerobot cannot open {lost}: data/chunk-000/file-000.parquet is missing (the "
+        "episodes' index lists it): the dataset is incomplete\n")
 
 
 # ------------------------------------------------------------------------------ 4: --quiet, no progress bars

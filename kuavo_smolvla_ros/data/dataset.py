@@ -288,7 +288,37 @@ def dataset_problem(root: Path) -> str:
         return "meta/tasks.parquet is missing: the dataset is incomplete"
     if info.get("total_episodes", 0) and not any((Path(root) / "meta" / "episodes").rglob("*.parquet")):
         return "meta/episodes/ has no parquet files: the dataset is incomplete"
+    missing = missing_files(Path(root), info)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"{missing[0]} is missing{more} (the episodes' index lists it): the dataset is incomplete"
     return ""
+
+
+def missing_files(root: Path, info: dict) -> list[str]:
+    """The data and video files (relative to ``root``) that ``meta/episodes`` says the episodes are in and
+    that are not there, from lerobot v3's ``data_path``/``video_path`` templates and each episode's
+    ``data/...`` and ``videos/<key>/...`` chunk and file indices. Empty when the index cannot be read (lerobot
+    then says why)."""
+    import pyarrow.parquet as pq
+
+    templates = {"data": info.get("data_path")}
+    templates |= {f"videos/{key}": info.get("video_path") for key, spec in (info.get("features") or {}).items()
+                  if isinstance(spec, dict) and spec.get("dtype") == "video"}
+    wanted: set[str] = set()
+    try:
+        for part in sorted((root / "meta" / "episodes").rglob("*.parquet")):
+            table = pq.read_table(part).to_pydict()
+            for prefix, template in templates.items():
+                chunks, files = table.get(f"{prefix}/chunk_index"), table.get(f"{prefix}/file_index")
+                if not template or chunks is None or files is None:
+                    continue
+                key = prefix.removeprefix("videos/")
+                wanted |= {template.format(chunk_index=c, file_index=f, video_key=key) for c, f in zip(chunks, files,
+                                                                                                       strict=True)}
+    except Exception:  # an unreadable index is lerobot's to report
+        return []
+    return sorted(name for name in wanted if not (root / name).is_file())
 
 
 def open_error(root: Path, err: BaseException) -> str:
