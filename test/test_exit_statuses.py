@@ -223,3 +223,11 @@ def test_help_piped_into_head_exits_0():
                            shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
                            env=ENV, cwd=ROOT)
     assert shown.returncode == 0 and shown.stdout.startswith("usage: ") and "BrokenPipe" not in shown.stderr
+
+
+@pytest.mark.parametrize("name", ["policy_node", "sim_robot"])
+def test_an_argument_before_ros_args_is_refused(name):
+    result = run([*COMMANDS[name], "--bogus"], timeout=60)
+    assert result.returncode == 2 and result.stderr == (
+        "error: unknown argument(s) --bogus: parameters go after --ros-args (-p NAME:=VALUE, --params-file FILE); "
+        "--help lists them\n"), result.stderr

@@ -42,6 +42,8 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
     (["--latency-ticks", "0"], "--latency-ticks must be >= 1"),
     (["--first-seed", "-5"], "--first-seed must be >= 0"),
     (["--tasks", "sorting", "4"], "--tasks names sorting more than once"),
+    (["--tasks", "sorting,4"], "--tasks names sorting more than once"),  # commas too, as kuavo-sim-record
+    (["--tasks", ","], "--tasks names no task"),
     (["--chunk-transition", "smooth"], "invalid choice: 'smooth'"),
     (["--output", __file__], "exists and is not a folder"),
 ])

@@ -255,6 +255,13 @@ def help_text(settings_class: type, executable: str, summary: str) -> str:
     return "\n".join(lines) + "\n\n" + NODE_EXIT_CODES
 
 
+def stray_arguments(argv: list[str]) -> list[str]:
+    """The arguments before ``--ros-args`` that a node does not take (it takes ``--help``/``-h`` only there;
+    everything else goes after ``--ros-args``)."""
+    before_ros = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    return [arg for arg in before_ros if arg not in ("-h", "--help")]
+
+
 def wants_help(argv: list[str]) -> bool:
     """Whether ``--help``/``-h`` comes before any ``--ros-args`` on the command line."""
     before_ros = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv

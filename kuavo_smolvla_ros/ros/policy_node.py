@@ -578,6 +578,11 @@ def main() -> int:
     if param_table.wants_help(sys.argv[1:]):
         print(params.help_text(), end="")
         return 0
+    stray = param_table.stray_arguments(sys.argv[1:])
+    if stray:
+        print(f"error: unknown argument(s) {' '.join(stray)}: parameters go after --ros-args "
+              "(-p NAME:=VALUE, --params-file FILE); --help lists them", file=sys.stderr)
+        return 2
     sys.setswitchinterval(0.0005)  # let the control timer's thread get the GIL promptly
     return spin_node(PolicyNode, startup_errors=CONFIGURE_ERRORS)
 

@@ -347,6 +347,11 @@ def main() -> int:
     if param_table.wants_help(sys.argv[1:]):
         print(sim_params.help_text(), end="")
         return 0
+    stray = param_table.stray_arguments(sys.argv[1:])
+    if stray:
+        print(f"error: unknown argument(s) {' '.join(stray)}: parameters go after --ros-args "
+              "(-p NAME:=VALUE, --params-file FILE); --help lists them", file=sys.stderr)
+        return 2
     return spin_node(SimNode, startup_errors=(ValueError, NameValidationException))
 
 

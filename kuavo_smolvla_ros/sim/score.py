@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (what kuavo-smolvla-inspect accepts)")
     parser.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
-                        help=f"tasks by name, alias or id ({', '.join(t.name for t in catalog)}), or all")
+                        help=f"tasks by name, alias or id ({', '.join(t.name for t in catalog)}), separated by "
+                             "spaces or commas, or all")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
     parser.add_argument("--latency-ticks", type=int, default=None,
                         help="model latency in control ticks (default: what the checkpoint measures here)")
@@ -99,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --blend-steps must be >= 0, got {args.blend_steps}\n")
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output} exists and is not a folder\n")
+    names = [part.strip() for given in args.tasks for part in given.split(",") if part.strip()]  # (as sim-record)
+    if not names:
+        parser.exit(EXIT_REFUSED, "kuavo-sim-eval: error: --tasks names no task\n")
     try:
-        tasks = list(catalog) if args.tasks == ["all"] else [catalog.get(t) for t in args.tasks]
+        tasks = list(catalog) if names == ["all"] else [catalog.get(t) for t in names]
     except (KeyError, ValueError) as err:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: {err.args[0]}\n")
     repeated = sorted({t.name for t in tasks if tasks.count(t) > 1})
