@@ -19,6 +19,15 @@ from typing import Any
 _COUNTER = itertools.count()
 
 
+def blocking_file(path: str | Path) -> Path | None:
+    """The file (not folder) at ``path`` or at one of its parents, which would stop a folder being made there;
+    None when the path is or can become a folder."""
+    for candidate in (Path(path).absolute(), *Path(path).absolute().parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
 def temporary_name(path: Path) -> Path:
     """A path beside ``path`` that no other writer uses: ``.<name>.<pid>.<n>.tmp`` (``n`` counts this
     process's calls, so threads and nested writes of the same target do not collide)."""

@@ -122,6 +122,7 @@ def test_ctrl_c_in_training_is_one_line_and_130(tmp_path):
     (["--camera-hz", "-30"], "error: --camera-hz must be 1..120, got -30"),
     (["--camera-hz", "nan"], "error: --camera-hz must be 1..120, got nan"),
     (["--robot", "nope"], "error: --robot: "),
+    (["--tasks", "all,1"], "error: --tasks: 'all' stands alone, got 'all,1'"),
 ])
 def test_sim_record_refuses_bad_arguments_in_one_line_and_writes_nothing(tmp_path, capsys, args, expected):
     from kuavo_smolvla_ros.sim.record import main
@@ -133,8 +134,9 @@ def test_sim_record_refuses_bad_arguments_in_one_line_and_writes_nothing(tmp_pat
     assert len(lines) == 1 and lines[0].startswith(expected), captured.err
     assert not output.exists()
     (tmp_path / "file").write_text("x")
-    assert main([str(tmp_path / "file"), "--episodes", "1"]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'file'} is a file, not a folder\n"
+    for under_a_file in (tmp_path / "file", tmp_path / "file" / "bags"):
+        assert main([str(under_a_file), "--episodes", "1"]) == 2
+        assert capsys.readouterr().err == f"error: {tmp_path / 'file'} is a file, not a folder\n"
 
 
 def test_ctrl_c_in_sim_record_keeps_the_bags_written_and_says_so(tmp_path):

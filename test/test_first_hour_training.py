@@ -241,11 +241,18 @@ def test_a_second_command_with_other_settings_is_refused_not_silently_resumed(da
     assert_one_line(command("train_sequential.py", *common, "batch_size=8", "lr_scale=5"),
                     f"output_root={out}: stage 1 (moving_grasp) holds a run started with other settings "
                     "(batch_size 4 -> 8, lr_scale "
-                    "1.0 -> 5", "choose a new output_root, or repeat the run's settings")
+                    "1.0 -> 5", "choose a new output_root (to train a run further, start the new one from its best/ "
+                    "checkpoint), or repeat the run's settings")
     again = command("train_sequential.py", *common, "batch_size=4", "num_workers=1")
     assert again.returncode == 0 and "resuming" in again.stdout + again.stderr, again.stderr[-3000:]
+    moved = tmp_path / "moved"  # a run copied elsewhere, its datasets named another way: the same run, resumed
+    shutil.copytree(out, moved)
+    spelled = [f"data_root={root / 'data'}/", *[a for a in common if not a.startswith(("data_root", "output_root"))]]
+    again = command("train_sequential.py", *spelled, f"output_root={moved}", "batch_size=4")
+    assert again.returncode == 0 and "resuming" in again.stdout + again.stderr, again.stderr[-3000:]
     (tmp_path / "notes.txt").write_text("x")
-    assert_one_line(command("train_sequential.py", *common[:2], f"output_root={tmp_path / 'notes.txt'}"),
-                    f"output_root={tmp_path / 'notes.txt'} is a file, not a folder")
+    for output in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "sub"):
+        assert_one_line(command("train_sequential.py", *common[:2], f"output_root={output}"),
+                        f"output_root: {tmp_path / 'notes.txt'} is a file, not a folder")
     assert_one_line(command("train_reflow.py", f"teacher={checkpoint}", f"data_root={root / 'data'}",
                             f"output_dir={out}"), f"output_dir={out} is a sequential training's output_root")

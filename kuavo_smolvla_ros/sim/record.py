@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kuavo_smolvla_ros import robot
+from kuavo_smolvla_ros.atomic import blocking_file
 from kuavo_smolvla_ros.contract.profile import ProfileError, RobotProfile, available_profiles, load_profile
 from kuavo_smolvla_ros.data.recording import KuavoRecorder
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert
@@ -163,6 +164,9 @@ def check_arguments(args: argparse.Namespace) -> tuple[list[Task], str | None]:
     """The tasks to record and, when an argument is refused, the reason (one line naming the flag)."""
     import math
 
+    names = [part.strip().lower() for part in args.tasks.split(",")]
+    if "all" in names and len([n for n in names if n]) > 1:
+        return [], f"--tasks: 'all' stands alone, got {args.tasks!r}"
     try:
         tasks = parse_tasks(args.tasks)
     except KeyError as err:
@@ -182,8 +186,9 @@ def check_arguments(args: argparse.Namespace) -> tuple[list[Task], str | None]:
     low_hz, high_hz = CAMERA_HZ
     if not (math.isfinite(args.camera_hz) and low_hz <= args.camera_hz <= high_hz):
         return [], f"--camera-hz must be {low_hz:g}..{high_hz:g}, got {args.camera_hz:g}"
-    if args.output.exists() and not args.output.is_dir():
-        return [], f"{args.output} is a file, not a folder"
+    blocked = blocking_file(args.output)
+    if blocked is not None:
+        return [], f"{blocked} is a file, not a folder"
     return tasks, None
 
 

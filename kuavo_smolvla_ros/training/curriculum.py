@@ -142,7 +142,8 @@ def find_stage(stages: Sequence[Stage], name: str) -> Stage:
     for stage in stages:
         if name in (stage.task.name, str(stage.task.id), *stage.task.aliases):
             return stage
-    raise TrainingConfigError(f"task={name!r} is not a stage of the curriculum {[s.name for s in stages]}")
+    raise TrainingConfigError(f"task={name!r} is not a stage of the curriculum {[s.name for s in stages]}: choose "
+                              "one of them, or add it to curriculum=[...]")
 
 
 def without_replay(stages: Sequence[Stage]) -> list[Stage]:

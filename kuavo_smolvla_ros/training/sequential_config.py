@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kuavo_smolvla_ros.atomic import blocking_file
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
 from kuavo_smolvla_ros.training.common.config import (
     OptimConfig,
@@ -194,8 +195,9 @@ def check_config(cfg: Mapping[str, Any], configs_dir: Path) -> None:
             raise TrainingConfigError(f"pretrained_path: no checkpoint at {pretrained} (point it at a local "
                                       "SmolVLA checkpoint, e.g. a download of lerobot/smolvla_base)")
     output_root = Path(str(cfg.get("output_root")))
-    if output_root.exists() and not output_root.is_dir():
-        raise TrainingConfigError(f"output_root={output_root} is a file, not a folder: choose a folder for the run")
+    blocked = blocking_file(output_root)
+    if blocked is not None:
+        raise TrainingConfigError(f"output_root: {blocked} is a file, not a folder: choose a folder for the run")
     for stage in todo:  # a stage trained before is resumed, with its own settings: others are refused
         check_same_run(output_root / stage.output_name, cfg, "output_root",
                        what=f"output_root={output_root}: stage {stage.number} ({stage.task.name})")

@@ -19,7 +19,10 @@ from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 RUN_SETTINGS_FILE = "run_settings.json"
 #: Settings that may differ between the commands of one run (how it runs, not what it trains).
 HOW_IT_RUNS = frozenset({"device", "bf16", "num_workers", "data_cache", "data_cache_dir", "pairs.cache_dir",
-                         "stages", "task", "log_freq", "save_every_epochs", "save_freq"})
+                         "stages", "task", "log_freq", "save_every_epochs", "save_freq",
+                         "output_root", "output_dir"})  # (a run moved or copied elsewhere resumes there)
+#: Settings that name a file or folder: compared as absolute paths (``data/`` and ``./data`` are one folder).
+PATHS = frozenset({"data_root", "pretrained_path", "teacher", "teacher_model_path", "vlm_path"})
 #: Differences listed in the refusal at most.
 SHOWN = 6
 
@@ -40,6 +43,17 @@ def _unset(value: Any) -> bool:
     return value in (None, "", "???")
 
 
+def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` flattened (Hydra's section left out), the :data:`PATHS` made absolute and normalised."""
+    import os
+
+    flat = flatten({k: v for k, v in cfg.items() if k != "hydra"})
+    for key in PATHS & flat.keys():
+        if isinstance(flat[key], str) and not _unset(flat[key]):
+            flat[key] = os.path.normpath(os.path.abspath(os.path.expanduser(flat[key])))
+    return flat
+
+
 def check_same_run(folder: Path, cfg: Mapping[str, Any], key: str, also_free: Iterable[str] = (),
                    what: str | None = None) -> None:
     """Raise :class:`TrainingConfigError` when ``folder`` (what the ``key`` setting points at, or ``what`` in
@@ -48,8 +62,11 @@ def check_same_run(folder: Path, cfg: Mapping[str, Any], key: str, also_free: It
     unset now (e.g. ``pretrained_path`` when a later stage runs alone) is not a difference; nor are
     :data:`HOW_IT_RUNS` and ``also_free``. A folder without a record (new, or written before records were
     kept) passes."""
-    if folder.exists() and not folder.is_dir():
-        raise TrainingConfigError(f"{key}={folder} is a file, not a folder: choose a folder for the run")
+    from kuavo_smolvla_ros.atomic import blocking_file
+
+    blocked = blocking_file(folder)
+    if blocked is not None:
+        raise TrainingConfigError(f"{key}: {blocked} is a file, not a folder: choose a folder for the run")
     record = folder / RUN_SETTINGS_FILE
     if not record.is_file():
         return
@@ -59,7 +76,7 @@ def check_same_run(folder: Path, cfg: Mapping[str, Any], key: str, also_free: It
         before = json.loads(record.read_text())
     except (OSError, ValueError):
         return  # an unreadable record is no evidence of another run
-    now = flatten({k: v for k, v in cfg.items() if k != "hydra"})
+    now = _settings(cfg)
     free = HOW_IT_RUNS | set(also_free)
     changed = [name for name in sorted(set(before) | set(now))
                if name not in free and not _unset(now.get(name)) and before.get(name) != now.get(name)]
@@ -68,7 +85,8 @@ def check_same_run(folder: Path, cfg: Mapping[str, Any], key: str, also_free: It
         more = f" and {len(changed) - SHOWN} more" if len(changed) > SHOWN else ""
         raise TrainingConfigError(
             f"{what or f'{key}={folder}'} holds a run started with other settings ({shown}{more}); running again "
-            f"resumes a run with its own settings: choose a new {key}, or repeat the run's settings (in {record})")
+            f"resumes a run with its own settings: choose a new {key} (to train a run further, start the new one "
+            f"from its best/ checkpoint), or repeat the run's settings (in {record})")
 
 
 def record_run(folder: Path, cfg: Mapping[str, Any]) -> None:
@@ -78,4 +96,4 @@ def record_run(folder: Path, cfg: Mapping[str, Any]) -> None:
     if record.is_file():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(record, flatten({k: v for k, v in cfg.items() if k != "hydra"}), default=str)
+    write_json(record, _settings(cfg), default=str)
