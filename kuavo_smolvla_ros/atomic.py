@@ -63,6 +63,13 @@ def write_json(path: str | Path, data: Any, default: Callable[[Any], Any] = floa
         tmp.write_text(text)
 
 
+def write_png(figure: Any, path: str | Path, dpi: int = 100) -> None:
+    """Save the matplotlib ``figure`` to ``path`` as a PNG of ``dpi`` dots per inch, atomically
+    (:func:`atomic_path`: an interrupted save leaves the previous file or none, never a truncated image)."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=dpi, format="png")
+
+
 def replace_dir(ready: Path, target: Path, old: Path | None = None) -> None:
     """Put the finished folder ``ready`` at ``target``; a previous ``target`` moves aside to ``old`` (default
     ``.<name>.old`` beside it) for the moment between the two renames, then is deleted."""

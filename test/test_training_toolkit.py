@@ -225,6 +225,34 @@ def test_write_json_and_the_checkpoint_metadata_write_what_they_always_wrote(tmp
     assert json.loads((tmp_path / "r.json").read_text())["steps"] == [1, 2] and _leftovers(tmp_path) == []
 
 
+def test_write_png_saves_a_png_whatever_the_temporary_name_and_nothing_when_interrupted(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from kuavo_smolvla_ros.atomic import write_png
+
+    figure, axes = plt.subplots(figsize=(2, 1))
+    axes.plot([0, 1], [1, 0])
+    target = tmp_path / "plot.png"
+    write_png(figure, target, dpi=50)
+    first = target.read_bytes()
+    assert first.startswith(b"\x89PNG\r\n\x1a\n") and _leftovers(tmp_path) == []
+    real_savefig = Figure.savefig
+
+    def interrupted(self, fname, **kwargs):
+        real_savefig(self, fname, **kwargs)  # the temporary file is written, then Ctrl-C lands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_png(figure, target, dpi=80)
+    plt.close(figure)
+    assert target.read_bytes() == first and _leftovers(tmp_path) == []
+
+
 def test_pairs_and_the_memory_cache_are_saved_whole_or_not_at_all(tmp_path, monkeypatch):
     import safetensors.torch
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kuavo_smolvla_ros.atomic import write_png
 from kuavo_smolvla_ros.sim import scenes
 from kuavo_smolvla_ros.sim.kinematics import ARMS, hand_position
 
@@ -55,6 +56,6 @@ def plot_closed_loop(trajectories: Mapping[str, Sequence[dict]], success: Mappin
     bars.legend(fontsize=8)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=90)
+    write_png(figure, path, dpi=90)
     plt.close(figure)
     return path

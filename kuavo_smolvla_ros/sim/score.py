@@ -56,6 +56,25 @@ def episode_record(result) -> dict:
             "inferences": result.inferences, "held_ticks": result.held_ticks}
 
 
+def write_report(output: Path, runtime, results: Mapping[str, Sequence], summary: Mapping[str, dict], *,
+                 latency: int, execution, first_seed: int, noise_seed: int) -> None:
+    """``output/sim_eval.json`` (settings, :func:`summarise`'s table, every episode) and ``output/sim_eval.png``,
+    each written atomically."""
+    from kuavo_smolvla_ros.atomic import write_json
+    from kuavo_smolvla_ros.sim.report import plot_closed_loop
+
+    report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
+              "chunk_transition": execution.chunk_transition, "blend_steps": execution.blend_steps,
+              "n_action_steps": runtime.n_action_steps, "control_rate_hz": execution.rate_hz,
+              "first_seed": first_seed, "noise_seed": noise_seed, "success": summary,
+              "episodes": {task: [episode_record(r) for r in runs] for task, runs in results.items()}}
+    write_json(output / "sim_eval.json", report)
+    trajectories = {task: [{"states": r.states, "object_start": r.object_start, "success": r.success}
+                           for r in runs] for task, runs in results.items()}
+    plot_closed_loop(trajectories, {runtime.info.path.name: {t: s["success"] for t, s in summary.items()}},
+                     output / "sim_eval.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     from kuavo_smolvla_ros.tasks import default_catalog
 
@@ -110,17 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     repeated = sorted({t.name for t in tasks if tasks.count(t) > 1})
     if repeated:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --tasks names {', '.join(repeated)} more than once\n")
-    return score(args, tasks)
+    try:  # Ctrl-C anywhere (imports, the checkpoint's load, scoring): one line, never a traceback
+        return score(args, tasks)
+    except KeyboardInterrupt:
+        print("kuavo-sim-eval: interrupted: nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def score(args: argparse.Namespace, tasks: list) -> int:
-    """Open, evaluate, report (see the module docstring); returns the exit code."""
-    from kuavo_smolvla_ros.atomic import write_json
+    """Open, evaluate, report (see the module docstring); returns the exit code. Writes nothing before
+    every episode is scored; a KeyboardInterrupt before that propagates to the caller."""
     from kuavo_smolvla_ros.control.execution import ExecutionSettings
     from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
     from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
     from kuavo_smolvla_ros.sim.evaluate import EVAL_SEED_BASE, evaluate, measured_latency_ticks
-    from kuavo_smolvla_ros.sim.report import plot_closed_loop
 
     try:
         runtime = PolicyRuntime.open(args.checkpoint, device=args.device, num_steps=args.num_steps)
@@ -135,30 +157,24 @@ def score(args: argparse.Namespace, tasks: list) -> int:
         print(f"kuavo-sim-eval: error: --output {output} exists and is not a folder", file=sys.stderr)
         return EXIT_REFUSED
     first_seed = EVAL_SEED_BASE if args.first_seed is None else args.first_seed
-    try:
-        latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
-        results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
-                           progress=not args.quiet and sys.stderr.isatty(), latency_ticks=latency,
-                           execution=execution)
-    except KeyboardInterrupt:
-        print("kuavo-sim-eval: interrupted: nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
+    results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
+                       progress=not args.quiet and sys.stderr.isatty(), latency_ticks=latency,
+                       execution=execution)
     try:
         output.mkdir(parents=True, exist_ok=True)  # (only now: an interrupted or refused run leaves no folder)
     except OSError as err:
         print(f"kuavo-sim-eval: error: --output {output}: {err.strerror}", file=sys.stderr)
         return EXIT_REFUSED
     summary = summarise(results)
-    report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
-              "chunk_transition": execution.chunk_transition, "blend_steps": execution.blend_steps,
-              "n_action_steps": runtime.n_action_steps, "control_rate_hz": execution.rate_hz,
-              "first_seed": first_seed, "noise_seed": args.noise_seed, "success": summary,
-              "episodes": {task: [episode_record(r) for r in runs] for task, runs in results.items()}}
-    write_json(output / "sim_eval.json", report)
-    trajectories = {task: [{"states": r.states, "object_start": r.object_start, "success": r.success}
-                           for r in runs] for task, runs in results.items()}
-    plot_closed_loop(trajectories, {runtime.info.path.name: {t: s["success"] for t, s in summary.items()}},
-                     output / "sim_eval.png")
+    try:
+        write_report(output, runtime, results, summary, latency=latency, execution=execution, first_seed=first_seed,
+                     noise_seed=args.noise_seed)
+    except KeyboardInterrupt:  # (each file is written atomically: there whole or not at all)
+        written = [name for name in ("sim_eval.json", "sim_eval.png") if (output / name).is_file()]
+        print(f"kuavo-sim-eval: interrupted while writing: {', '.join(written) or 'nothing'} written under {output}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"{runtime.info.path}: {args.episodes} episodes per task, model latency {latency} tick(s) at "
           f"{execution.rate_hz:g} Hz, {runtime.num_steps} steps, chunk transition {execution.chunk_transition}")
     for task, s in summary.items():
