@@ -68,6 +68,10 @@ def data(tmp_path_factory):
     (["+policy.foo=1"], ["error: policy.foo is not a SmolVLA setting"]),
     (["device=cuda:99"], ["error: device=cuda:99: "]),
     (["vlm_path=/nonexistent/vlm"], ["error: vlm_path: no folder /nonexistent/vlm"]),
+    (["camera_dropout.wrist_cam_l=1.0"], ["error: camera_dropout.wrist_cam_l must be a probability in [0, 1), "
+                                          "got 1.0"]),
+    (["camera_dropout.wrist_cam_l=half"], ["error: camera_dropout.wrist_cam_l must be a probability in [0, 1), "
+                                           "got 'half'"]),
     ([], ["error: pretrained_path is not set: point it at a local SmolVLA checkpoint"]),
     (["pretrained_path=/nonexistent/smolvla_base"], ["error: pretrained_path: no checkpoint at "
                                                      "/nonexistent/smolvla_base"]),
@@ -88,6 +92,15 @@ def test_a_missing_data_root_and_a_start_that_fails_later_leave_no_folder(data, 
     # a pretrained_path that is not a checkpoint is found once the run has started (Hydra's folder exists then)
     assert_one_line(command("train_sequential.py", f"pretrained_path={root / 'data'}", f"data_root={root / 'data'}",
                             f"output_root={out}", "num_workers=0"), "no config.json")
+    assert not out.exists()
+
+
+def test_camera_dropout_of_a_camera_the_datasets_lack_names_the_cameras_they_have(data, tmp_path):
+    root, checkpoint = data
+    out = tmp_path / "out"
+    assert_one_line(command("train_sequential.py", f"pretrained_path={checkpoint}", f"data_root={root / 'data'}",
+                            f"output_root={out}", "camera_dropout.wrist_cam_l=0.5"),
+                    "camera_dropout: 'wrist_cam_l' is not one of stage 1's cameras ['head_cam_h']")
     assert not out.exists()
 
 

@@ -125,7 +125,7 @@ def test_pretrain_settings_refuse_bad_values_naming_the_key(override, message, t
 def test_camera_dropout_blacks_out_each_camera_in_its_share_of_samples_only():
     import torch
 
-    from kuavo_smolvla_ros.training.pretrain import drop_cameras
+    from kuavo_smolvla_ros.training.common.augment import drop_cameras
 
     keys = {camera: features.image_key(camera) for camera in CAMERAS}
     batch = {key: torch.full((4000, 3, 2, 2), 0.5) for key in keys.values()}

@@ -515,3 +515,51 @@ def test_training_from_the_memory_cache_is_training_from_the_datasets(varied, tm
                 assert mine["step"] == theirs["step"]
                 assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5, abs=1e-7)
                 assert mine["validation"] == pytest.approx(theirs["validation"], rel=1e-5, abs=1e-7)
+
+
+def test_camera_dropout_blacks_out_the_drawn_training_samples_only(varied, tmp_path):
+    """``camera_dropout.head_cam_h=0.5``: in every training step exactly the samples the step's own generator
+    draws (seed, stage, step, rank: a resumed run drops the same ones) reach the model black, the others
+    untouched; validation batches never; the setting is checked like the others."""
+    import torch
+
+    from kuavo_smolvla_ros.features import image_key
+    from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+    from kuavo_smolvla_ros.training.curriculum import load_curriculum
+    from kuavo_smolvla_ros.training.sequential import fixed_stats
+    from kuavo_smolvla_ros.training.sequential_config import camera_dropout_setting, settings_from
+    from kuavo_smolvla_ros.training.trainer import StageTrainer
+
+    root, relative = varied
+    cfg = two_stage_config(root, relative, tmp_path, camera_dropout={"head_cam_h": 0.5})
+    settings = settings_from(cfg)
+    assert settings.camera_dropout == {"head_cam_h": 0.5}
+    stages = load_curriculum(CONFIGS, cfg["curriculum"][:1], root / "data", overrides={"epochs": 1})
+    stats = fixed_stats(stages, tmp_path, write=False, action_mode="relative", chunk_size=4)
+    trainer = StageTrainer(stages[0], stages, relative, stats, settings)
+    key = image_key("head_cam_h")
+    seen: list[tuple[int, torch.Tensor]] = []
+    real_loss = trainer._training_loss
+
+    def spy(batch, noise, time):
+        seen.append((trainer.state["step"], batch[key].clone()))
+        return real_loss(batch, noise, time)
+
+    trainer._training_loss = spy
+    trainer.train_epoch(0)
+    assert len(seen) >= 2
+    black = 0
+    for step, images in seen:
+        drawn = np.random.default_rng([settings.seed, 1, step, 0]).random(len(images)) < 0.5
+        is_black = (images.flatten(1) == 0).all(dim=1).numpy()
+        assert (is_black == drawn).all(), (step, is_black, drawn)
+        black += int(drawn.sum())
+    assert 0 < black < sum(len(images) for _, images in seen)  # some dropped, some kept
+    assert trainer.val_sets
+    for dataset in trainer.val_sets.values():  # validation reads the datasets as they are
+        assert all((dataset[i][key] != 0).any() for i in range(len(dataset)))
+    assert camera_dropout_setting({"head_cam_h": 0.0, "wrist_cam_l": 0.25}) == {"wrist_cam_l": 0.25}
+    for bad, message in (({"head_cam_h": 1}, r"camera_dropout.head_cam_h must be a probability in \[0, 1\), got 1"),
+                         ([0.5], "camera_dropout: expected {camera: probability}")):
+        with pytest.raises(TrainingConfigError, match=message):
+            camera_dropout_setting(bad)

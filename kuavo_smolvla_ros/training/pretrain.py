@@ -46,6 +46,7 @@ from kuavo_smolvla_ros.policy.runtime import load_policy
 from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
 from kuavo_smolvla_ros.sim.primitives import EpisodeFrames, episode_frames, primitive_catalog
 from kuavo_smolvla_ros.tasks import Task, default_catalog
+from kuavo_smolvla_ros.training.common.augment import camera_dropout_setting, drop_cameras
 from kuavo_smolvla_ros.training.common.config import OptimConfig, number_setting, optim_config, seed_setting
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
 from kuavo_smolvla_ros.training.common.loop import duration, tensorboard_writer
@@ -122,16 +123,8 @@ class PretrainSettings:
             if unknown or not values["cameras"]:
                 raise TrainingConfigError(f"cameras: the simulator renders {sorted(CAMERA_VIEWS)}, got "
                                           f"{unknown or '[]'}")
-        dropout = cfg.get("camera_dropout") or {}
-        cameras = values.get("cameras", fields["cameras"].default)
-        if not isinstance(dropout, Mapping):
-            raise TrainingConfigError(f"camera_dropout: expected {{camera: probability}}, got {dropout!r}")
-        for camera, chance in dropout.items():
-            if camera not in cameras:
-                raise TrainingConfigError(f"camera_dropout: {camera!r} is not one of the cameras {list(cameras)}")
-            if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance < 1:
-                raise TrainingConfigError(f"camera_dropout.{camera} must be a probability in [0, 1), got {chance!r}")
-        values["camera_dropout"] = {str(c): float(p) for c, p in dropout.items() if p}
+        values["camera_dropout"] = camera_dropout_setting(cfg.get("camera_dropout"),
+                                                          values.get("cameras", fields["cameras"].default))
         mode = cfg.get("action_mode") or "relative"
         if mode not in ("absolute", "relative"):
             raise TrainingConfigError(f"action_mode: expected absolute or relative, got {mode!r}")
@@ -319,21 +312,6 @@ def stale_base(folder: Path, settings: PretrainSettings) -> str | None:
 # ------------------------------------------------------------------------------------------ training
 def _batch(dataset: MemoryDataset, rng: np.random.Generator, size: int) -> dict[str, Any]:
     return dataset[rng.integers(0, len(dataset), size).tolist()]
-
-
-def drop_cameras(batch: dict[str, Any], dropout: Mapping[str, float], rng: np.random.Generator) -> dict[str, Any]:
-    """Black out each camera's image (all zeros, shape kept) in a random share of the batch's samples, each
-    camera independently with its probability in ``dropout``; returns ``batch`` (changed in place).
-
-    Why: in the primitives both wrist cameras see the block from the first frame, so a base trained on every
-    camera reads the block from them and never learns the head camera (measured: its first chunk's slope
-    against the block's position comes from the wrists alone). In the factory tasks only the head camera sees
-    the object at the start; dropping the wrist cameras now and then makes the head camera necessary."""
-    for camera, chance in dropout.items():
-        images = batch[image_key(camera)]
-        dropped = torch.as_tensor(rng.random(len(images)) < chance)
-        images[dropped] = 0
-    return batch
 
 
 @torch.no_grad()

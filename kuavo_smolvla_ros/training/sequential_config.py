@@ -14,6 +14,7 @@ from typing import Any
 
 from kuavo_smolvla_ros.atomic import blocking_file
 from kuavo_smolvla_ros.policy.checkpoint import ACTION_MODES
+from kuavo_smolvla_ros.training.common.augment import camera_dropout_setting
 from kuavo_smolvla_ros.training.common.config import (
     OptimConfig,
     data_cache_setting,
@@ -60,6 +61,8 @@ class Settings:
     data_cache: str = "none"
     #: Where the in-memory caches are kept (None: <output_root>/.data_cache); runs may share one.
     data_cache_dir: str | None = None
+    #: camera -> probability that a training sample shows it black (:mod:`~.common.augment`); validation never.
+    camera_dropout: dict[str, float] = field(default_factory=dict)
 
 
 def settings_from(cfg: Mapping[str, Any]) -> Settings:
@@ -94,7 +97,8 @@ def settings_from(cfg: Mapping[str, Any]) -> Settings:
         max_val_batches=number_setting(cfg, "validation.max_batches", allow_none=True),
         retained=number_setting(cfg, "validation.forgetting.retained", float),
         slight=number_setting(cfg, "validation.forgetting.slight", float), action_mode=action_mode,
-        data_cache=data_cache, data_cache_dir=cfg.get("data_cache_dir"))
+        data_cache=data_cache, data_cache_dir=cfg.get("data_cache_dir"),
+        camera_dropout=camera_dropout_setting(cfg.get("camera_dropout")))
 
 
 #: The base config's ``policy:`` settings that are counts (> 0) and switches (true/false).
@@ -207,3 +211,19 @@ def check_config(cfg: Mapping[str, Any], configs_dir: Path) -> None:
                 f"stage {stage.number} ({stage.task.name}): no LeRobot dataset at {stage.dataset} (meta/info.json "
                 f"missing): set data_root to the folder holding the converted datasets (now "
                 f"{cfg['data_root']}), or convert the bags with kuavo-rosbag-to-lerobot")
+        cameras = dataset_cameras(stage.dataset)
+        missing = sorted(set(settings.camera_dropout) - set(cameras))
+        if missing:
+            raise TrainingConfigError(f"camera_dropout: {missing[0]!r} is not one of stage {stage.number}'s cameras "
+                                      f"{cameras} (its dataset {stage.dataset})")
+
+
+def dataset_cameras(root: Path) -> list[str]:
+    """The camera names of the LeRobot dataset at ``root`` (its ``observation.images.<camera>`` features, from
+    ``meta/info.json``), in the dataset's order."""
+    import json
+
+    from kuavo_smolvla_ros.features import camera_of
+
+    info = json.loads((Path(root) / "meta" / "info.json").read_text())
+    return [camera for camera in map(camera_of, info.get("features", {})) if camera is not None]

@@ -38,6 +38,7 @@ from kuavo_smolvla_ros.policy.checkpoint import (
 )
 from kuavo_smolvla_ros.policy.processors import make_processors
 from kuavo_smolvla_ros.policy.runtime import load_policy
+from kuavo_smolvla_ros.training.common.augment import drop_cameras
 from kuavo_smolvla_ros.training.common.checkpoints import start_progress, training_state_dir, write_checkpoint
 from kuavo_smolvla_ros.training.common.config import check_data_cache
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
@@ -222,6 +223,10 @@ class StageTrainer:
         for batch in tqdm(self.loader, desc=f"{self.stage.output_name} epoch {epoch + 1}/{self.stage.epochs}",
                           leave=False, disable=None if self.world.is_main else True):
             share = len(batch[features.ACTION])
+            if self.settings.camera_dropout:  # drawn per step (and rank): a resumed run drops the same samples
+                rng = np.random.default_rng([self.settings.seed, self.stage.number, self.state["step"],
+                                             self.world.rank])
+                batch = drop_cameras(batch, self.settings.camera_dropout, rng)
             noise, time = flow_noise(self.state["step"], self.settings.seed, share * self.world.size, share,
                                      config.chunk_size, config.max_action_dim, self.world.rank)
             loss, reported = self._training_loss(batch, noise.to(self.device), time.to(self.device))
