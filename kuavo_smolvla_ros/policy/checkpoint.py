@@ -404,23 +404,36 @@ def strip_prefix(folder: str | Path, prefix: str) -> int:
     return changed
 
 
+def new_smolvla(config):
+    """``SmolVLAPolicy(config)`` (lerobot's), without the lines lerobot ``print()``s while it builds one
+    ("Reducing the number of VLM layers to N ...", on every load of a checkpoint with fewer layers than its
+    VLM, as ``lerobot/smolvla_base`` has): they go to this module's debug log instead of stdout."""
+    import contextlib
+    import io
+
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        policy = SmolVLAPolicy(config)
+    for line in said.getvalue().splitlines():
+        LOG.debug("lerobot: %s", line)
+    return policy
+
+
 def _expected_tensors(policy_config, vlm_path: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor SmolVLA's ``state_dict`` has for ``policy_config`` on the VLM folder
     ``vlm_path``, built on torch's meta device (no memory, no weights)."""
-    import contextlib
     import copy
-    import io
 
     import torch
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     config = copy.deepcopy(policy_config)
     config.vlm_model_name = str(vlm_path)
     config.load_vlm_weights = False
     config.device = "cpu"
     try:
-        with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # lerobot prints while building
-            policy = SmolVLAPolicy(config)
+        with torch.device("meta"):
+            policy = new_smolvla(config)
     except Exception as err:
         raise CheckpointError(f"{vlm_path}: lerobot cannot build SmolVLA on this VLM folder ({_one_line(err)})") \
             from None

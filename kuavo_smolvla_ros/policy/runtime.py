@@ -31,6 +31,7 @@ from kuavo_smolvla_ros.policy.checkpoint import (
     CheckpointInfo,
     architecture_mismatch,
     inspect_checkpoint,
+    new_smolvla,
     read_policy_config,
 )
 
@@ -48,7 +49,6 @@ def load_policy(info: CheckpointInfo, device: str = "cpu", configure: Callable[[
     """
     import copy
 
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from safetensors.torch import load_model
 
     config = copy.deepcopy(info.policy_config) if info.policy_config is not None else read_policy_config(info.path)
@@ -57,7 +57,7 @@ def load_policy(info: CheckpointInfo, device: str = "cpu", configure: Callable[[
     config.device = device
     if configure:
         configure(config)
-    policy = SmolVLAPolicy(config)
+    policy = new_smolvla(config)
     try:
         missing, unexpected = load_model(policy, str(info.path / WEIGHTS_FILE), strict=False, device=device)
     except RuntimeError as err:  # tensors of another shape

@@ -31,6 +31,7 @@ from kuavo_smolvla_ros.policy.checkpoint import (
     CheckpointMetadata,
     installed_lerobot_version,
     make_portable,
+    new_smolvla,
     share_files,
 )
 from kuavo_smolvla_ros.tasks import default_catalog
@@ -239,7 +240,6 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
     (:func:`~kuavo_smolvla_ros.policy.checkpoint.make_portable`).
     """
     import torch
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     from kuavo_smolvla_ros.policy.processors import make_processors
 
@@ -258,7 +258,7 @@ def build_checkpoint(output_dir: str | Path, spec: TinyCheckpointSpec | None = N
 
     config = make_policy_config(vlm_dir, spec)
     torch.manual_seed(spec.seed)
-    policy = SmolVLAPolicy(config)
+    policy = new_smolvla(config)
     preprocessor, postprocessor = make_processors(config, stats_as_tensors(stats), spec.action_mode)
     policy.save_pretrained(output_dir)
     preprocessor.save_pretrained(output_dir)
