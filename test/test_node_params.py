@@ -180,3 +180,62 @@ def test_a_chunk_10_checkpoint_starts_with_its_path_alone_and_logs_the_safety_se
         assert setting in line, (setting, line)
     assert "cameras head_cam_h 64x64, wrist_cam_l 64x64, wrist_cam_r 64x64" in log.read_text()
     assert code == 0, log.read_text()[-2000:]
+
+
+N = "kuavo_smolvla_policy"
+
+
+@pytest.mark.parametrize(("key", "name", "matches"), [
+    ("/**", f"/robot1/{N}", True), ("**", f"/{N}", True), (N, f"/{N}", True), (N, f"/r1/{N}", False),
+    (f"/r1/{N}", f"/r1/{N}", True), (f"r1/{N}", f"/r1/{N}", True), (f"/*/{N}", f"/r1/{N}", True),
+    (f"/*/{N}", f"/{N}", False), (f"/**/{N}", f"/{N}", True), (f"/**/{N}", f"/a/b/{N}", True),
+    ("kuavo_smolvla_polcy", f"/{N}", False), ("/kuavo_*", f"/{N}", True), (f"/r2/{N}", f"/r1/{N}", False),
+])
+def test_params_file_sections_match_nodes_as_rcl_matches_them(key, name, matches):
+    assert param_table.section_matches(key, name) is matches
+
+
+def test_a_params_file_for_no_node_warns_and_stops_when_it_sets_a_safety_parameter(tmp_path):
+    specs = param_table.table(params.NodeSettings)
+    node = "/kuavo_smolvla_policy"
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("other_node:\n  ros__parameters:\n    rate: 3\n")
+    assert param_table.unmatched_params_file(str(shared), node, specs) == (
+        False, f"--params-file {shared}: no section for this node '{node}' (sections: 'other_node'): its parameters "
+               "are not used")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("kuavo_smolvla_polcy:\n  ros__parameters:\n    dry_run: true\n")
+    fatal, message = param_table.unmatched_params_file(str(typo), node, specs)
+    assert fatal and message.endswith("so dry_run would stay at the default; name the section "
+                                      "'kuavo_smolvla_policy', '/kuavo_smolvla_policy' or '/**'")
+    assert param_table.unmatched_params_file(str(ROOT / "config" / "policy.yaml"), "/r1/kuavo_smolvla_policy",
+                                             specs) is None
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("hi\n", "not a ROS 2 parameters file"), ("", "not a ROS 2 parameters file"), ("a: [1\n", "not YAML"),
+    ("kuavo_smolvla_policy:\n  dry_run: true\n", "section 'kuavo_smolvla_policy' has no 'ros__parameters:' mapping"),
+])
+def test_a_file_that_is_no_parameters_file_is_named(text, problem):
+    assert param_table.params_file_problem(text).startswith(problem)
+    assert param_table.params_file_problem("/**:\n  ros__parameters: {dry_run: true}\n") is None
+
+
+@pytest.mark.parametrize(("text", "ending"), [
+    ("kuavo_smolvla_polcy:\n  ros__parameters:\n    dry_run: true\n",
+     "so dry_run would stay at the default; name the section 'kuavo_smolvla_policy', '/kuavo_smolvla_policy' or '/**'"),
+    ("hi\n", "not a ROS 2 parameters file (expected '<node name>: {ros__parameters: {name: value}}' or '/**:' for "
+             "every node)"),
+])
+def test_a_params_file_that_would_be_ignored_stops_the_node_before_anything_loads(tmp_path, text, ending):
+    """A misspelled node name in a params file that sets dry_run would leave dry_run false and the robot driven
+    (rcl starts the node without a word): one line, exit 2, before the checkpoint is looked at."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "kuavo_smolvla_ros.ros.policy_node", "--ros-args",
+                             "-p", "checkpoint:=/nonexistent/ck", "--params-file", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, lines
+    assert len(lines) == 1 and "cannot start: --params-file " in lines[0] and lines[0].endswith(ending), lines
+    assert "/nonexistent/ck" not in result.stderr

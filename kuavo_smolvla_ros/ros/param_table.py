@@ -13,6 +13,7 @@ PickNik's ``generate_parameter_library`` (not installable here) in plain Python;
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import sys
 import textwrap
@@ -149,6 +150,12 @@ def declare(node, settings_class: type):
     refused = mistyped_safety_parameter(given, table(settings_class))
     if refused:
         raise ValueError(refused)
+    for path in params_files(sys.argv[sys.argv.index("--ros-args"):] if "--ros-args" in sys.argv else []):
+        unmatched = unmatched_params_file(path, node.get_fully_qualified_name(), table(settings_class))
+        if unmatched and unmatched[0]:
+            raise ValueError(unmatched[1])
+        if unmatched:
+            node.get_logger().warning(unmatched[1])
     values = {}
     for spec in table(settings_class):
         value = spec.check(given[spec.name]) if spec.name in given else spec.default
@@ -189,6 +196,65 @@ def mistyped_safety_parameter(given: Iterable[str], specs: Iterable[Spec]) -> st
             return (f"unknown parameter {name!r} looks like the safety parameter {spec.name!r}: ignored, "
                     f"{spec.name} would stay {_yaml_value(spec.default)}; spell it {spec.name}")
     return None
+
+
+def params_files(argv: Iterable[str]) -> list[str]:
+    """The ``--params-file`` values among ``argv``'s ROS arguments, in order."""
+    return [value for flag, value in itertools.pairwise(argv) if flag == "--params-file"]
+
+
+def params_file_problem(text: str) -> str | None:
+    """Why ``text`` is not a ROS 2 parameters file (``<node name or pattern>: {ros__parameters: {...}}`` at the
+    top), or None. rcl starts a node on such a file without a word; its settings would be lost."""
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        return f"not YAML ({' '.join(str(err).split())[:120]})"
+    if not isinstance(content, Mapping) or not content:
+        return "not a ROS 2 parameters file (expected '<node name>: {ros__parameters: {name: value}}' or '/**:' for " \
+               "every node)"
+    for key, section in content.items():
+        if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
+            return f"section {key!r} has no 'ros__parameters:' mapping (expected '{key}: {{ros__parameters: " \
+                   "{name: value}}')"
+    return None
+
+
+def section_matches(key: str, node_name: str) -> bool:
+    """Whether the params-file section ``key`` applies to the node whose fully qualified name is
+    ``node_name`` (``/ns/name``), as rcl matches them: a name without a leading slash is absolute, ``*`` is
+    one name token, ``**`` any number of them (``/**``: every node). Source: ROS 2 design, "ROS 2 parameters
+    YAML files" / rcl_yaml_param_parser."""
+    import re
+
+    pattern = key if key.startswith("/") else "/" + key
+    tokens = []
+    for token in pattern.strip("/").split("/"):
+        tokens.append({"**": "(?:/[^/]+)*", "*": "/[^/]+"}.get(token) or "/" + re.escape(token).replace(r"\*", "[^/]*"))
+    return re.fullmatch("".join(tokens), node_name) is not None
+
+
+def unmatched_params_file(path: str, node_name: str, specs: Iterable[Spec]) -> tuple[bool, str] | None:
+    """(fatal, message) when the params file at ``path`` has no section for the node ``node_name`` (its
+    parameters would be ignored without a word): fatal when one of its sections sets a safety parameter (a
+    misspelled node name would leave e.g. ``dry_run`` at its default and the robot driven), else a warning
+    (a file shared by several nodes). None when a section matches, or the file cannot be read here."""
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(content, Mapping) or any(section_matches(str(key), node_name) for key in content):
+        return None
+    safety = {spec.name for spec in specs if spec.safety}
+    sections = ", ".join(repr(str(key)) for key in content)
+    set_here = sorted(name for section in content.values() if isinstance(section, Mapping)
+                      for name in (section.get("ros__parameters") or {}) if name in safety)
+    message = (f"--params-file {path}: no section for this node {node_name!r} (sections: {sections}): its "
+               f"parameters are not used")
+    if set_here:
+        return True, f"{message}, so {', '.join(set_here)} would stay at the default; name the section " \
+                     f"{node_name.rsplit('/', 1)[-1]!r}, {node_name!r} or '/**'"
+    return False, message
 
 
 def check_parameters(settings_class: type, parameters) -> tuple[bool, str]:

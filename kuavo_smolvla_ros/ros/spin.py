@@ -13,16 +13,21 @@ from rclpy.node import Node
 
 
 def params_files_unreadable(argv: list[str]) -> str | None:
-    """What is wrong with the first ``--params-file`` of ``argv``'s ROS arguments that cannot be read, or None."""
+    """What is wrong with the first ``--params-file`` of ``argv``'s ROS arguments that cannot be read or is
+    no ROS 2 parameters file (:func:`~kuavo_smolvla_ros.ros.param_table.params_file_problem`), or None."""
+    from kuavo_smolvla_ros.ros.param_table import params_file_problem
+
     for flag, value in itertools.pairwise(argv):
         if flag == "--params-file":
             path = Path(value)
             if not path.is_file():
                 return f"--params-file {value}: {'a folder, not a file' if path.is_dir() else 'no such file'}"
             try:
-                path.read_bytes()
-            except OSError as err:
-                return f"--params-file {value}: {err.strerror}"
+                problem = params_file_problem(path.read_text())
+            except (OSError, UnicodeDecodeError) as err:
+                return f"--params-file {value}: {getattr(err, 'strerror', None) or 'not a text file'}"
+            if problem:
+                return f"--params-file {value}: {problem}"
     return None
 
 
