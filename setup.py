@@ -52,13 +52,13 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "kuavo-smolvla-tiny = kuavo_smolvla_ros.policy.tiny:main",
-            "kuavo-smolvla-inspect = kuavo_smolvla_ros.policy.checkpoint:main",
-            "kuavo-rosbag-to-lerobot = kuavo_smolvla_ros.data.cli:main",
+            "kuavo-smolvla-tiny = kuavo_smolvla_ros.entry:tiny",
+            "kuavo-smolvla-inspect = kuavo_smolvla_ros.entry:inspect",
+            "kuavo-rosbag-to-lerobot = kuavo_smolvla_ros.entry:rosbag_to_lerobot",
             "policy_node = kuavo_smolvla_ros.ros.policy_node:main",
             "sim_robot = kuavo_smolvla_ros.ros.sim_node:main",
-            "kuavo-sim-record = kuavo_smolvla_ros.sim.record:main",
-            "kuavo-sim-eval = kuavo_smolvla_ros.sim.score:main",
+            "kuavo-sim-record = kuavo_smolvla_ros.entry:sim_record",
+            "kuavo-sim-eval = kuavo_smolvla_ros.entry:sim_eval",
         ],
     },
 )

@@ -28,6 +28,18 @@ def blocking_file(path: str | Path) -> Path | None:
     return None
 
 
+def folder_problem(path: str | Path) -> str | None:
+    """Why a folder cannot be made at ``path`` (a file at it or at a parent; the nearest existing parent not
+    writable), in words for an error line; None when it is a folder or can become one."""
+    blocked = blocking_file(path)
+    if blocked is not None:
+        return f"{blocked} is a file, not a folder"
+    existing = next(p for p in (Path(path).absolute(), *Path(path).absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def temporary_name(path: Path) -> Path:
     """A path beside ``path`` that no other writer uses: ``.<name>.<pid>.<n>.tmp`` (``n`` counts this
     process's calls, so threads and nested writes of the same target do not collide)."""

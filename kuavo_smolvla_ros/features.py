@@ -8,7 +8,7 @@ and the recorder do not need. Every module that names a dataset or policy featur
 
 from __future__ import annotations
 
-__all__ = ["ACTION", "OBS_IMAGES", "OBS_STATE", "camera_of", "image_key"]
+__all__ = ["ACTION", "IMAGE_SIDE", "OBS_IMAGES", "OBS_STATE", "camera_name_problem", "camera_of", "image_key"]
 
 #: = ``lerobot.utils.constants.OBS_STATE``
 OBS_STATE = "observation.state"
@@ -27,3 +27,18 @@ def image_key(camera: str) -> str:
 def camera_of(key: str) -> str | None:
     """The camera name of an image feature key, or None if ``key`` is not one."""
     return key[len(_IMAGE_PREFIX):] if key.startswith(_IMAGE_PREFIX) else None
+
+
+#: Camera image sides (pixels) the project's tools accept (the simulator's recorder, the tiny checkpoint
+#: builder): from thumbnails to 2K; a real Kuavo camera is 480x640.
+IMAGE_SIDE = (8, 2048)
+
+
+def camera_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a camera (it becomes the feature key ``observation.images.<name>`` and a ROS
+    name part: letters, digits and underscores, starting with a letter), or None."""
+    import re
+
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        return None
+    return f"{name!r} is not a camera name (letters, digits and _, starting with a letter)"

@@ -121,6 +121,10 @@ def test_resume_into_a_folder_that_is_not_a_dataset_is_refused_in_one_line(tmp_p
                      "created); --resume adds to a dataset this tool wrote", folder if folder.is_dir() else None)
         assert not folder.with_name(f"{folder.name}.parts").exists()
     assert a_file.read_text() == "x"
+    under = a_file / "sub"  # an output under a file: refused before anything is read or made
+    _refused(capsys, ["convert", good, "-o", str(under), "-t", "1", "-q"],
+             f"--output {under}: {a_file} is a file, not a folder: choose a folder that can be created", None)
+    assert not tmp_path.joinpath("a_file.parts").exists() and a_file.read_text() == "x"
 
 
 def test_resume_with_another_task_is_refused_naming_both(tmp_path, capsys, bags, dataset):

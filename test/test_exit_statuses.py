@@ -38,7 +38,8 @@ def run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
 
 def test_every_entry_point_is_covered():
     text = (ROOT / "setup.py").read_text()
-    scripts = {line.split("=")[0].strip().strip('"') for line in text.splitlines() if ":main" in line}
+    scripts = {line.split("=")[0].strip().strip('"') for line in text.splitlines() if "= kuavo_smolvla_ros." in line}
+    assert len(scripts) == 7, scripts
     assert scripts <= set(COMMANDS), scripts - set(COMMANDS)
     assert {p.stem for p in (ROOT / "training").glob("*.py")} <= set(COMMANDS)
 
@@ -236,3 +237,38 @@ def test_an_argument_before_ros_args_is_refused(name):
     assert result.returncode == 2 and result.stderr == (
         "error: unknown argument(s) --bogus: parameters go after --ros-args (-p NAME:=VALUE, --params-file FILE); "
         "--help lists them\n"), result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cameras", ""], "error: --cameras: '' is not a camera name (letters, digits and _, starting with a letter)"),
+    (["--cameras", "head/cam"], "error: --cameras: 'head/cam' is not a camera name"),
+    (["--image-size", "100000", "100000"], "error: --image-size must be 8..2048 pixels per side, got 100000 100000"),
+    (["--image-size", "0", "64"], "error: --image-size must be 8..2048 pixels per side, got 0 64"),
+])
+def test_tiny_refuses_what_would_make_a_checkpoint_that_fails_later(tmp_path, args, message):
+    result = run([*COMMANDS["kuavo-smolvla-tiny"], str(tmp_path / "tiny"), *args])
+    assert result.returncode == 2 and result.stderr.startswith(message) and result.stderr.count("\n") == 1, \
+        result.stderr
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_tiny_refuses_an_output_under_a_file(tmp_path):
+    (tmp_path / "notes").write_text("x")
+    result = run([*COMMANDS["kuavo-smolvla-tiny"], str(tmp_path / "notes" / "tiny")])
+    assert result.returncode == 2 and result.stderr == (f"error: {tmp_path / 'notes' / 'tiny'}: {tmp_path / 'notes'} "
+                                                        "is a file, not a folder\n"), result.stderr
+
+
+@pytest.mark.parametrize("name", ["kuavo-smolvla-inspect", "kuavo-smolvla-tiny", "kuavo-sim-record",
+                                  "train_sequential"])
+def test_ctrl_c_while_a_command_starts_is_one_line_and_130(tmp_path, name):
+    """Ctrl-C in the first moments, while the command's modules import: the console scripts' shim
+    (``kuavo_smolvla_ros.entry``) and the training scripts' handler give one line and 130, never a traceback."""
+    argv = {"kuavo-smolvla-inspect": [str(tmp_path)], "kuavo-smolvla-tiny": [str(tmp_path / "tiny")],
+            "kuavo-sim-record": [str(tmp_path / "bags"), "--tasks", "1"],
+            "train_sequential": [f"output_root={tmp_path / 'out'}"]}[name]
+    code, _, err = ctrl_c_when([*COMMANDS[name], *argv], lambda process: _cpu_seconds(process.pid) > 0.3, 120,
+                                 "0.3 CPU-s of start-up")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 130, (code, err[-2000:])
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err, err[-2000:]

@@ -80,8 +80,8 @@ def test_pip_wheel_carries_the_python_parts_and_share_files(tmp_path):
     assert any(n.endswith("data/share/kuavo_smolvla_ros/msg/SensorsData.msg") for n in names)  # for reading bags
     assert any(n.endswith("data/share/kuavo_smolvla_ros/config/conversion/kuavo.yaml") for n in names)
     assert any(n.endswith("data/share/kuavo_smolvla_ros/config/robots/kuavo5.yaml") for n in names)
-    assert "kuavo-smolvla-tiny = kuavo_smolvla_ros.policy.tiny:main" in entry_points
-    assert "kuavo-rosbag-to-lerobot = kuavo_smolvla_ros.data.cli:main" in entry_points
+    assert "kuavo-smolvla-tiny = kuavo_smolvla_ros.entry:tiny" in entry_points
+    assert "kuavo-rosbag-to-lerobot = kuavo_smolvla_ros.entry:rosbag_to_lerobot" in entry_points
     assert 'Provides-Extra: training' in metadata and 'Provides-Extra: policy' in metadata
 
 

@@ -106,6 +106,7 @@ def test_linear_probe_recovers_a_linear_code_and_reports_the_mean_baseline():
     ({"action_mode": "delta"}, "action_mode: expected absolute or relative"),
     ({"stepz": 3}, "unknown setting(s) ['stepz']"),
     ({"output": "???"}, "output: where to write the base checkpoint"),
+    ({"output": f"{__file__}/base"}, f"output={__file__}/base: {__file__} is a file, not a folder: choose a folder"),
     ({"camera_dropout": {"wrist_cam_x": 0.5}}, "camera_dropout: 'wrist_cam_x' is not one of the cameras"),
     ({"camera_dropout": {"wrist_cam_l": 1.0}}, "camera_dropout.wrist_cam_l must be a probability in [0, 1), got 1.0"),
     ({"camera_dropout": {"wrist_cam_l": -0.1}}, "must be a probability in [0, 1)"),

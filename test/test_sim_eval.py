@@ -46,6 +46,9 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
     (["--tasks", ","], "--tasks names no task"),
     (["--chunk-transition", "smooth"], "invalid choice: 'smooth'"),
     (["--output", __file__], "exists and is not a folder"),
+    (["--output", f"{__file__}/sub"], f"--output {__file__}/sub: {__file__} is a file, not a folder"),
+    (["--num-steps", "0"], "--num-steps must be >= 1, got 0"),
+    (["--tasks", "all", "1"], "--tasks: 'all' stands alone, got 'all 1'"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tiny_checkpoint, args, message, capsys):
     with pytest.raises(SystemExit) as exited:

@@ -13,25 +13,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
-@hydra.main(config_path=str(CONFIGS), config_name="pretrain_tiny_base", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from kuavo_smolvla_ros.training.cli import run_or_exit
-    from kuavo_smolvla_ros.training.pretrain import PretrainSettings, pretrain
+def main() -> None:
+    """Run the Hydra job (hydra imported here: Ctrl-C while it imports is the one-line interrupt too)."""
+    import hydra
 
-    run_or_exit(lambda config, _: pretrain(PretrainSettings.from_config(config)), cfg, CONFIGS)
+    @hydra.main(config_path=str(CONFIGS), config_name="pretrain_tiny_base", version_base="1.3")
+    def job(cfg) -> None:
+        from kuavo_smolvla_ros.training.cli import run_or_exit
+        from kuavo_smolvla_ros.training.pretrain import PretrainSettings, pretrain
+
+        run_or_exit(lambda config, _: pretrain(PretrainSettings.from_config(config)), cfg, CONFIGS)
+
+    job()
 
 
 if __name__ == "__main__":
     from kuavo_smolvla_ros.training.cli import help_or_run
-    from kuavo_smolvla_ros.training.pretrain import PretrainSettings
 
     help_or_run(main, CONFIGS / "pretrain_tiny_base.yaml", "python training/pretrain_base.py", __doc__,
-                lambda config, _: PretrainSettings.from_config(config),
+                "kuavo_smolvla_ros.training.pretrain:check_config",
                 interrupted="interrupted (Ctrl-C): the base is written only at the end, so nothing was; run the "
                             "same command again to start over")

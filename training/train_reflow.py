@@ -13,22 +13,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
-@hydra.main(config_path=str(CONFIGS), config_name="reflow_base", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from kuavo_smolvla_ros.training.cli import run_or_exit
-    from kuavo_smolvla_ros.training.reflow import run
+def main() -> None:
+    """Run the Hydra job (hydra imported here: Ctrl-C while it imports is the one-line interrupt too)."""
+    import hydra
 
-    run_or_exit(run, cfg, CONFIGS)
+    @hydra.main(config_path=str(CONFIGS), config_name="reflow_base", version_base="1.3")
+    def job(cfg) -> None:
+        from kuavo_smolvla_ros.training.cli import run_or_exit
+        from kuavo_smolvla_ros.training.reflow import run
+
+        run_or_exit(run, cfg, CONFIGS)
+
+    job()
 
 
 if __name__ == "__main__":
     from kuavo_smolvla_ros.training.cli import help_or_run
-    from kuavo_smolvla_ros.training.reflow_config import check_config
 
-    help_or_run(main, CONFIGS / "reflow_base.yaml", "python training/train_reflow.py", __doc__, check_config)
+    help_or_run(main, CONFIGS / "reflow_base.yaml", "python training/train_reflow.py", __doc__,
+                "kuavo_smolvla_ros.training.reflow_config:check_config")

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kuavo_smolvla_ros.atomic import write_json
+from kuavo_smolvla_ros.atomic import folder_problem, write_json
 from kuavo_smolvla_ros.contract.streams import StreamDecoder
 from kuavo_smolvla_ros.data import dataset as lerobot_io
 from kuavo_smolvla_ros.data.align import stream_episodes
@@ -257,6 +257,9 @@ def check_output(output: Path, task: Task, resume: bool) -> None:
     """:class:`ConversionError` (or ``DatasetError``) unless episodes of ``task`` may go into ``output``: a new
     folder (not named after another task's training folder), or with ``resume`` a LeRobot dataset of ``task``."""
     catalog = default_catalog()
+    problem = None if output.exists() else folder_problem(output)  # (an existing one: the checks below)
+    if problem:
+        raise ConversionError(f"--output {output}: {problem}: choose a folder that can be created")
     if output.exists():
         absent = lerobot_io.not_a_dataset(output)
         if absent:

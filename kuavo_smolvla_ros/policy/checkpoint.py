@@ -877,6 +877,7 @@ INSPECT_EXIT_CODES = """exit status:
   0  the checkpoint opens (what it holds is printed; "note:" lines are advice, not refusals)
   1  the checkpoint is refused: one "error:" line names the file and the cause (the node refuses it too)
   2  bad arguments: no folder at the checkpoint path or at --vlm-path, --vlm-hub-id without --make-portable
+  130  interrupted (Ctrl-C): one "interrupted" line (the changing options write each file whole or not at all)
 """
 
 

@@ -22,8 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from kuavo_smolvla_ros import features, robot
+from kuavo_smolvla_ros.atomic import folder_problem
 from kuavo_smolvla_ros.contract.profile import default_profile
-from kuavo_smolvla_ros.features import image_key
+from kuavo_smolvla_ros.features import IMAGE_SIDE, camera_name_problem, image_key
 from kuavo_smolvla_ros.policy.checkpoint import (
     ACTION_MODES,
     METADATA_FILE,
@@ -280,6 +281,7 @@ TINY_EXIT_CODES = """exit status:
   0  the checkpoint is written (files of the same names in OUTPUT_DIR are replaced)
   2  refused, one "error:" line, nothing written: bad arguments (a camera named twice), --stats unreadable
      or not finite 16-dim mean/std for observation.state and action, OUTPUT_DIR is a file
+  130  interrupted (Ctrl-C): one "interrupted" line
 """
 
 
@@ -299,8 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     image_shape = tuple(args.image_size) if args.image_size else (
         (64, 64) if args.size == "tiny" else default_profile().cameras[0].size)
-    if min(image_shape) < 1:
-        print(f"error: --image-size must be positive, got {image_shape[0]} {image_shape[1]}", file=sys.stderr)
+    low, high = IMAGE_SIDE
+    if not all(low <= side <= high for side in image_shape):
+        print(f"error: --image-size must be {low}..{high} pixels per side, got {image_shape[0]} {image_shape[1]}",
+              file=sys.stderr)
+        return 2
+    bad_name = next(filter(None, map(camera_name_problem, args.cameras)), None)
+    if bad_name:
+        print(f"error: --cameras: {bad_name}", file=sys.stderr)
         return 2
     repeated = sorted({c for c in args.cameras if args.cameras.count(c) > 1})
     if repeated:
@@ -308,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.output_dir.exists() and not args.output_dir.is_dir():
         print(f"error: {args.output_dir} exists and is not a folder", file=sys.stderr)
+        return 2
+    problem = folder_problem(args.output_dir)
+    if problem:
+        print(f"error: {args.output_dir}: {problem}", file=sys.stderr)
         return 2
     stats = None
     if args.stats is not None:

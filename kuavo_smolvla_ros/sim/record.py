@@ -24,6 +24,7 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.atomic import blocking_file
 from kuavo_smolvla_ros.contract.profile import ProfileError, RobotProfile, available_profiles, load_profile
 from kuavo_smolvla_ros.data.recording import KuavoRecorder
+from kuavo_smolvla_ros.features import IMAGE_SIDE
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert
 from kuavo_smolvla_ros.sim.render import CAMERA_VIEWS, render_cameras
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
@@ -155,8 +156,7 @@ RECORD_EXIT_CODES = """exit status:
   130  interrupted (Ctrl-C): one "interrupted:" line; the bags written so far are kept (never a half-written
      one), the same command again records the rest
 """
-#: Camera image sides (pixels) and rates (Hz) the recorder accepts.
-IMAGE_SIDE = (8, 2048)
+#: Camera rates (Hz) the recorder accepts (image sides: :data:`kuavo_smolvla_ros.features.IMAGE_SIDE`).
 CAMERA_HZ = (1.0, 120.0)
 
 

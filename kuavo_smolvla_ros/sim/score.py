@@ -76,6 +76,7 @@ def write_report(output: Path, runtime, results: Mapping[str, Sequence], summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kuavo_smolvla_ros.atomic import folder_problem
     from kuavo_smolvla_ros.tasks import default_catalog
 
     catalog = default_catalog()
@@ -119,9 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --blend-steps must be >= 0, got {args.blend_steps}\n")
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output} exists and is not a folder\n")
+    if args.output is not None and folder_problem(args.output):  # (checked before the episodes, not after)
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output}: {folder_problem(args.output)}\n")
+    if args.num_steps is not None and args.num_steps < 1:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --num-steps must be >= 1, got {args.num_steps}\n")
     names = [part.strip() for given in args.tasks for part in given.split(",") if part.strip()]  # (as sim-record)
     if not names:
         parser.exit(EXIT_REFUSED, "kuavo-sim-eval: error: --tasks names no task\n")
+    if "all" in names and len(names) > 1:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --tasks: 'all' stands alone, got {' '.join(args.tasks)!r}\n")
     try:
         tasks = list(catalog) if names == ["all"] else [catalog.get(t) for t in names]
     except (KeyError, ValueError) as err:

@@ -240,12 +240,8 @@ def _known_configs(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
-                check: Callable[[dict, Path], Any] | None = None, interrupted: str = RESUMABLE) -> Any:
-    """Print :func:`config_help` (of the ``--config-name``/``-cn`` config when one is given) and exit 0 on
-    ``--help``/``-h``; else check the config first (:func:`check_first`, with ``check``) and run the Hydra
-    ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2; Ctrl-C
-    prints ``interrupted`` and exits with 130."""
+def _help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
+                 check: Callable[[dict, Path], Any] | str | None) -> Any:
     quiet_libraries()  # (before the checks: they open the datasets)
     args = sys.argv[1:]
     for flag in ("--config-name", "-cn"):
@@ -262,10 +258,25 @@ def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
         except BrokenPipeError:  # `--help | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    if isinstance(check, str):  # "module:function", imported only now (after --help, inside the Ctrl-C handler)
+        import importlib
+
+        module, name = check.split(":")
+        check = getattr(importlib.import_module(module), name)
     if check is not None:
         check_first(config, check)
-    try:
-        return main()
+    return main()
+
+
+def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
+                check: Callable[[dict, Path], Any] | str | None = None, interrupted: str = RESUMABLE) -> Any:
+    """Print :func:`config_help` (of the ``--config-name``/``-cn`` config when one is given) and exit 0 on
+    ``--help``/``-h``; else check the config first (:func:`check_first`, with ``check``: a function or its
+    ``"module:function"`` name, imported after the help) and run the Hydra
+    ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2; Ctrl-C
+    prints ``interrupted`` and exits with 130."""
+    try:  # Ctrl-C at any moment (the checks' imports included): one line, 130
+        return _help_or_run(main, config, usage, doc, check)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from kuavo_smolvla_ros import features
-from kuavo_smolvla_ros.atomic import write_json
+from kuavo_smolvla_ros.atomic import folder_problem, write_json
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.policy.checkpoint import CheckpointMetadata, inspect_checkpoint
 from kuavo_smolvla_ros.policy.processors import make_processors, relative_action_stats
@@ -106,6 +106,9 @@ class PretrainSettings:
         if cfg.get("output") in (None, "", "???"):
             raise TrainingConfigError("output: where to write the base checkpoint, e.g. output=outputs/base")
         values["output"] = Path(str(cfg["output"]))
+        problem = folder_problem(values["output"])
+        if problem:
+            raise TrainingConfigError(f"output={values['output']}: {problem}: choose a folder for the base")
         if values["output"].exists() and not (values["output"] / REPORT_FILE).is_file():
             raise TrainingConfigError(f"output={values['output']} exists and is not a base this command wrote (no "
                                       f"{REPORT_FILE}); it would be replaced: choose a new folder")
@@ -273,6 +276,12 @@ def probe(policy, preprocessor, train: Sequence[EpisodeFrames], held_out: Sequen
 
 
 # ------------------------------------------------------------------------------------------ the base's record
+def check_config(cfg: Mapping[str, Any], configs_dir: Path | None = None) -> PretrainSettings:
+    """``training/pretrain_base.py``'s check before Hydra creates anything: the settings of ``cfg``
+    (:meth:`PretrainSettings.from_config`; :class:`TrainingConfigError` names a bad key and value)."""
+    return PretrainSettings.from_config(cfg)
+
+
 def settings_record(settings: PretrainSettings) -> dict[str, Any]:
     """Every setting that shapes the base (all but ``output`` and ``log_every_steps``), JSON-ready: what
     ``pretraining.json`` keeps under ``settings`` and :func:`stale_base` compares."""

@@ -11,13 +11,13 @@ a share of the samples makes the head camera necessary.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from kuavo_smolvla_ros.features import image_key
 from kuavo_smolvla_ros.training.common.errors import TrainingConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def camera_dropout_setting(value: Any, cameras: Iterable[str] | None = None) -> dict[str, float]:
@@ -42,6 +42,8 @@ def drop_cameras(batch: dict[str, Any], dropout: Mapping[str, float], rng: np.ra
     camera independently with its probability in ``dropout`` (camera name -> probability; the batch holds
     ``observation.images.<camera>`` of shape (B, C, H, W)); returns ``batch`` (its image tensors changed in
     place: pass a batch gathered for this step, not a view of a cached dataset)."""
+    import torch
+
     for camera, chance in dropout.items():
         images = batch[image_key(camera)]
         dropped = torch.as_tensor(rng.random(len(images)) < chance)

@@ -1,0 +1,43 @@
+"""The console scripts of ``setup.py``: each imports its command's module and runs its ``main()``, so that
+Ctrl-C at any moment, while the command's modules still import included, ends in one line and exit status 130
+instead of a traceback (the commands handle an interrupt of their own work themselves: the bags kept, the
+parts to resume from). The nodes (``policy_node``, ``sim_robot``) stop quietly on Ctrl-C in
+:func:`kuavo_smolvla_ros.ros.spin.spin_node`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+EXIT_INTERRUPTED = 130
+
+
+def run(prog: str, module: str) -> int:
+    """``module.main()``'s exit status; ``prog: interrupted`` on stderr and 130 on a KeyboardInterrupt that
+    reaches here (from the import, or from a ``main`` that does not handle it)."""
+    try:
+        return importlib.import_module(module).main()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def tiny() -> int:
+    return run("kuavo-smolvla-tiny", "kuavo_smolvla_ros.policy.tiny")
+
+
+def inspect() -> int:
+    return run("kuavo-smolvla-inspect", "kuavo_smolvla_ros.policy.checkpoint")
+
+
+def rosbag_to_lerobot() -> int:
+    return run("kuavo-rosbag-to-lerobot", "kuavo_smolvla_ros.data.cli")
+
+
+def sim_record() -> int:
+    return run("kuavo-sim-record", "kuavo_smolvla_ros.sim.record")
+
+
+def sim_eval() -> int:
+    return run("kuavo-sim-eval", "kuavo_smolvla_ros.sim.score")
