@@ -60,6 +60,7 @@ def data(tmp_path_factory):
     (["stages=some"], ["error: stages must be 'one' or 'all', got 'some'"]),
     (["task=tasks/task9"], ["task='tasks/task9' is not a stage of the curriculum"]),
     (["batchsize=4"], ["error: batchsize: no such setting in smolvla_sequential_base.yaml (--help lists"]),
+    (["+newkey=1"], ["error: +newkey: no such setting in smolvla_sequential_base.yaml (--help lists"]),
     (["demo_tiny"], ["error: 'demo_tiny' is not a setting: settings are KEY=VALUE", "--config-name NAME"]),
     (["--config-name", "nope"], ["error: no config", "nope.yaml", "demo_tiny"]),
     (["policy.chunk_size=abc"], ["error: policy.chunk_size must be an integer, got 'abc'"]),

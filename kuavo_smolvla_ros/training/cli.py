@@ -151,6 +151,11 @@ def check_first(config: Path, check: Callable[[dict, Path], Any]) -> None:
 
     try:
         cfg = _compose(config, overrides)
+        added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+")]
+        base = _compose(config, []) if added else None
+        unknown = [key for key in added if "." not in key and key not in base]  # (+a.b: the checks of a)
+        if unknown:
+            raise TrainingConfigError(f"+{unknown[0]}: no such setting in {config.name} (--help lists the settings)")
         _CREATED[:] = _missing_ancestors(cfg)
         plain = OmegaConf.to_container(cfg, resolve=False)
         plain.pop("hydra", None)
