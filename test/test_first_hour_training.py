@@ -60,6 +60,9 @@ def data(tmp_path_factory):
     (["stages=some"], ["error: stages must be 'one' or 'all', got 'some'"]),
     (["task=tasks/task9"], ["task='tasks/task9' is not a stage of the curriculum"]),
     (["batchsize=4"], ["error: batchsize: no such setting in smolvla_sequential_base.yaml (--help lists"]),
+    (["--config-name", "demo_tiny", "task=tasks/task2_weighing"],
+     ["error: task=tasks/task2_weighing with stages=all: every stage of the curriculum is trained and task is not "
+      "used; add stages=one to train that stage alone"]),
     (["+newkey=1"], ["error: +newkey: no such setting in smolvla_sequential_base.yaml (--help lists"]),
     (["demo_tiny"], ["error: 'demo_tiny' is not a setting: settings are KEY=VALUE", "--config-name NAME"]),
     (["--config-name", "nope"], ["error: no config", "nope.yaml", "demo_tiny"]),

@@ -163,6 +163,10 @@ def check_first(config: Path, check: Callable[[dict, Path], Any]) -> None:
             plain = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
         except Exception as err:  # an interpolation that does not resolve
             raise TrainingConfigError(_one_line(err)) from None
+        given = {o.split("=", 1)[0] for o in overrides}
+        if "task" in given and "stages" in plain and plain.get("stages") == "all":  # (train_sequential)
+            raise TrainingConfigError(f"task={plain.get('task')} with stages=all: every stage of the curriculum is "
+                                      "trained and task is not used; add stages=one to train that stage alone")
         check(plain, config.parent)
     except (TrainingConfigError, CheckpointError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
