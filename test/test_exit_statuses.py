@@ -208,6 +208,8 @@ def test_inspect_refuses_bad_arguments_with_2_before_reading_the_checkpoint(tmp_
     folder.mkdir()
     cases = [([str(tmp_path / "file")], f"error: {tmp_path / 'file'} is a file: a checkpoint is a folder"),
              ([str(folder), "--vlm-path", str(tmp_path / "nope")], f"error: --vlm-path {tmp_path / 'nope'}: no such"),
+             ([str(folder), "--vlm-path", str(tmp_path / "file")],
+              f"error: --vlm-path {tmp_path / 'file'}: a file, not a folder (a local SmolVLM2 folder)"),
              ([str(folder), "--vlm-hub-id", "foo/bar"], "error: --vlm-hub-id is used by --make-portable only")]
     for argv, expected in cases:
         assert main(argv) == 2

@@ -324,7 +324,8 @@ def convert(inputs: list[str | Path], output: str | Path, task: str,
     except BagError as err:
         raise ConversionError(str(err)) from None
     if not bags:
-        raise ConversionError(f"no bags found in {[str(i) for i in inputs]} (.bag files or folders with metadata.yaml)")
+        raise ConversionError(f"no bags found in {', '.join(str(i) for i in inputs)} (.bag files, .mcap files or "
+                              "folders with metadata.yaml)")
     results: list[BagResult] = []
     try:
         return _convert(bags, output, config, task_entry, workers, resume, progress, on_result, started, results)

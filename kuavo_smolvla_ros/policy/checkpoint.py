@@ -888,7 +888,8 @@ def _argument_error(args: argparse.Namespace) -> str | None:
     if not args.checkpoint.is_dir():
         return f"{args.checkpoint} is a file: a checkpoint is a folder (config.json, model.safetensors, processors)"
     if args.vlm_path is not None and not args.vlm_path.is_dir():
-        return f"--vlm-path {args.vlm_path}: no such folder"
+        what = "a file, not a folder" if args.vlm_path.exists() else "no such folder"
+        return f"--vlm-path {args.vlm_path}: {what} (a local SmolVLM2 folder)"
     if args.vlm_hub_id and not args.make_portable:
         return "--vlm-hub-id is used by --make-portable only: add --make-portable"
     return None

@@ -305,8 +305,9 @@ def render_yaml(settings_class: type, node_name: str, header: str) -> str:
 NODE_EXIT_CODES = """exit status:
   0  stopped after it started (Ctrl-C, or the ROS context shut down)
   2  cannot start, one line: a parameter's value or type (naming the parameter, value and allowed range),
-     the robot profile, a name, or (policy_node) the checkpoint is refused
-  130  Ctrl-C before the node was up (e.g. while the checkpoint loads)
+     a --params-file (unreadable, not a parameters file, or with no section for the node while it sets a
+     safety parameter), the robot profile, a name, or (policy_node) the checkpoint is refused
+  130  Ctrl-C before the node was up (policy_node: e.g. while the checkpoint loads)
 """
 
 
