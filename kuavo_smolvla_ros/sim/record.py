@@ -122,9 +122,9 @@ def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: st
         raise ValueError(f"robot profile {profile.name} has camera(s) {unknown} the simulator does not render "
                          f"(it renders {sorted(CAMERA_VIEWS)})")
     output = Path(output)
-    jobs = [(task, first_seed + i) for task in tasks for i in range(episodes)]
+    jobs = ((task, first_seed + i) for task in tasks for i in range(episodes))  # (lazily: any count)
     written = []
-    for task, seed in tqdm(jobs, desc="recording", unit="bag", disable=not progress):
+    for task, seed in tqdm(jobs, desc="recording", unit="bag", total=len(tasks) * episodes, disable=not progress):
         path = episode_path(output, task, seed, storage)
         if path.exists():
             continue
