@@ -4,6 +4,7 @@ bad inputs, model failures, dry run and ~/enable."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import threading
 import time
@@ -80,8 +81,9 @@ def test_task_switch_changes_the_actions_and_the_status(tiny_checkpoint):
         # The first chunk of the new task takes over at once: an action goes out in the same tick.
         fake.wait_for(lambda: any(t >= chunk_arrival - 0.01 for t in fake.arrival["action"]), 1.0, "new action")
     assert status.active_instruction == TASKS.get(4).instruction
-    # Within one inference latency plus one tick (plus DDS delivery slack).
-    assert chunk_arrival - switch_time <= status.inference_latency.max + 0.1 + 0.05
+    # Within one inference latency plus one tick (plus DDS delivery slack) when the worker was idle; an
+    # inference running for the old task cannot be interrupted, so the new one may wait for it: two latencies.
+    assert chunk_arrival - switch_time <= 2 * status.inference_latency.max + 0.1 + 0.05
     # Same seed and inputs: only the instruction differs, so do the chunks.
     assert np.abs(np.asarray(first.actions) - np.asarray(second.actions)).max() > 1e-4
 
@@ -103,7 +105,9 @@ def test_stale_camera_stops_inferences_and_is_reported(tiny_checkpoint):
         fake.wait_count("chunk", 2, timeout=30)
         fake.cameras_on["wrist_cam_l"] = False
         status = fake.wait_status(lambda s: s.state == PolicyStatus.STATE_STALE, 10, "STALE status")
-        fake.wait_count("action", fake.count("action") + 3, timeout=5)  # an inference in flight may land
+        # an inference in flight may still land: wait one inference latency (as measured) and two ticks at 10 Hz
+        in_flight = math.ceil(status.inference_latency.max / 0.1) + 2
+        fake.wait_count("action", fake.count("action") + in_flight, timeout=5 + in_flight * 0.1)
         chunks_when_stale = fake.count("chunk")
         fake.wait_count("action", fake.count("action") + 15, timeout=5)  # 1.5 s of further commands
         assert fake.count("chunk") == chunks_when_stale
