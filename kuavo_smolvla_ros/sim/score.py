@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --blend-steps must be >= 0, got {args.blend_steps}\n")
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output} exists and is not a folder\n")
-    if args.output is not None and folder_problem(args.output):  # (checked before the episodes, not after)
-        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output}: {folder_problem(args.output)}\n")
+    problem = folder_problem(args.output) if args.output is not None else None  # (before the episodes, not after)
+    if problem:
+        parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output}: {problem}\n")
     if args.num_steps is not None and args.num_steps < 1:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --num-steps must be >= 1, got {args.num_steps}\n")
     names = [part.strip() for given in args.tasks for part in given.split(",") if part.strip()]  # (as sim-record)

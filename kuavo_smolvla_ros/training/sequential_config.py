@@ -211,19 +211,11 @@ def check_config(cfg: Mapping[str, Any], configs_dir: Path) -> None:
                 f"stage {stage.number} ({stage.task.name}): no LeRobot dataset at {stage.dataset} (meta/info.json "
                 f"missing): set data_root to the folder holding the converted datasets (now "
                 f"{cfg['data_root']}), or convert the bags with kuavo-rosbag-to-lerobot")
-        cameras = dataset_cameras(stage.dataset)
-        missing = sorted(set(settings.camera_dropout) - set(cameras))
-        if missing:
-            raise TrainingConfigError(f"camera_dropout: {missing[0]!r} is not one of stage {stage.number}'s cameras "
-                                      f"{cameras} (its dataset {stage.dataset})")
+        if settings.camera_dropout:
+            from kuavo_smolvla_ros.data.dataset import image_shapes_of
 
-
-def dataset_cameras(root: Path) -> list[str]:
-    """The camera names of the LeRobot dataset at ``root`` (its ``observation.images.<camera>`` features, from
-    ``meta/info.json``), in the dataset's order."""
-    import json
-
-    from kuavo_smolvla_ros.features import camera_of
-
-    info = json.loads((Path(root) / "meta" / "info.json").read_text())
-    return [camera for camera in map(camera_of, info.get("features", {})) if camera is not None]
+            cameras = list(image_shapes_of(stage.dataset))
+            missing = sorted(set(settings.camera_dropout) - set(cameras))
+            if missing:
+                raise TrainingConfigError(f"camera_dropout: {missing[0]!r} is not one of stage {stage.number}'s "
+                                          f"cameras {cameras} (its dataset {stage.dataset})")
