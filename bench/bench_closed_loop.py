@@ -78,14 +78,10 @@ def base(kind: str) -> Path:
 
     folder = HERE / f"{kind}_base"
     if kind == "pretrained":
-        from kuavo_smolvla_ros.training.pretrain import config_settings, stale_base
+        from kuavo_smolvla_ros.training.base_cache import ensure_base
 
-        stale = stale_base(folder, config_settings(PRETRAIN_CONFIG, folder))
-        if stale is not None:
-            print(f">> the pretrained base: {stale}", flush=True)
-            command = [sys.executable, str(ROOT / "training" / "pretrain_base.py"), f"output={folder}"]
-            print(">> " + " ".join(command[1:]), flush=True)
-            subprocess.run(command, check=True)
+        ensure_base(folder, ROOT / "training" / "pretrain_base.py", PRETRAIN_CONFIG,
+                    say=lambda line: print(f">> {line}", flush=True))
     elif not (folder / "model.safetensors").is_file():
         build_checkpoint(folder, TinyCheckpointSpec(image_shape=IMAGE, action_mode="relative", train_everything=True,
                                                     tokenizer_max_length=24,

@@ -79,21 +79,14 @@ def convert_bags(out: Path, bags: Path) -> Path:
 
 
 def pretrained_base(out: Path) -> Path:
-    """The tiny base pretrained on the simulator's primitives (``training/pretrain_base.py``), built once:
-    kept in ``out/pretrained_base`` and reused while its ``pretraining.json`` records the settings of
-    ``training/configs/pretrain_tiny_base.yaml`` (else built again)."""
-    from kuavo_smolvla_ros.training.pretrain import config_settings, stale_base
+    """The tiny base pretrained on the simulator's primitives (``training/pretrain_base.py``), built once per
+    machine: kept in ``out/pretrained_base`` and in the machine's cache, which later clones copy it from
+    (:func:`~kuavo_smolvla_ros.training.base_cache.ensure_base`; rebuilt when the settings of
+    ``training/configs/pretrain_tiny_base.yaml`` or the code change)."""
+    from kuavo_smolvla_ros.training.base_cache import ensure_base
 
-    base = out / "pretrained_base"
-    stale = stale_base(base, config_settings(PRETRAIN_CONFIG, base))
-    if stale is None:
-        print(f"    pretrained base: {base} (built before)", flush=True)
-    else:
-        if (base / "pretraining.json").is_file():  # (the command replaces a base it wrote)
-            print(f"    rebuilding the base: {stale}", flush=True)
-        command = [sys.executable, str(PRETRAIN_SCRIPT), f"output={base}"]
-        print("    " + " ".join(command[1:]), flush=True)
-        subprocess.run(command, check=True)
+    base = ensure_base(out / "pretrained_base", PRETRAIN_SCRIPT, PRETRAIN_CONFIG,
+                       say=lambda line: print(f"    {line}", flush=True))
     report = json.loads((base / "pretraining.json").read_text())
     probe = report["probe"]
     print(f"    base: {report['steps']} steps on {len(report['primitives'])} primitives "

@@ -237,3 +237,63 @@ def test_pretrain_command_mistakes_are_one_line_exit_2_and_touch_nothing(tmp_pat
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]  # nothing created (no Hydra folder either)
     assert (victim / "notes.txt").read_text() == "mine"
+
+
+TINY_BUDGET = {"steps": 2, "episodes": 3, "validation_episodes": 1, "log_every_steps": 1, "warmup_steps": 1}
+
+
+def test_a_base_is_built_once_per_machine_and_later_clones_copy_it(tmp_path, monkeypatch, caplog):
+    """The demo's and the benchmark's base: built by the real command the first time, kept in the machine's cache,
+    copied from there into another folder (another clone) without training, reused where it already is; a cache
+    that cannot be written costs a warning, not the base."""
+    from kuavo_smolvla_ros.training import base_cache
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    script, config = ROOT / "training" / "pretrain_base.py", CONFIGS / "pretrain_tiny_base.yaml"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(base_cache.CACHE_ENV, str(blocker / "cache"))
+    said: list[str] = []
+    with caplog.at_level("WARNING", logger=base_cache.__name__):
+        lone = base_cache.ensure_base(tmp_path / "clone0" / "base", script, config, TINY_BUDGET, say=said.append)
+    assert (lone / "model.safetensors").is_file() and len(said) == 1
+    assert f"could not be kept in the cache {blocker / 'cache'}" in caplog.text
+    assert "set $KUAVO_SMOLVLA_CACHE to a writable folder" in caplog.text
+
+    monkeypatch.setenv(base_cache.CACHE_ENV, str(tmp_path / "cache"))
+    said.clear()
+    first = base_cache.ensure_base(tmp_path / "clone1" / "base", script, config, TINY_BUDGET, say=said.append)
+    assert said[0] == (f"building the pretrained base (once per machine): {script} output={first} "
+                       + " ".join(f"{k}={v}" for k, v in TINY_BUDGET.items()))
+    [cached] = (tmp_path / "cache" / "pretrained_base").iterdir()
+    assert said[-1] == f"pretrained base: kept in this machine's cache {cached} for the next clone"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(p.name for p in first.iterdir())
+    said.clear()
+    second = base_cache.ensure_base(tmp_path / "clone2" / "base", script, config, TINY_BUDGET, say=said.append)
+    assert said == [f"pretrained base: copied from this machine's cache {cached} (built there before with the same "
+                    f"settings and code; ${base_cache.CACHE_ENV} moves the cache, deleting it rebuilds)"]
+    for name in ("model.safetensors", "pretraining.json", "config.json"):
+        assert (second / name).read_bytes() == (first / name).read_bytes()
+    said.clear()
+    assert base_cache.ensure_base(second, script, config, TINY_BUDGET, say=said.append) == second
+    assert said == [f"pretrained base: {second} (built before)"]
+    assert not list(tmp_path.rglob("*.partial*"))  # copies land whole
+
+
+def test_the_cache_key_changes_with_the_settings_the_code_and_the_config(tmp_path):
+    from kuavo_smolvla_ros.training import base_cache
+    from kuavo_smolvla_ros.training.pretrain import config_settings, settings_record
+
+    script, config = ROOT / "training" / "pretrain_base.py", CONFIGS / "pretrain_tiny_base.yaml"
+    code = base_cache.code_fingerprint(script, config)
+    assert code == base_cache.code_fingerprint(script, config)  # stable
+    edited = tmp_path / "pretrain_tiny_base.yaml"
+    edited.write_text(config.read_text() + "\n# a comment changes the file\n")
+    assert base_cache.code_fingerprint(script, edited) != code
+    settings = settings_record(config_settings(config, tmp_path / "a"))
+    assert settings == settings_record(config_settings(config, tmp_path / "b"))  # the folder is not a setting
+    other = settings_record(config_settings(config, tmp_path / "a", {"steps": 1000}))
+    assert other["steps"] == 1000
+    keys = {base_cache.cache_key(settings, code), base_cache.cache_key(other, code),
+            base_cache.cache_key(settings, "0" * 64)}
+    assert len(keys) == 3

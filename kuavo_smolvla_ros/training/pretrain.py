@@ -293,15 +293,15 @@ def settings_record(settings: PretrainSettings) -> dict[str, Any]:
     return json.loads(json.dumps(record, default=str))
 
 
-def config_settings(config_file: Path, output: Path) -> PretrainSettings:
-    """The settings a plain ``python training/pretrain_base.py output=OUTPUT`` would use (``config_file``'s
-    values, Hydra's own section and defaults list left out)."""
+def config_settings(config_file: Path, output: Path, overrides: Mapping[str, Any] | None = None) -> PretrainSettings:
+    """The settings ``python training/pretrain_base.py output=OUTPUT [key=value ...]`` would use (``config_file``'s
+    values, Hydra's own section and defaults list left out, top-level ``overrides`` on top)."""
     import yaml
 
     cfg = yaml.safe_load(Path(config_file).read_text()) or {}
     cfg.pop("hydra", None)
     cfg.pop("defaults", None)
-    return PretrainSettings.from_config(cfg | {"output": str(output)})
+    return PretrainSettings.from_config(cfg | dict(overrides or {}) | {"output": str(output)})
 
 
 def stale_base(folder: Path, settings: PretrainSettings) -> str | None:

@@ -1,0 +1,130 @@
+"""The simulator's pretrained tiny base, built once per machine and kept in a cache that every clone shares.
+
+``make demo`` and the closed-loop benchmark fine-tune the base that ``training/pretrain_base.py`` pretrains on
+the simulator's primitives (:mod:`kuavo_smolvla_ros.training.pretrain`: about 12 minutes on two idle cores).
+:func:`ensure_base` gives them that base in the folder they name: the base already there when its
+``pretraining.json`` records the settings they ask for; else a copy of the machine's cached one built with the
+same settings by the same code; else it runs the command, then keeps a copy in the cache for the next clone.
+
+The cache: ``$KUAVO_SMOLVLA_CACHE`` (default ``$XDG_CACHE_HOME/kuavo_smolvla_ros``, or
+``~/.cache/kuavo_smolvla_ros``), one folder per base under ``pretrained_base/<key>``. The key is a hash of the
+settings (:func:`~kuavo_smolvla_ros.training.pretrain.settings_record`), of every source and share file that can
+change what the command builds (the package's Python modules, the share's ``config/`` folder: primitives, tasks,
+robot profiles; the pretraining script and its config) and of the versions of the libraries that compute it:
+a clone at another commit or with other libraries builds, and caches, its own. Delete the folder to rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import kuavo_smolvla_ros
+from kuavo_smolvla_ros.resources import share_file
+from kuavo_smolvla_ros.training.pretrain import REPORT_FILE, config_settings, settings_record, stale_base
+
+LOG = logging.getLogger(__name__)
+#: The environment variable naming the cache folder.
+CACHE_ENV = "KUAVO_SMOLVLA_CACHE"
+#: The libraries whose versions are part of the key (they compute the data and the weights).
+KEY_LIBRARIES = ("torch", "lerobot", "transformers", "numpy", "pillow", "safetensors")
+
+
+def cache_root() -> Path:
+    """The machine's cache folder (see the module doc); not created here."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kuavo_smolvla_ros"
+
+
+def _files(folder: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in folder.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts)
+
+
+def code_fingerprint(script: Path, config_file: Path) -> str:
+    """sha256 (hex) of what, besides the settings, decides the base: the package's ``*.py`` files, the share's
+    ``config/`` folder, ``script`` and ``config_file`` (path relative to their folder, then bytes) and
+    :data:`KEY_LIBRARIES`' versions."""
+    digest = hashlib.sha256()
+    package = Path(kuavo_smolvla_ros.__file__).resolve().parent
+    share_config = share_file("config/primitives.yaml").parent
+    for root, files in ((package, _files(package, "*.py")), (share_config, _files(share_config, "*")),
+                        (script.parent, [script]), (config_file.parent, [config_file])):
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in KEY_LIBRARIES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{name}=={version}\0".encode())
+    return digest.hexdigest()
+
+
+def cache_key(settings_json: Mapping[str, Any], fingerprint: str) -> str:
+    """The cache folder name of a base: 16 hex digits of the settings and the code fingerprint."""
+    blob = json.dumps({"settings": settings_json, "code": fingerprint}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    """Replace ``target`` by a copy of ``source`` (copied beside it first: a reader never sees half a base)."""
+    partial = target.with_name(f"{target.name}.partial{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, partial)
+    if target.exists():
+        shutil.rmtree(target)
+    try:
+        os.replace(partial, target)
+    except OSError:  # another process put it there first (the cache): theirs is the same base
+        shutil.rmtree(partial, ignore_errors=True)
+        if not target.exists():
+            raise
+
+
+def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
+                overrides: Mapping[str, Any] | None = None,
+                say: Callable[[str], None] = print) -> Path:
+    """The base ``script output=FOLDER [key=value ...]`` would build, in ``folder`` (see the module doc).
+
+    ``config_file``: the script's Hydra config (its settings, with ``overrides`` on top: scalar settings such as
+    ``steps=4``). ``say`` gets one line for what was done (reused, copied from the cache, built). Raises
+    ``subprocess.CalledProcessError`` when the command fails; a cache that cannot be written is a warning
+    (the base is still built in ``folder``)."""
+    folder, script, config_file = Path(folder), Path(script), Path(config_file)
+    overrides = dict(overrides or {})
+    settings = config_settings(config_file, folder, overrides)
+    stale = stale_base(folder, settings)
+    if stale is None:
+        say(f"pretrained base: {folder} (built before)")
+        return folder
+    record = settings_record(settings)
+    cached = cache_root() / "pretrained_base" / cache_key(record, code_fingerprint(script, config_file))
+    if stale_base(cached, settings) is None:
+        _copy_folder(cached, folder)
+        say(f"pretrained base: copied from this machine's cache {cached} (built there before with the same "
+            f"settings and code; ${CACHE_ENV} moves the cache, deleting it rebuilds)")
+        return folder
+    if (folder / REPORT_FILE).is_file():  # (the command replaces a base it wrote)
+        say(f"rebuilding the base: {stale}")
+    command = [sys.executable, str(script), f"output={folder}", *(f"{k}={v}" for k, v in overrides.items())]
+    say("building the pretrained base (once per machine): " + " ".join(command[1:]))
+    subprocess.run(command, check=True)
+    try:
+        _copy_folder(folder, cached)
+        say(f"pretrained base: kept in this machine's cache {cached} for the next clone")
+    except OSError as err:
+        LOG.warning("the pretrained base is in %s but could not be kept in the cache %s (%s); set $%s to a "
+                    "writable folder to share it between clones", folder, cached, err, CACHE_ENV)
+    return folder
