@@ -353,3 +353,72 @@ def test_training_help_of_a_derived_config_shows_its_values():
     assert "  stages = all" in lines and "  batch_size = 32" in lines and "  lr_scale = 20.0" in lines
     assert lines[lines.index("  batch_size = 32") + 1].strip() == "global batch (split over torchrun processes)"
     assert "  pretrained_path = ???" in lines  # from the base config
+
+
+def test_action_chunks_are_read_without_decoding_the_rows_images_and_items_are_lerobots(tmp_path):
+    """lerobot's own items (a PNG-storage dataset, a 5-action chunk padded at episode ends, an episode subset),
+    through ``training_dataset``'s column-only window queries: equal key by key, in this process and through a
+    DataLoader worker (the view pickles); and the images of the window's rows are not decoded."""
+    import numpy as np
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from PIL import PngImagePlugin
+
+    from kuavo_smolvla_ros.contract.profile import load_profile
+    from kuavo_smolvla_ros.features import ACTION, OBS_STATE
+    from kuavo_smolvla_ros.training.datasets import REPO_ID, ColumnQueries, training_dataset
+
+    vector = {"dtype": "float32", "shape": (16,), "names": [f"j{i}" for i in range(16)]}
+    image = {"dtype": "image", "shape": (8, 8, 3), "names": ["height", "width", "channels"]}
+    cameras = ["observation.images.head_cam_h", "observation.images.wrist_cam_l"]
+    root = tmp_path / "data"
+    spec = {OBS_STATE: vector, ACTION: dict(vector)} | dict.fromkeys(cameras, image)
+    writer = LeRobotDataset.create(REPO_ID, 10, spec, root=root, robot_type=load_profile().robot_type,
+                                   use_videos=False)
+    rng = np.random.default_rng(3)
+    for frames in (7, 4, 9):
+        for _ in range(frames):
+            writer.add_frame({OBS_STATE: rng.normal(size=16).astype(np.float32),
+                              ACTION: rng.normal(size=16).astype(np.float32), "task": "t"}
+                             | {c: rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for c in cameras})
+        writer.save_episode()
+    writer.finalize()
+    deltas = {ACTION: [i / 10 for i in range(5)]}
+    ours = training_dataset(root, [0, 2], deltas)
+    assert isinstance(ours.reader.hf_dataset, ColumnQueries)
+    theirs = LeRobotDataset(REPO_ID, root=root, episodes=[0, 2], video_backend="pyav", delta_timestamps=deltas)
+    assert len(ours) == len(theirs) == 16
+
+    def same(a, b):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], torch.Tensor):
+                assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+            else:
+                assert a[key] == b[key], key
+
+    decoded = []
+    original = PngImagePlugin.PngImageFile._open
+
+    def counting(self):
+        decoded.append(1)
+        return original(self)
+
+    PngImagePlugin.PngImageFile._open = counting
+    try:
+        mine = [ours[i] for i in range(len(ours))]
+        my_decodes = len(decoded)
+        decoded.clear()
+        reference = [theirs[i] for i in range(len(theirs))]
+    finally:
+        PngImagePlugin.PngImageFile._open = original
+    for a, b in zip(mine, reference, strict=True):
+        same(a, b)
+    assert bool(mine[6]["action_is_pad"][-1]) and not bool(mine[0]["action_is_pad"].any())  # padded at the end
+    assert my_decodes == 2 * len(ours)  # the row's two images, nothing of the window's rows
+    assert len(decoded) > 4 * my_decodes  # (lerobot's own query decodes them)
+    loader = torch.utils.data.DataLoader(ours, batch_size=16, num_workers=1)
+    batch = next(iter(loader))
+    reference_batch = torch.utils.data.default_collate(reference)
+    for key in (ACTION, "action_is_pad", *cameras):
+        assert torch.equal(batch[key], reference_batch[key]), key

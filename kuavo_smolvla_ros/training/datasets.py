@@ -51,8 +51,11 @@ def training_dataset(root: Path, episodes: list[int], delta_timestamps: dict[str
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     def open_dataset():
-        return LeRobotDataset(REPO_ID, root=root, episodes=episodes, video_backend="pyav",
-                              delta_timestamps=delta_timestamps)
+        dataset = LeRobotDataset(REPO_ID, root=root, episodes=episodes, video_backend="pyav",
+                                 delta_timestamps=delta_timestamps)
+        if delta_timestamps and getattr(getattr(dataset, "reader", None), "hf_dataset", None) is not None:
+            dataset.reader.hf_dataset = ColumnQueries(dataset.reader.hf_dataset)
+        return dataset
 
     if cache_dir is None:
         return open_dataset()
@@ -60,6 +63,47 @@ def training_dataset(root: Path, episodes: list[int], delta_timestamps: dict[str
 
     return cached(cache_dir, root, episodes, delta_timestamps, open_dataset, num_workers=num_workers,
                   batch_size=batch_size)
+
+
+class _Column:
+    """Rows of one column, read from a dataset holding only that column (``ColumnQueries``)."""
+
+    def __init__(self, dataset: Any, key: str):
+        self.dataset, self.key = dataset, key
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.dataset[index][self.key]
+
+
+class ColumnQueries:
+    """A lerobot reader's ``hf_dataset`` (a ``datasets.Dataset``) whose column queries decode that column only.
+
+    lerobot 0.6 reads an item's windows (``delta_timestamps``: the 50-action chunk) as
+    ``hf_dataset[key][indices]``; on its datasets, formatted by a custom transform, ``datasets`` answers that by
+    decoding every column of those rows, the PNG images of image-storage datasets included, to keep one: 150
+    PNG decodes for each item of a three-camera dataset (105 ms an item here, 95% of building the demo's data
+    cache). Here ``view[key]`` reads from ``hf_dataset.select_columns([key])`` (same transform, the same
+    tensors: ``test/test_training_toolkit.py`` compares whole items); everything else is the dataset's own.
+    """
+
+    def __init__(self, hf_dataset: Any):
+        self._hf = hf_dataset
+        self._columns: dict[str, Any] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if key not in self._columns:
+                self._columns[key] = self._hf.select_columns([key])
+            return _Column(self._columns[key], key)
+        return self._hf[key]
+
+    def __len__(self) -> int:
+        return len(self._hf)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # (unpickling looks these up before __init__ ran)
+            raise AttributeError(name)
+        return getattr(self._hf, name)
 
 
 def _signature(meta) -> dict[str, tuple]:
