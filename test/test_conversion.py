@@ -258,10 +258,44 @@ def test_two_workers_give_the_same_dataset_as_one(tmp_path):
     assert [r.episode["frames"] for r in one.results] == [r.episode["frames"] for r in two.results]
     import pandas as pd
 
-    frames = [pd.read_parquet(next((tmp_path / name / "data").rglob("*.parquet")),
-                              columns=[OBS_STATE, ACTION, "episode_index"])
+    frames = [pd.concat([pd.read_parquet(path, columns=[OBS_STATE, ACTION, "episode_index"])
+                         for path in sorted((tmp_path / name / "data").rglob("*.parquet"))], ignore_index=True)
               for name in ("one", "two")]
+    assert list(frames[0]["episode_index"].unique()) == [0, 1]
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_png_parts_are_assembled_one_data_file_each_with_the_rows_and_statistics_of_packed_files(tmp_path,
+                                                                                                  monkeypatch):
+    """Images in parquet: assembling keeps a data file per bag (lerobot's packing re-embeds the growing file's
+    images for every part: quadratic); lerobot reads back the same items, and the statistics are the same, as
+    from the packed layout (lerobot's default, forced here)."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from kuavo_smolvla_ros.data import dataset as lerobot_io
+
+    bags = tmp_path / "bags"
+    for i in range(3):
+        write_synthetic_bag(bags / f"ep{i}.bag", "ros1", SyntheticBag(seconds=2, jitter_s=0.002, seed=40 + i))
+    result = convert([bags], tmp_path / "split", task="4", storage="png", progress=False)
+    assert [r.status for r in result.results] == ["converted"] * 3, result.summary
+    monkeypatch.setattr(lerobot_io, "images_in_parquet", lambda root: False)  # lerobot's packing, as before
+    convert([bags], tmp_path / "packed", task="4", storage="png", progress=False)
+    files = {name: sorted(p.name for p in (tmp_path / name / "data").rglob("*.parquet"))
+             for name in ("split", "packed")}
+    assert files == {"split": ["file-000.parquet", "file-001.parquet", "file-002.parquet"],
+                     "packed": ["file-000.parquet"]}
+    stats = [json.loads((tmp_path / name / "meta" / "stats.json").read_text()) for name in ("split", "packed")]
+    assert stats[0] == stats[1]
+    split, packed = (LeRobotDataset(REPO_ID, root=tmp_path / name) for name in ("split", "packed"))
+    assert len(split) == len(packed) > 30 and split.meta.total_episodes == 3
+    for index in range(len(split)):
+        mine, theirs = split[index], packed[index]
+        assert mine.keys() == theirs.keys()
+        for key, value in mine.items():
+            assert torch.equal(value, theirs[key]) if isinstance(value, torch.Tensor) else value == theirs[key], key
+    assert validate(tmp_path / "split").ok
 
 
 def test_validate_reports_bad_values(tmp_path, capsys):
