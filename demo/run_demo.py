@@ -134,7 +134,7 @@ def evaluate_offline(checkpoint: Path, episodes: int) -> dict:
     from kuavo_smolvla_ros.sim.evaluate import evaluate, success_rates
 
     runtime = PolicyRuntime.open(checkpoint)
-    results = evaluate(runtime, list(default_catalog()), episodes)
+    results = evaluate(runtime, list(default_catalog()), episodes, progress=sys.stderr.isatty())  # bar: terminal only
     return {"success": success_rates(results), "episodes_per_task": episodes}
 
 
