@@ -8,7 +8,11 @@ with the shipped Kuavo config, through the converter's Python API (``convert``),
 1. ``video``: the 60 s bag, video storage (h264 MP4 with the config's preset), each worker count;
 2. ``png``: the 60 s bag, PNG storage (images inside the parquet files), each worker count;
 3. ``split``: the same 60 s split into four 15 s bags, video storage, each worker count;
-4. ``memory``: bags of 15, 60 and 240 s, with JPEG cameras (ROS 1, as above) and with raw
+4. ``floor``: the per-camera-frame work any conversion of the 60 s bag to the same video dataset does, measured
+   apart on one thread (CPU time): JPEG decoding, and the steps of lerobot's streaming encoder thread (PIL image ->
+   PyAV frame, x264 with the config's settings, lerobot's running image statistics); plus reading and aligning
+   the bag (our code). Compared with the CPU time that 10x real time leaves on the machine's cores;
+5. ``memory``: bags of 15, 60 and 240 s, with JPEG cameras (ROS 1, as above) and with raw
    ``sensor_msgs/Image`` rgb8 cameras (a ROS 2 MCAP bag, ``--raw-size``, default 320x240 to keep the
    240 s bag at 5 GB on disk), each converted to video in a fresh process with one worker: that
    process's peak RSS (``ru_maxrss``) against the bag's length, after the imports and at the end.
@@ -22,7 +26,7 @@ the 15 s bag's. Also recorded: CPU use, peak memory, and the video frames lerobo
 (it drops rather than waits when its queue stays full). The bags are generated once into
 ``.cache/bench/conversion`` and reused.
 
-Usage: python bench/bench_conversion.py [--repeats N] [--png-repeats N] [--cases video png split memory]
+Usage: python bench/bench_conversion.py [--repeats N] [--png-repeats N] [--cases video png split floor memory]
        [--raw-size HxW]
 """
 
@@ -83,7 +87,9 @@ CASES = {
     "png": ("png", "single", "one bag = one episode: workers=2 runs it in one process, no gain expected"),
     "split": ("video", "split", f"{SPLIT} bags: workers=N converts N bags at a time in worker processes"),
 }
-ALL_CASES = [*CASES, "memory"]
+ALL_CASES = [*CASES, "floor", "memory"]
+#: Camera frames per camera timed by the floor case (spread over the whole bag).
+FLOOR_FRAMES = 150
 
 
 def quiet() -> None:
@@ -285,6 +291,64 @@ def warm_up() -> None:
     kuavo_typestore(True)
 
 
+def run_floor(bag: Path) -> dict:
+    """The floor case (see the module doc): CPU seconds per camera frame of each fixed step, and what they add up
+    to for the whole bag against the CPU time 10x real time allows on this machine's cores."""
+    from fractions import Fraction
+
+    import numpy as np
+    from lerobot.datasets.compute_stats import RunningQuantileStats, auto_downsample_height_width
+    from PIL import Image
+
+    from kuavo_smolvla_ros.data.align import build_episodes
+    from kuavo_smolvla_ros.data.config import load_config
+
+    config = load_config(None)
+    start = time.process_time()
+    built = build_episodes(bag, config)
+    read_s = time.process_time() - start
+    frames = {camera: [f for e in built.episodes for f in e.frames[camera]] for camera in config.profile.camera_names}
+    total_frames = sum(len(v) for v in frames.values())
+    steps = dict.fromkeys(("jpeg_decode", "to_av_frame", "x264", "image_stats"), 0.0)
+    timed = 0
+    video = config.images.video
+    for camera, all_frames in frames.items():
+        picked = [all_frames[i] for i in np.linspace(0, len(all_frames) - 1, FLOOR_FRAMES).astype(int)]
+        container = av.open(str(BAGS / f"floor_{os.getpid()}_{camera}.mp4"), "w")
+        try:
+            stream = container.add_stream(video.codec, FPS, options={"preset": str(video.preset), "crf": str(video.crf),
+                                                                      "g": str(video.gop), "threads": "1"})
+            stats = RunningQuantileStats()
+            for number, frame in enumerate(picked):
+                t0 = time.process_time()
+                image = frame.decode()
+                t1 = time.process_time()
+                av_frame = av.VideoFrame.from_image(Image.fromarray(image))  # as lerobot's encoder thread does
+                av_frame.pts, av_frame.time_base = number, Fraction(1, FPS)
+                if number == 0:
+                    stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+                t2 = time.process_time()
+                container.mux(stream.encode(av_frame))
+                t3 = time.process_time()
+                small = auto_downsample_height_width(image.transpose(2, 0, 1))
+                stats.update(small.transpose(1, 2, 0).reshape(-1, small.shape[0]))
+                t4 = time.process_time()
+                for key, spent in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    steps[key] += spent
+                timed += 1
+            container.mux(stream.encode())
+        finally:
+            container.close()
+            (BAGS / f"floor_{os.getpid()}_{camera}.mp4").unlink(missing_ok=True)
+    per_frame_ms = {key: 1000 * value / timed for key, value in steps.items()}
+    frame_work_s = sum(per_frame_ms.values()) / 1000 * total_frames
+    budget_s = SECONDS / GOAL * (os.cpu_count() or 1)
+    return {"bag_seconds": SECONDS, "camera_frames": total_frames, "timed_frames": timed,
+            "per_frame_ms": per_frame_ms, "frame_work_cpu_s": frame_work_s, "read_align_cpu_s": read_s,
+            "total_cpu_s": frame_work_s + read_s, "cores": os.cpu_count(), "goal_cpu_budget_s": budget_s,
+            "ceiling_realtime_ratio": SECONDS * (os.cpu_count() or 1) / (frame_work_s + read_s)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per case and worker count")
@@ -302,6 +366,7 @@ def main() -> int:
     speed_cases = [case for case in args.cases if case in CASES]
     sets = bag_sets() if speed_cases else {}
     mem_bags = memory_bags(raw_size) if "memory" in args.cases else {}
+    floor = run_floor(sets["single"][0] if sets else bag_sets()["single"][0]) if "floor" in args.cases else {}
     warm_up()
     work = Path(tempfile.mkdtemp(prefix="out-", dir=BAGS))  # this run's own: concurrent runs must not collide
     runs = [(case, workers) for case in speed_cases for workers in WORKERS]
@@ -385,6 +450,13 @@ def main() -> int:
                   f"{m['peak_vs_shortest']:+11.1%}")
         print("CPU s: CPU time of the conversion (all threads); RSS ready: the process's peak after importing "
               "lerobot and the converter, before converting")
+    if floor:
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in floor["per_frame_ms"].items())
+        print(f"\nper camera frame, one thread, CPU ms ({floor['timed_frames']} frames timed): {steps}")
+        print(f"the 60 s bag: {floor['camera_frames']} camera frames x those = {floor['frame_work_cpu_s']:.1f} CPU s, "
+              f"+ reading and aligning {floor['read_align_cpu_s']:.1f} CPU s = {floor['total_cpu_s']:.1f} CPU s; "
+              f"10x real time allows {floor['goal_cpu_budget_s']:.1f} CPU s on {floor['cores']} cores: ceiling "
+              f"{floor['ceiling_realtime_ratio']:.1f}x real time with every core busy")
     total = time.perf_counter() - total_start
     speed = [r["realtime_ratio"] for r in rows if r["case"] == "video"]
     longest = [m for m in memory if m["bag_seconds"] == MEMORY_SECONDS[-1]]
@@ -393,7 +465,8 @@ def main() -> int:
         "recorded_s": SECONDS, "camera_hz": CAMERA_HZ, "sensors_hz": SENSORS_HZ,
         "image": f"{IMAGE_SIZE[1]}x{IMAGE_SIZE[0]}", "raw_image": f"{raw_size[1]}x{raw_size[0]}", "fps": FPS,
         "repeats": args.repeats, "png_repeats": args.png_repeats, "goal_realtime_ratio": GOAL,
-        "goal_memory_growth": MEMORY_GOAL, "rows": rows, "memory": memory, "total_runtime_s": total,
+        "goal_memory_growth": MEMORY_GOAL, "rows": rows, "memory": memory, "floor": floor,
+        "total_runtime_s": total,
     })
     print(f"results: {path}  (total {total:.0f} s)")
     if speed:
