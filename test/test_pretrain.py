@@ -290,6 +290,12 @@ def test_the_cache_key_changes_with_the_settings_the_code_and_the_config(tmp_pat
     edited = tmp_path / "pretrain_tiny_base.yaml"
     edited.write_text(config.read_text() + "\n# a comment changes the file\n")
     assert base_cache.code_fingerprint(script, edited) != code
+    changed_script = tmp_path / "pretrain_base.py"
+    changed_script.write_text(script.read_text() + "\n# another version of the script\n")
+    assert base_cache.code_fingerprint(changed_script, config) != code
+    with pytest.raises(ValueError, match="overrides must be numbers, strings or bools"):
+        base_cache.ensure_base(tmp_path / "base", script, config, {"image_size": [32, 32]})
+    assert not (tmp_path / "base").exists()
     settings = settings_record(config_settings(config, tmp_path / "a"))
     assert settings == settings_record(config_settings(config, tmp_path / "b"))  # the folder is not a setting
     other = settings_record(config_settings(config, tmp_path / "a", {"steps": 1000}))

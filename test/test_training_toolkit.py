@@ -357,8 +357,9 @@ def test_training_help_of_a_derived_config_shows_its_values():
 
 def test_action_chunks_are_read_without_decoding_the_rows_images_and_items_are_lerobots(tmp_path):
     """lerobot's own items (a PNG-storage dataset, a 5-action chunk padded at episode ends, an episode subset),
-    through ``training_dataset``'s column-only window queries: equal key by key, in this process and through a
-    DataLoader worker (the view pickles); and the images of the window's rows are not decoded."""
+    through ``training_dataset``'s column-only window queries: equal key by key, in this process, after a pickle
+    round trip (a spawned worker's copy) and through a DataLoader worker; and the images of the window's rows are
+    not decoded."""
     import numpy as np
     import torch
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -417,6 +418,12 @@ def test_action_chunks_are_read_without_decoding_the_rows_images_and_items_are_l
     assert bool(mine[6]["action_is_pad"][-1]) and not bool(mine[0]["action_is_pad"].any())  # padded at the end
     assert my_decodes == 2 * len(ours)  # the row's two images, nothing of the window's rows
     assert len(decoded) > 4 * my_decodes  # (lerobot's own query decodes them)
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(ours))  # what a spawned DataLoader worker receives
+    assert isinstance(clone.reader.hf_dataset, ColumnQueries)
+    same(clone[6], reference[6])
+    assert len(ours.reader.hf_dataset[ACTION]) == len(ours)
     loader = torch.utils.data.DataLoader(ours, batch_size=16, num_workers=1)
     batch = next(iter(loader))
     reference_batch = torch.utils.data.default_collate(reference)

@@ -74,8 +74,10 @@ def bringup(policy_params: Path, sim_params: Path, logs: Path, ready_timeout: fl
             raise OperatorError(f"{err}\n{tails}") from None
         yield operator
     finally:
-        executor.shutdown()  # the spin loop ends; its thread may still be in its last wait: join it before the
-        spinner.join(timeout=5)  # node is destroyed (else: InvalidHandle "destruction was requested" in that thread)
+        # The spin loop ends, but its thread may still be in its last wait: join it before the node is destroyed
+        # (else rclpy raises InvalidHandle, "destruction was requested", in that thread).
+        executor.shutdown()
+        spinner.join(timeout=5)
         operator.destroy_node()
         rclpy.try_shutdown(context=context)
         for process, log in processes:

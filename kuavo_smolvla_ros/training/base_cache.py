@@ -78,19 +78,23 @@ def cache_key(settings_json: Mapping[str, Any], fingerprint: str) -> str:
 
 
 def _copy_folder(source: Path, target: Path) -> None:
-    """Replace ``target`` by a copy of ``source`` (copied beside it first: a reader never sees half a base)."""
+    """Replace ``target`` by a copy of ``source``: copied beside it first, the old one renamed aside before the
+    copy is renamed in, so a reader sees the old folder, the new one or none, never half of one."""
     partial = target.with_name(f"{target.name}.partial{os.getpid()}")
+    aside = target.with_name(f"{target.name}.old{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, partial)
     if target.exists():
-        shutil.rmtree(target)
+        os.replace(target, aside)
     try:
         os.replace(partial, target)
     except OSError:  # another process put it there first (the cache): theirs is the same base
         shutil.rmtree(partial, ignore_errors=True)
         if not target.exists():
             raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
@@ -99,11 +103,17 @@ def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
     """The base ``script output=FOLDER [key=value ...]`` would build, in ``folder`` (see the module doc).
 
     ``config_file``: the script's Hydra config (its settings, with ``overrides`` on top: scalar settings such as
-    ``steps=4``). ``say`` gets one line for what was done (reused, copied from the cache, built). Raises
-    ``subprocess.CalledProcessError`` when the command fails; a cache that cannot be written is a warning
-    (the base is still built in ``folder``)."""
+    ``steps=4``, passed as ``key=value`` on the command line). ``say`` gets a line for each thing done (reused,
+    copied from the cache; or rebuilt, built, kept in the cache). A base already in ``folder`` is used as it is
+    and not added to the cache (it may come from other code). Raises ``ValueError`` for an override that is not
+    a number, string or bool, ``TrainingConfigError`` for settings the script would refuse (e.g. ``folder`` exists
+    and is not a base), ``subprocess.CalledProcessError`` when the command fails; a cache that cannot be written
+    is a warning (the base is still built in ``folder``)."""
     folder, script, config_file = Path(folder), Path(script), Path(config_file)
     overrides = dict(overrides or {})
+    odd = {k: v for k, v in overrides.items() if not isinstance(v, int | float | str | bool)}
+    if odd:
+        raise ValueError(f"overrides must be numbers, strings or bools (as on the command line), got {odd}")
     settings = config_settings(config_file, folder, overrides)
     stale = stale_base(folder, settings)
     if stale is None:
@@ -122,7 +132,8 @@ def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
     say("building the pretrained base (once per machine): " + " ".join(command[1:]))
     subprocess.run(command, check=True)
     try:
-        _copy_folder(folder, cached)
+        if stale_base(cached, settings) is not None:  # (another clone may have cached the same base meanwhile)
+            _copy_folder(folder, cached)
         say(f"pretrained base: kept in this machine's cache {cached} for the next clone")
     except OSError as err:
         LOG.warning("the pretrained base is in %s but could not be kept in the cache %s (%s); set $%s to a "

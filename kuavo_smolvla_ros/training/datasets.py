@@ -66,13 +66,20 @@ def training_dataset(root: Path, episodes: list[int], delta_timestamps: dict[str
 
 
 class _Column:
-    """Rows of one column, read from a dataset holding only that column (``ColumnQueries``)."""
+    """Rows of one column, read from a ``datasets.Dataset`` holding only that column (``ColumnQueries``): indexed
+    by a row or a list of rows, its length, iterated in order."""
 
     def __init__(self, dataset: Any, key: str):
         self.dataset, self.key = dataset, key
 
     def __getitem__(self, index: Any) -> Any:
         return self.dataset[index][self.key]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Any:
+        return iter(self.dataset[self.key])
 
 
 class ColumnQueries:
@@ -83,7 +90,8 @@ class ColumnQueries:
     decoding every column of those rows, the PNG images of image-storage datasets included, to keep one: 150
     PNG decodes for each item of a three-camera dataset (105 ms an item here, 95% of building the demo's data
     cache). Here ``view[key]`` reads from ``hf_dataset.select_columns([key])`` (same transform, the same
-    tensors: ``test/test_training_toolkit.py`` compares whole items); everything else is the dataset's own.
+    tensors: ``test/test_training_toolkit.py`` compares whole items); everything else is the dataset's own. The
+    one-column copies are made on first use: a format or transform set later through the view does not reach them.
     """
 
     def __init__(self, hf_dataset: Any):
