@@ -11,7 +11,7 @@ The cache: ``$KUAVO_SMOLVLA_CACHE`` (default ``$XDG_CACHE_HOME/kuavo_smolvla_ros
 settings (:func:`~kuavo_smolvla_ros.training.pretrain.settings_record`), of every source and share file that can
 change what the command builds (the package's Python modules, the share's ``config/`` folder: primitives, tasks,
 robot profiles; the pretraining script and its config) and of the versions of the libraries that compute it:
-a clone at another commit or with other libraries builds, and caches, its own. Delete the folder to rebuild.
+a clone whose code or libraries differ in any of these builds, and caches, its own. Delete the folder to rebuild.
 """
 
 from __future__ import annotations
