@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import zlib
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,7 +31,6 @@ import rclpy
 from common import CACHE, machine, save
 from diagnostic_msgs.msg import DiagnosticArray
 from kuavo_smolvla_ros.msg import EndEffectorData, LejuClawState, SensorsData
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from ros_bench import start_process, stop_process
@@ -40,6 +40,7 @@ from std_msgs.msg import String
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import load_profile
 from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
+from kuavo_smolvla_ros.ros.spin import spinning_in_background
 
 PROFILE = load_profile("kuavo4pro")
 SIDE = 64
@@ -219,10 +220,8 @@ def main() -> int:
     context = rclpy.Context()
     rclpy.init(context=context)
     fuzzer = Fuzzer(context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(fuzzer)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinning = ExitStack()
+    spinning.enter_context(spinning_in_background(context, fuzzer))
     params = {"checkpoint": str(checkpoint), "camera_height": SIDE, "camera_width": SIDE, "seed": 0,
               "torch_threads": 1, "default_instruction": "task1", "max_input_age_s": 0.5, "status_rate_hz": 5.0,
               "warmup_iterations": 1}
@@ -277,7 +276,8 @@ def main() -> int:
           f"crashes: {int(crashed)}")
     save("fuzz_node", {"machine": machine(), "rows": rows, "commands": len(fuzzer.actions), "unsafe": unsafe,
                        "crashed": crashed, "exit_code": exit_code})
-    executor.shutdown(timeout_sec=5)
+    spinning.close()
+    fuzzer.destroy_node()
     rclpy.shutdown(context=context)
     return 1 if crashed or any(unsafe.values()) else 0
 

@@ -8,19 +8,20 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
 import numpy as np
 import rclpy
 from kuavo_smolvla_ros.msg import PolicyStatus
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.contract.profile import RobotProfile, load_profile, parse_overrides
+from kuavo_smolvla_ros.ros.spin import spinning_in_background
 
 ROOT = Path(__file__).resolve().parent.parent
 MID_STATE = (robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2
@@ -110,16 +111,15 @@ class FeederSession:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Feeder(self.context, camera_type, **kwargs)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self._spinning = ExitStack()
+        self._spinning.enter_context(spinning_in_background(self.context, self.node))
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=5)
-        self.thread.join(5)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+        try:
+            self._spinning.close()
+        finally:
+            self.node.destroy_node()
+            rclpy.shutdown(context=self.context)
 
     def __enter__(self) -> Feeder:
         return self.node

@@ -103,7 +103,7 @@ def test_the_node_over_ros_sends_what_simulated_time_evaluation_sends(tiny_check
         while True:
             clock.publish(_clock(START))
             try:
-                fake.wait_for(ready, 0.2, "fresh inputs at the start time")
+                fake.wait_for(ready, 0.2, "fresh inputs at the start time", prompt=True)
                 break
             except AssertionError:
                 assert time.monotonic() < deadline, (

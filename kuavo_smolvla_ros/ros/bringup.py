@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +45,9 @@ def bringup(policy_params: Path, sim_params: Path, logs: Path, ready_timeout: fl
     """Both nodes running in ``namespace`` (their output in ``logs/``) and an operator ready to run episodes
     there; all stopped on exit. Raises ``OperatorError`` (with the node logs' tails) if they do not come up."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     from kuavo_smolvla_ros.ros.sim_operator import OperatorError, SimOperator
+    from kuavo_smolvla_ros.ros.spin import spinning_in_background
 
     logs = Path(logs)
     logs.mkdir(parents=True, exist_ok=True)
@@ -58,27 +57,21 @@ def bringup(policy_params: Path, sim_params: Path, logs: Path, ready_timeout: fl
         command = [shutil.which(executable) or executable, "--ros-args", "-r", f"__node:={name}",
                    *(["-r", f"__ns:=/{namespace.strip('/')}"] if namespace else []), "--params-file", str(params)]
         processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    operator = SimOperator(context=context, namespace=namespace)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(operator)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    context, operator = rclpy.Context(), None
     try:
-        try:
-            operator.wait_until_ready(ready_timeout)
-        except OperatorError as err:
-            tails = "\n".join(f"--- {p.name}:\n" + "".join(p.read_text().splitlines(True)[-15:])
-                              for p in sorted(logs.glob("*.log")))
-            raise OperatorError(f"{err}\n{tails}") from None
-        yield operator
+        rclpy.init(context=context)
+        operator = SimOperator(context=context, namespace=namespace)
+        with spinning_in_background(context, operator):
+            try:
+                operator.wait_until_ready(ready_timeout)
+            except OperatorError as err:
+                tails = "\n".join(f"--- {p.name}:\n" + "".join(p.read_text().splitlines(True)[-15:])
+                                  for p in sorted(logs.glob("*.log")))
+                raise OperatorError(f"{err}\n{tails}") from None
+            yield operator
     finally:
-        # The spin loop ends, but its thread may still be in its last wait: join it before the node is destroyed
-        # (else rclpy raises InvalidHandle, "destruction was requested", in that thread).
-        executor.shutdown()
-        spinner.join(timeout=5)
-        operator.destroy_node()
+        if operator is not None:
+            operator.destroy_node()
         rclpy.try_shutdown(context=context)
         for process, log in processes:
             process.terminate()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import rclpy
@@ -71,3 +73,56 @@ def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exceptio
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+@contextmanager
+def spinning_in_background(context: rclpy.Context, *nodes: Node, period_s: float = 0.05,
+                           join_timeout_s: float = 30.0) -> Iterator[tuple[Node, ...]]:
+    """Spin each of ``nodes`` on its own single-threaded executor in its own daemon thread (as in separate
+    processes, minus the GIL) while the ``with`` block runs; on exit each loop stops and its thread is joined
+    *before* its executor is shut down. The caller still destroys the nodes and shuts ``context`` down.
+
+    Why not ``threading.Thread(target=executor.spin)`` and ``executor.shutdown()`` from outside: rclpy's
+    ``Executor.shutdown`` (Kilted) destroys the executor's guard condition without waiting for the spin thread,
+    which may be about to trigger it: that thread then dies with ``InvalidHandle: cannot use Destroyable because
+    destruction was requested``. Here a loop of ``spin_once(timeout_sec=period_s)`` checks a stop flag, so no
+    executor is shut down while its thread is in it.
+
+    :param period_s: longest wait of one ``spin_once`` (seconds): the stop takes at most this plus the
+        callback in progress.
+    :param join_timeout_s: how long to wait for a thread whose callback does not return (seconds); such a
+        thread is reported with :class:`RuntimeError` after the others are stopped (unless the ``with`` block
+        is raising already), and its executor is left alone rather than destroyed under it.
+    """
+    stop = threading.Event()
+
+    def loop(executor: SingleThreadedExecutor) -> None:
+        try:
+            while not stop.is_set() and context.ok():
+                executor.spin_once(timeout_sec=period_s)
+        except ExternalShutdownException:
+            pass  # the context was shut down under the loop: the same stop
+        except Exception:
+            if context.ok():  # else rclpy's "context is not valid" from a shutdown under the loop: a stop too
+                raise
+
+    spinners = []
+    for node in nodes:
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        thread = threading.Thread(target=loop, args=(executor,), name=f"spin {node.get_name()}", daemon=True)
+        thread.start()
+        spinners.append((executor, thread))
+    try:
+        yield nodes
+    finally:
+        stop.set()
+        stuck = []
+        for executor, thread in spinners:
+            thread.join(join_timeout_s)
+            if thread.is_alive():
+                stuck.append(thread.name)
+            else:
+                executor.shutdown()
+        if stuck and sys.exc_info()[0] is None:  # never hide the with block's own exception
+            raise RuntimeError(f"{', '.join(stuck)}: a callback did not return within {join_timeout_s:g} s")
