@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import zlib
-from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -208,20 +207,9 @@ def unsafe_commands(actions: list[tuple[float, np.ndarray]], ramp_ticks: int) ->
     return bad
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=1000, help="generated messages per stream")
-    parser.add_argument("--rate", type=float, default=100.0, help="generated messages per second")
-    args = parser.parse_args()
-    checkpoint = CACHE / "tiny_64"
-    if not (checkpoint / "model.safetensors").is_file():
-        build_checkpoint(checkpoint, TinyCheckpointSpec())
-    print(f"machine: {machine()}")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    fuzzer = Fuzzer(context)
-    spinning = ExitStack()
-    spinning.enter_context(spinning_in_background(context, fuzzer))
+def fuzz(fuzzer: Fuzzer, checkpoint: Path, args: argparse.Namespace) -> int:
+    """Start the node, send each stream's cases, check every command it sent; 1 if it crashed or sent an unsafe
+    command, else 0."""
     params = {"checkpoint": str(checkpoint), "camera_height": SIDE, "camera_width": SIDE, "seed": 0,
               "torch_threads": 1, "default_instruction": "task1", "max_input_age_s": 0.5, "status_rate_hz": 5.0,
               "warmup_iterations": 1}
@@ -276,10 +264,27 @@ def main() -> int:
           f"crashes: {int(crashed)}")
     save("fuzz_node", {"machine": machine(), "rows": rows, "commands": len(fuzzer.actions), "unsafe": unsafe,
                        "crashed": crashed, "exit_code": exit_code})
-    spinning.close()
-    fuzzer.destroy_node()
-    rclpy.shutdown(context=context)
     return 1 if crashed or any(unsafe.values()) else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=1000, help="generated messages per stream")
+    parser.add_argument("--rate", type=float, default=100.0, help="generated messages per second")
+    args = parser.parse_args()
+    checkpoint = CACHE / "tiny_64"
+    if not (checkpoint / "model.safetensors").is_file():
+        build_checkpoint(checkpoint, TinyCheckpointSpec())
+    print(f"machine: {machine()}")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    fuzzer = Fuzzer(context)
+    try:
+        with spinning_in_background(context, fuzzer):
+            return fuzz(fuzzer, checkpoint, args)
+    finally:
+        fuzzer.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 if __name__ == "__main__":

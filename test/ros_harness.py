@@ -44,6 +44,13 @@ MID_STATE = (robot.LOWER_LIMITS + robot.UPPER_LIMITS) / 2
 #: (once: 20 s an inference where 0.2 s is usual, the test robots' inputs stale) must not fail a test whose event
 #: comes late, only one whose event never comes. ``KUAVO_TEST_PATIENCE`` sets it.
 PATIENCE = float(os.environ.get("KUAVO_TEST_PATIENCE", "4"))
+if not PATIENCE >= 1:
+    raise ValueError(f"KUAVO_TEST_PATIENCE={PATIENCE:g}: must be 1 or more (how much longer a wait may take)")
+
+
+def patient(timeout: float) -> float:
+    """A liveness bound ``timeout`` (seconds, on this machine unloaded) stretched by :data:`PATIENCE`."""
+    return timeout * PATIENCE
 
 
 def jpeg(seed: int, side: int = IMAGE_SIDE) -> bytes:
@@ -181,8 +188,8 @@ class FakeRobot(Node):
         ``timeout`` is what the wait takes on this machine at most when nothing else loads it; it is stretched
         by :data:`PATIENCE` (a liveness wait ends when the event comes, so only a failing test waits longer),
         unless ``prompt``: then how soon the event comes is what the test asserts, and ``timeout`` is exact."""
-        timeout = timeout if prompt else timeout * PATIENCE
-        deadline = time.monotonic() + timeout
+        bound = timeout if prompt else patient(timeout)
+        deadline = time.monotonic() + bound
         with self.cond:
             while True:
                 value = predicate()
@@ -190,7 +197,8 @@ class FakeRobot(Node):
                     return value
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                    stretched = "" if prompt else f" ({timeout:g} s x KUAVO_TEST_PATIENCE {PATIENCE:g})"
+                    raise AssertionError(f"timed out after {bound:g} s{stretched} waiting for {what}")
                 self.cond.wait(min(remaining, 0.1))
 
     def wait_count(self, name: str, count: int, timeout: float) -> list:
@@ -215,7 +223,7 @@ class LifecycleClient:
         client.create_subscription(TransitionEvent, f"{node}/transition_event",
                                    lambda m: client._record("transition", m), 10)
         for service in (self.change_client, self.get_client):
-            assert service.wait_for_service(timeout_sec=timeout), f"{service.srv_name} not available"
+            assert service.wait_for_service(timeout_sec=patient(timeout)), f"{service.srv_name} not available"
 
     def _call(self, service, request, what: str):
         future = service.call_async(request)

@@ -267,7 +267,7 @@ def test_ctrl_c_while_a_command_starts_is_one_line_and_130(tmp_path, name):
     """Ctrl-C in the first moments, while the command's modules import: the console scripts' shim
     (``kuavo_smolvla_ros.entry``) and the training scripts' handler give one line and 130, never a traceback."""
     # inspect refuses a folder without config.json in 0.4 CPU-s, too close to the 0.3 at which the interrupt
-    # comes (it failed CI once by ending first): with one, it imports lerobot (~8 CPU-s) before it reads it.
+    # comes (it failed CI once by ending first): with one, it goes on to import lerobot (~8 CPU-s) to check it.
     (tmp_path / "config.json").write_text('{"type": "smolvla"}')
     argv = {"kuavo-smolvla-inspect": [str(tmp_path)], "kuavo-smolvla-tiny": [str(tmp_path / "tiny")],
             "kuavo-sim-record": [str(tmp_path / "bags"), "--tasks", "1"],

@@ -13,7 +13,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_harness import running, spinning
+from ros_harness import patient, running, spinning
 from std_msgs.msg import String
 
 from kuavo_smolvla_ros.tasks import default_catalog
@@ -96,7 +96,7 @@ def test_sim_robot_and_the_operator_live_in_their_namespace():
     operator = SimOperator(context=context, namespace="robot2")
     with spinning(context, *sims.values(), listener, operator):
         with cond:
-            assert cond.wait_for(lambda: len(reports) >= 3, 20), reports
+            assert cond.wait_for(lambda: len(reports) >= 3, patient(20)), reports
         assert operator.reset_client.wait_for_service(timeout_sec=20)
         for namespace, sim in sims.items():
             assert outside(sim, namespace) == set(), namespace

@@ -73,17 +73,43 @@ def test_a_callback_that_does_not_return_is_named_and_its_executor_left_alone(th
 
     node.create_timer(0.01, block)
     try:
-        with (pytest.raises(RuntimeError, match=r"spin stuck: a callback did not return within 0.2 s"),
-              spinning_in_background(context, node, join_timeout_s=0.2)):
-            assert entered.wait(20)
-    finally:
-        release.set()
+        raise OSError("handled")  # reported from inside a caller's handler too (sys.exc_info() shows its error)
+    except OSError:
+        try:
+            with (pytest.raises(RuntimeError, match=r"spin stuck: a callback did not return within 0.2 s"),
+                  spinning_in_background(context, node, join_timeout_s=0.2)):
+                assert entered.wait(20)
+        finally:
+            release.set()
     for thread in threading.enumerate():
         if thread.name == "spin stuck":
             thread.join(20)  # the callback returned: the loop sees the stop
             assert not thread.is_alive()
     node.destroy_node()
     rclpy.shutdown(context=context)
+    assert thread_errors == []
+
+
+def test_a_callback_that_raises_ends_its_loop_and_is_raised_on_exit(thread_errors):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node, calls = Node("faulty", context=context), []
+
+    def fail() -> None:
+        calls.append(1)
+        raise ValueError("bad reading")
+
+    node.create_timer(0.01, fail)
+    with (pytest.raises(RuntimeError, match=r"^spin faulty: a callback raised ValueError: bad reading$") as raised,
+          spinning_in_background(context, node)):
+        for thread in threading.enumerate():
+            if thread.name == "spin faulty":
+                thread.join(20)  # the loop ended with the callback's error
+                assert not thread.is_alive()
+    assert isinstance(raised.value.__cause__, ValueError) and len(calls) == 1
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+    assert thread_errors == []
 
 
 def test_the_blocks_own_error_is_not_replaced(thread_errors):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,33 +51,33 @@ def bringup(policy_params: Path, sim_params: Path, logs: Path, ready_timeout: fl
 
     logs = Path(logs)
     logs.mkdir(parents=True, exist_ok=True)
-    processes = []
-    for (executable, name, _), params in ((SIM_NODE, sim_params), (POLICY_NODE, policy_params)):
-        log = open(logs / f"{executable}.log", "w")  # noqa: SIM115 (closed with its process)
-        command = [shutil.which(executable) or executable, "--ros-args", "-r", f"__node:={name}",
-                   *(["-r", f"__ns:=/{namespace.strip('/')}"] if namespace else []), "--params-file", str(params)]
-        processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
-    context, operator = rclpy.Context(), None
-    try:
+    with ExitStack() as stack:  # whatever fails, everything started so far is stopped, in reverse order
+        for (executable, name, _), params in ((SIM_NODE, sim_params), (POLICY_NODE, policy_params)):
+            log = stack.enter_context(open(logs / f"{executable}.log", "w"))
+            command = [shutil.which(executable) or executable, "--ros-args", "-r", f"__node:={name}",
+                       *(["-r", f"__ns:=/{namespace.strip('/')}"] if namespace else []),
+                       "--params-file", str(params)]
+            stack.callback(_stop, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        context = rclpy.Context()
         rclpy.init(context=context)
+        stack.callback(rclpy.try_shutdown, context=context)
         operator = SimOperator(context=context, namespace=namespace)
-        with spinning_in_background(context, operator):
-            try:
-                operator.wait_until_ready(ready_timeout)
-            except OperatorError as err:
-                tails = "\n".join(f"--- {p.name}:\n" + "".join(p.read_text().splitlines(True)[-15:])
-                                  for p in sorted(logs.glob("*.log")))
-                raise OperatorError(f"{err}\n{tails}") from None
-            yield operator
-    finally:
-        if operator is not None:
-            operator.destroy_node()
-        rclpy.try_shutdown(context=context)
-        for process, log in processes:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+        stack.callback(operator.destroy_node)
+        stack.enter_context(spinning_in_background(context, operator))
+        try:
+            operator.wait_until_ready(ready_timeout)
+        except OperatorError as err:
+            tails = "\n".join(f"--- {p.name}:\n" + "".join(p.read_text().splitlines(True)[-15:])
+                              for p in sorted(logs.glob("*.log")))
+            raise OperatorError(f"{err}\n{tails}") from None
+        yield operator
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM ``process`` (a node stops on it as on Ctrl-C), SIGKILL it after ``grace_s`` seconds."""
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -88,41 +88,57 @@ def spinning_in_background(context: rclpy.Context, *nodes: Node, period_s: float
     destruction was requested``. Here a loop of ``spin_once(timeout_sec=period_s)`` checks a stop flag, so no
     executor is shut down while its thread is in it.
 
+    An exception raised by a node's callback ends that node's loop (as it ends ``executor.spin()``) and is
+    raised again on exit, as :class:`RuntimeError` naming the thread, unless the ``with`` block is raising
+    already; a shutdown of ``context`` under the loops is a stop, not an error.
+
     :param period_s: longest wait of one ``spin_once`` (seconds): the stop takes at most this plus the
         callback in progress.
-    :param join_timeout_s: how long to wait for a thread whose callback does not return (seconds); such a
+    :param join_timeout_s: how long to wait for each thread whose callback does not return (seconds); such a
         thread is reported with :class:`RuntimeError` after the others are stopped (unless the ``with`` block
-        is raising already), and its executor is left alone rather than destroyed under it.
+        is raising), and its executor is left alone rather than shut down under it (the caller should then
+        not destroy its node either).
     """
     stop = threading.Event()
+    failures: dict[str, BaseException] = {}
 
-    def loop(executor: SingleThreadedExecutor) -> None:
+    def loop(executor: SingleThreadedExecutor, name: str) -> None:
         try:
             while not stop.is_set() and context.ok():
                 executor.spin_once(timeout_sec=period_s)
         except ExternalShutdownException:
             pass  # the context was shut down under the loop: the same stop
-        except Exception:
+        except Exception as err:
             if context.ok():  # else rclpy's "context is not valid" from a shutdown under the loop: a stop too
-                raise
+                failures[name] = err
 
-    spinners = []
-    for node in nodes:
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        thread = threading.Thread(target=loop, args=(executor,), name=f"spin {node.get_name()}", daemon=True)
-        thread.start()
-        spinners.append((executor, thread))
+    spinners: list[tuple[SingleThreadedExecutor, threading.Thread]] = []
+    raising = False
     try:
+        for node in nodes:
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            name = f"spin {node.get_name()}"
+            thread = threading.Thread(target=loop, args=(executor, name), name=name, daemon=True)
+            spinners.append((executor, thread))
+            thread.start()
         yield nodes
+    except BaseException:
+        raising = True
+        raise
     finally:
         stop.set()
         stuck = []
         for executor, thread in spinners:
-            thread.join(join_timeout_s)
+            if thread.ident is not None:  # started
+                thread.join(join_timeout_s)
             if thread.is_alive():
                 stuck.append(thread.name)
             else:
                 executor.shutdown()
-        if stuck and sys.exc_info()[0] is None:  # never hide the with block's own exception
-            raise RuntimeError(f"{', '.join(stuck)}: a callback did not return within {join_timeout_s:g} s")
+        if not raising:
+            if stuck:
+                raise RuntimeError(f"{', '.join(stuck)}: a callback did not return within {join_timeout_s:g} s")
+            if failures:
+                name, err = next(iter(failures.items()))
+                raise RuntimeError(f"{name}: a callback raised {type(err).__name__}: {err}") from err
