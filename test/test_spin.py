@@ -26,6 +26,23 @@ def thread_errors():
     threading.excepthook = previous
 
 
+@pytest.fixture()
+def make_node():
+    """``make_node(name)``: a node in a context of its own; all destroyed and the context shut down after."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    made: list[Node] = []
+
+    def make(name: str) -> Node:
+        made.append(Node(name, context=context))
+        return made[-1]
+
+    yield make
+    for node in made:
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
 def busy_pair(context) -> tuple[Node, Node, threading.Event, list[int]]:
     """A talker publishing every millisecond and a listener counting what arrives (both in ``context``)."""
     talker, listener = Node("talker", context=context), Node("listener", context=context)
@@ -40,6 +57,14 @@ def busy_pair(context) -> tuple[Node, Node, threading.Event, list[int]]:
 
     listener.create_subscription(String, "chatter", on_message, 10)
     return talker, listener, heard, count
+
+
+def join_spinner(name: str) -> None:
+    """Wait (bounded) until the spinning thread called ``name`` has ended."""
+    for thread in threading.enumerate():
+        if thread.name == name:
+            thread.join(20)
+            assert not thread.is_alive(), f"{name} still runs"
 
 
 def test_nodes_spin_until_the_block_ends_and_every_thread_is_joined_without_errors(thread_errors):
@@ -61,10 +86,9 @@ def test_nodes_spin_until_the_block_ends_and_every_thread_is_joined_without_erro
     assert thread_errors == []
 
 
-def test_a_callback_that_does_not_return_is_named_and_its_executor_left_alone(thread_errors):
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = Node("stuck", context=context)
+def test_a_callback_that_does_not_return_is_named_and_its_executor_left_alone(make_node, thread_errors):
+    node = make_node("stuck")
+    context = node.context
     release, entered = threading.Event(), threading.Event()
 
     def block() -> None:
@@ -81,19 +105,12 @@ def test_a_callback_that_does_not_return_is_named_and_its_executor_left_alone(th
                 assert entered.wait(20)
         finally:
             release.set()
-    for thread in threading.enumerate():
-        if thread.name == "spin stuck":
-            thread.join(20)  # the callback returned: the loop sees the stop
-            assert not thread.is_alive()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
+    join_spinner("spin stuck")  # the callback returned: the loop sees the stop
     assert thread_errors == []
 
 
-def test_a_callback_that_raises_ends_its_loop_and_is_raised_on_exit(thread_errors):
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node, calls = Node("faulty", context=context), []
+def test_a_callback_that_raises_ends_its_loop_and_is_raised_on_exit(make_node, thread_errors):
+    node, calls = make_node("faulty"), []
 
     def fail() -> None:
         calls.append(1)
@@ -101,23 +118,14 @@ def test_a_callback_that_raises_ends_its_loop_and_is_raised_on_exit(thread_error
 
     node.create_timer(0.01, fail)
     with (pytest.raises(RuntimeError, match=r"^spin faulty: a callback raised ValueError: bad reading$") as raised,
-          spinning_in_background(context, node)):
-        for thread in threading.enumerate():
-            if thread.name == "spin faulty":
-                thread.join(20)  # the loop ended with the callback's error
-                assert not thread.is_alive()
+          spinning_in_background(node.context, node)):
+        join_spinner("spin faulty")  # the loop ended with the callback's error
     assert isinstance(raised.value.__cause__, ValueError) and len(calls) == 1
-    node.destroy_node()
-    rclpy.shutdown(context=context)
     assert thread_errors == []
 
 
-def test_the_blocks_own_error_is_not_replaced(thread_errors):
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = Node("quiet", context=context)
-    with pytest.raises(KeyError, match="mine"), spinning_in_background(context, node):
+def test_the_blocks_own_error_is_not_replaced(make_node, thread_errors):
+    node = make_node("quiet")
+    with pytest.raises(KeyError, match="mine"), spinning_in_background(node.context, node):
         raise KeyError("mine")
-    node.destroy_node()
-    rclpy.shutdown(context=context)
     assert thread_errors == []
