@@ -1,7 +1,7 @@
 """The simulator's pretrained tiny base, built once per machine and kept in a cache that every clone shares.
 
 ``make demo`` and the closed-loop benchmark fine-tune the base that ``training/pretrain_base.py`` pretrains on
-the simulator's primitives (:mod:`kuavo_smolvla_ros.training.pretrain`: about 12 minutes on two idle cores).
+the simulator's primitives (:mod:`kuavo_smolvla_ros.training.pretrain`: 10-12 minutes on two idle cores).
 :func:`ensure_base` gives them that base in the folder they name: the base already there when its
 ``pretraining.json`` records the settings they ask for; else a copy of the machine's cached one built with the
 same settings by the same code; else it runs the command, then keeps a copy in the cache for the next clone.
