@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from kuavo_smolvla_ros.sim import scenes
 from kuavo_smolvla_ros.sim.score import main, wilson_interval
 
 
@@ -28,6 +29,15 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
         assert summary["episodes"] == 2 and 0 <= summary["ci95"][0] <= summary["success"] <= summary["ci95"][1]
         assert [e["seed"] for e in report["episodes"][task]] == [100_000, 100_001]
         assert f"  {task:<14} {summary['successes']:>3}/2  " in shown
+        # how far they got: per milestone of the scene, in order, never more episodes than the one before
+        names = [m["milestone"] for m in summary["milestones"]]
+        assert names == list(scenes.scene_for(task).milestones)
+        reached = [m["reached"] for m in summary["milestones"]]
+        assert all(2 >= r >= s for r, s in zip(reached, reached[1:])) and reached[-1] >= summary["successes"]
+        assert ("      reached: " + ", ".join(f"{n} {r}" for n, r in zip(names, reached))) in shown
+        for episode in report["episodes"][task]:
+            assert 0 <= episode["milestones_reached"] <= len(names)
+            assert all(e["kind"] in ("grasp", "release") and len(e["xy"]) == 2 for e in episode["events"])
     assert "model latency 2 tick(s) at 10 Hz" in shown
     assert (out / "sim_eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same episodes and noise again: the same outcome

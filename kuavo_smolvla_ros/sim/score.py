@@ -1,8 +1,9 @@
 """``kuavo-sim-eval CHECKPOINT``: score any checkpoint in the simulator, in simulated time, through the node's
 executor (:mod:`kuavo_smolvla_ros.sim.evaluate`).
 
-Prints success per task with a 95% Wilson interval, the model latency in control ticks it ran with and the
-held ticks; writes ``sim_eval.json`` (settings and every episode) and ``sim_eval.png`` (hand paths per task,
+Prints success per task with a 95% Wilson interval, the model latency in control ticks it ran with, the
+held ticks and how far the episodes got (per milestone of the task: the hands holding the object, each target
+reached); writes ``sim_eval.json`` (settings and every episode) and ``sim_eval.png`` (hand paths per task,
 success per task). The same object seeds and noise streams for every checkpoint, so two checkpoints are
 compared on the same episodes. Exit codes: 0 scored, 2 the checkpoint or an argument is refused (one line).
 """
@@ -35,25 +36,39 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
 
 def summarise(results: Mapping[str, Sequence]) -> dict[str, dict]:
     """Per task: episodes, successes, rate, its 95% interval, mean success time (s) of the solved ones, mean
-    held ticks per episode."""
+    held ticks per episode, and how far the episodes got: per milestone of the task's scene
+    (:attr:`~kuavo_smolvla_ros.sim.scenes.Scene.milestones`, in order) the episodes that reached it."""
+    from kuavo_smolvla_ros.sim.scenes import scene_for
+
     summary = {}
     for task, runs in results.items():
         solved = [r for r in runs if r.success]
         low, high = wilson_interval(len(solved), len(runs))
+        scene = scene_for(task)
+        progress = [scene.progress(r.events) for r in runs]
         summary[task] = {
             "episodes": len(runs), "successes": len(solved),
             "success": len(solved) / len(runs) if runs else float("nan"), "ci95": [low, high],
             "mean_success_time_s": (sum(r.success_time for r in solved) / len(solved)) if solved else None,
             "mean_held_ticks": (sum(r.held_ticks for r in runs) / len(runs)) if runs else None,
+            "milestones": [{"milestone": name, "reached": sum(p > i for p in progress)}
+                           for i, name in enumerate(scene.milestones)],
         }
     return summary
 
 
 def episode_record(result) -> dict:
-    """One episode as JSON: seed, object start, success, times, inferences, held ticks."""
+    """One episode as JSON: seed, object start, success, times, inferences, held ticks, milestones reached
+    (their number, in the order of the task's :attr:`~kuavo_smolvla_ros.sim.scenes.Scene.milestones`) and the
+    grasps and releases (kind, hand, table xy in m, time in s)."""
+    from kuavo_smolvla_ros.sim.scenes import scene_for
+
     return {"seed": result.seed, "object_start": list(result.object_start), "success": bool(result.success),
             "success_time": result.success_time, "duration": round(result.duration, 6),
-            "inferences": result.inferences, "held_ticks": result.held_ticks}
+            "inferences": result.inferences, "held_ticks": result.held_ticks,
+            "milestones_reached": scene_for(result.task).progress(result.events),
+            "events": [{"kind": e.kind, "arm": e.arm, "xy": [round(float(v), 4) for v in e.xy], "t": round(e.t, 4)}
+                       for e in result.events]}
 
 
 def write_report(output: Path, runtime, results: Mapping[str, Sequence], summary: Mapping[str, dict], *,
@@ -189,6 +204,7 @@ def score(args: argparse.Namespace, tasks: list) -> int:
         low, high = s["ci95"]
         print(f"  {task:<14} {s['successes']:>3}/{s['episodes']:<3} {100 * s['success']:5.1f}%  "
               f"(95% CI {100 * low:.0f}-{100 * high:.0f}%)  held ticks/episode {s['mean_held_ticks']:.1f}")
+        print("      reached: " + ", ".join(f"{m['milestone']} {m['reached']}" for m in s["milestones"]))
     print(f"wrote {output / 'sim_eval.json'} and {output / 'sim_eval.png'}")
     return 0
 
