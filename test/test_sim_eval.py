@@ -1,5 +1,6 @@
 """``kuavo-sim-eval``: any checkpoint scored in the simulator through the node's executor, with intervals."""
 
+import itertools
 import json
 
 import pytest
@@ -33,8 +34,8 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
         names = [m["milestone"] for m in summary["milestones"]]
         assert names == list(scenes.scene_for(task).milestones)
         reached = [m["reached"] for m in summary["milestones"]]
-        assert all(2 >= r >= s for r, s in zip(reached, reached[1:])) and reached[-1] >= summary["successes"]
-        assert ("      reached: " + ", ".join(f"{n} {r}" for n, r in zip(names, reached))) in shown
+        assert all(2 >= r >= s for r, s in itertools.pairwise(reached)) and reached[-1] >= summary["successes"]
+        assert ("      reached: " + ", ".join(f"{n} {r}" for n, r in zip(names, reached, strict=True))) in shown
         for episode in report["episodes"][task]:
             assert 0 <= episode["milestones_reached"] <= len(names)
             assert all(e["kind"] in ("grasp", "release") and len(e["xy"]) == 2 for e in episode["events"])
