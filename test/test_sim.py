@@ -15,10 +15,12 @@ from kuavo_smolvla_ros.sim import scenes
 from kuavo_smolvla_ros.sim.evaluate import EVAL_SEED_BASE, episode_noise_seed, evaluate, run_episode
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert, plan
 from kuavo_smolvla_ros.sim.kinematics import (
+    ARMS,
     GEOMETRY,
     KinematicArms,
     arm_pose,
     arm_slice,
+    gripper_index,
     home_state,
     reachable,
 )
@@ -141,6 +143,39 @@ def test_handover_success_needs_both_hands_in_order():
     assert not scene.success(right_only, held=False)
 
 
+def test_progress_counts_the_milestones_reached_in_order():
+    scene = scenes.SCENES["moving_grasp"]
+    a, b = scene.targets
+    assert scene.milestones == ("left hand holds it", "put down at target 1 of 2", "put down at target 2 of 2")
+    grasp = ("grasp", "left", (0, 0.55))
+    assert scene.progress([]) == 0
+    assert scene.progress(_events(grasp)) == 1
+    assert scene.progress(_events(grasp, ("release", "left", (a[0], a[1] + 0.06)))) == 1  # 6 cm off: not there
+    assert scene.progress(_events(grasp, ("release", "left", a))) == 2
+    full = _events(grasp, ("release", "left", a), ("grasp", "left", a), ("release", "left", b))
+    assert scene.progress(full) == 3 and scene.success(full, held=False)
+    # the second target first does not count before the first
+    assert scene.progress(_events(grasp, ("release", "left", b))) == 1
+    # the wrong hand holds nothing of the plan, whatever it puts where
+    assert scene.progress([Event(e.kind, "right", e.xy, e.t) for e in full]) == 0
+
+
+def test_progress_of_a_handover_needs_the_hands_in_order_before_any_target():
+    scene = scenes.SCENES["placement"]
+    (y,) = scene.targets
+    assert scene.milestones == ("left hand holds it", "right hand holds it", "put down at target 1 of 1")
+    left = ("grasp", "left", (0, 0.55))
+    assert scene.progress(_events(left, ("release", "left", y))) == 1  # left put it at the target itself
+    assert scene.progress(_events(left, ("grasp", "right", scene.handover))) == 2
+    assert scene.progress(_events(left, ("grasp", "right", scene.handover), ("release", "right", y))) == 3
+    assert scene.progress(_events(("grasp", "right", (0, 0.55)), ("release", "right", y))) == 0
+
+
+def test_every_scene_has_a_milestone_per_holder_and_target():
+    for scene in scenes.SCENES.values():
+        assert len(scene.milestones) == len(scene.holders) + len(scene.targets)
+
+
 def test_every_scene_is_a_task_of_the_task_list_and_targets_differ():
     assert sorted(scenes.SCENES) == sorted(t.name for t in TASKS)
     finals = [scene.targets[-1] for scene in scenes.SCENES.values()]
@@ -177,6 +212,47 @@ def test_the_expert_stays_within_the_nodes_safety_limits():
         assert np.all(np.abs(commands[-1] - previous) <= per_tick + 1e-9)
         previous = commands[-1]
     assert world.success
+
+
+@pytest.mark.parametrize("task", [t.name for t in TASKS])
+def test_the_expert_never_opens_and_closes_a_gripper_in_the_same_place(task):
+    """What a memoryless policy needs of its demonstrations: one command for one observation. Were the hand to
+    close again where it opened (a second target), the same moment (hand there, gripper half closed) would be
+    shown opening and closing: the expert backs off first (REGRASP_BACKOFF_M), so every place where a gripper
+    opens is that far from every place where it closes."""
+    for seed in range(3):
+        world = SimWorld()
+        world.reset(task, seed)
+        expert = ScriptedExpert(world)
+        previous = world.state
+        places = {"open": [], "close": []}
+        while not world.done:
+            command = expert.act()
+            for arm in ARMS:
+                change = command[gripper_index(arm)] - previous[gripper_index(arm)]
+                if change:
+                    places["open" if change < 0 else "close"].append((arm, world.hand(arm).copy()))
+            previous = command
+            world.arms.set_command(command)
+            world.step(expert.dt)
+        assert world.success, (task, seed)
+        assert places["open"] and places["close"]
+        nearest = min(np.linalg.norm(p - q) for arm, p in places["open"] for other, q in places["close"]
+                      if arm == other)
+        assert nearest >= 0.02, (task, seed, nearest)  # (a move ends within ~1 cm)
+
+
+@pytest.mark.parametrize("first", [0, EVAL_SEED_BASE])
+def test_consecutive_seeds_put_the_object_in_every_slot_equally_often(first):
+    """Recorded demonstrations (seeds 0, 1, ...) and evaluation episodes (100000, ...) cover the conveyor
+    evenly; the position within a slot is still drawn (continuous, never the same twice)."""
+    world = SimWorld()
+    starts = np.array([world.reset("moving_grasp", seed).object_start for seed in range(first, first + 20)])
+    nearest = np.argmin(np.abs(starts[:, :1] - np.array(scenes.CONVEYOR_SLOTS)[None]), axis=1)
+    assert sorted(np.bincount(nearest, minlength=3)) == [6, 7, 7]
+    offsets = starts[:, 0] - np.array(scenes.CONVEYOR_SLOTS)[nearest]
+    assert np.all(np.abs(offsets) <= scenes.SLOT_JITTER) and len(set(np.round(offsets, 6))) == 20
+    assert np.all(starts[:, 1] == scenes.CONVEYOR_Y)
 
 
 def test_the_plan_starts_at_the_object():

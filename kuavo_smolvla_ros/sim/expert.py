@@ -16,6 +16,14 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.sim.kinematics import HOME, arm_pose, arm_slice, gripper_index
 from kuavo_smolvla_ros.sim.world import SimWorld
 
+#: How far (m, towards the robot) the hand backs off from an object it has just put down before grasping it
+#: again (moving grasp, weighing), as a teleoperator lifts the hand away and takes hold anew. Grasping again
+#: where it opened would make two moments look the same to a policy that sees only the present (hand at the
+#: target, gripper half closed: opening on arrival, or closing to take it again) with opposite commands, and
+#: a chunked policy then opens and closes there until the episode runs out. Within the world's grasp radius
+#: (0.05 m) with room for a policy's error.
+REGRASP_BACKOFF_M = 0.03
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -38,8 +46,9 @@ def plan(world: SimWorld) -> list[Phase]:
     for via in scene.via:
         phases.append(Phase("move", holder, via))
     for index, target in enumerate(scene.targets):
-        if index:  # grasp again where it was put down
-            phases.append(Phase("close", holder))
+        if index:  # grasp again where it was put down, from a hand backed off towards the robot
+            previous = scene.targets[index - 1]
+            phases += [Phase("move", holder, (previous[0], previous[1] - REGRASP_BACKOFF_M)), Phase("close", holder)]
         phases += [Phase("move", holder, target), Phase("open", holder)]
     return phases
 

@@ -60,7 +60,8 @@ class SimWorld:
     # ------------------------------------------------------------------------------- episodes
     def reset(self, task: Task | str, seed: int, scene: Scene | None = None,
               object_start: np.ndarray | None = None) -> EpisodeInfo:
-        """Home pose, grippers open, a new object position drawn from ``seed``, the task's scene. ``scene``
+        """Home pose, grippers open, the task's scene, the object on the conveyor: in slot
+        :func:`~kuavo_smolvla_ros.sim.scenes.conveyor_slot` of ``seed``, its jitter drawn from ``seed``. ``scene``
         and ``object_start`` (table xy, m) replace the task list's scene and the conveyor draw (the pretraining
         primitives of :mod:`kuavo_smolvla_ros.sim.primitives`)."""
         if not isinstance(task, Task):
@@ -68,7 +69,7 @@ class SimWorld:
         rng = np.random.default_rng(seed)
         self.arms.reset()
         self.time = 0.0
-        self.object = (scenes.object_start(rng) if object_start is None
+        self.object = (scenes.object_start(rng, scenes.conveyor_slot(seed)) if object_start is None
                        else np.asarray(object_start, dtype=np.float64).copy())
         self.holders = []
         self._closed = {arm: False for arm in ARMS}
