@@ -26,7 +26,7 @@ from kuavo_smolvla_ros.tasks import default_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = (64, 64)
-EPISODES = 4
+EPISODES = 6
 TASKS = [default_catalog().get("1"), default_catalog().get("2")]
 
 
