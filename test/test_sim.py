@@ -169,6 +169,23 @@ def test_progress_of_a_handover_needs_the_hands_in_order_before_any_target():
     assert scene.progress(_events(left, ("grasp", "right", scene.handover))) == 2
     assert scene.progress(_events(left, ("grasp", "right", scene.handover), ("release", "right", y))) == 3
     assert scene.progress(_events(("grasp", "right", (0, 0.55)), ("release", "right", y))) == 0
+    # put down at the target by the left hand, before the right took it: the target does not count
+    assert scene.progress(_events(left, ("release", "left", y), ("grasp", "right", y))) == 2
+    # a third hand (the left again) ends the plan: its release at the target does not count
+    assert scene.progress(_events(left, ("grasp", "right", scene.handover), ("grasp", "left", scene.handover),
+                                  ("release", "left", y))) == 2
+
+
+def test_progress_ends_at_a_hand_outside_the_plan():
+    scene = scenes.SCENES["moving_grasp"]
+    a, b = scene.targets
+    events = _events(("grasp", "left", (0, 0.55)), ("release", "left", a), ("grasp", "right", a),
+                     ("release", "right", b))
+    assert scene.progress(events) == 2 and not scene.success(events, held=False)
+    # all milestones, and still not solved: taken again and put down elsewhere
+    away = _events(("grasp", "left", (0, 0.55)), ("release", "left", a), ("grasp", "left", a),
+                   ("release", "left", b), ("grasp", "left", b), ("release", "left", (0.0, 0.0)))
+    assert scene.progress(away) == 3 and not scene.success(away, held=False)
 
 
 def test_every_scene_has_a_milestone_per_holder_and_target():
@@ -218,20 +235,26 @@ def test_the_expert_stays_within_the_nodes_safety_limits():
 def test_the_expert_never_opens_and_closes_a_gripper_in_the_same_place(task):
     """What a memoryless policy needs of its demonstrations: one command for one observation. Were the hand to
     close again where it opened (a second target), the same moment (hand there, gripper half closed) would be
-    shown opening and closing: the expert backs off first (REGRASP_BACKOFF_M), so every place where a gripper
-    opens is that far from every place where it closes."""
+    shown opening and closing; were it to carry the object back over that place, holding it there would be
+    shown as "open" and as "carry on". The expert moves its open hand on towards the next target first
+    (REGRASP_BACKOFF_M): every place where a gripper opens is that far from every place where it closes, and
+    once it has opened somewhere its hand never holds the object near there again."""
     for seed in range(3):
         world = SimWorld()
         world.reset(task, seed)
         expert = ScriptedExpert(world)
         previous = world.state
         places = {"open": [], "close": []}
+        held_after_opening = []  # (distance to the nearest place this hand opened at before)
         while not world.done:
             command = expert.act()
             for arm in ARMS:
                 change = command[gripper_index(arm)] - previous[gripper_index(arm)]
                 if change:
                     places["open" if change < 0 else "close"].append((arm, world.hand(arm).copy()))
+                opened = [p for a, p in places["open"] if a == arm]
+                if opened and not change and command[gripper_index(arm)] >= 0.9 and arm in world.holders:
+                    held_after_opening.append(min(np.linalg.norm(world.hand(arm) - p) for p in opened))
             previous = command
             world.arms.set_command(command)
             world.step(expert.dt)
@@ -240,6 +263,8 @@ def test_the_expert_never_opens_and_closes_a_gripper_in_the_same_place(task):
         nearest = min(np.linalg.norm(p - q) for arm, p in places["open"] for other, q in places["close"]
                       if arm == other)
         assert nearest >= 0.02, (task, seed, nearest)  # (a move ends within ~1 cm)
+        if len(scenes.SCENES[task].targets) > 1:
+            assert held_after_opening and min(held_after_opening) >= 0.02, (task, seed, min(held_after_opening))
 
 
 @pytest.mark.parametrize("first", [0, EVAL_SEED_BASE])

@@ -53,7 +53,7 @@ class Scene:
         """Whether ``events`` (all grasps and releases so far) complete the task and the object is free."""
         if held or not events or events[-1].kind != "release":
             return False
-        if tuple(_holders(events)) != self.holders:
+        if tuple(arm for arm, _ in _holders(events)) != self.holders:
             return False
         releases = [np.asarray(e.xy) for e in events if e.kind == "release"]
         if np.linalg.norm(releases[-1] - self.targets[-1]) > PLACE_TOLERANCE:
@@ -62,33 +62,38 @@ class Scene:
 
     @property
     def milestones(self) -> tuple[str, ...]:
-        """The plan's checkpoints in order, for reports of how far an episode got: each hand of
-        :attr:`holders` holding the object, then the object put down at each target (within
-        :data:`PLACE_TOLERANCE`)."""
+        """The grasps and releases the task needs, in order, for reports of how far an episode got: each hand
+        of :attr:`holders` holding the object, then the object put down at each target (within
+        :data:`PLACE_TOLERANCE`). Passing the :attr:`via` points is not one (no event marks it, and
+        :meth:`success` does not ask for it either)."""
         return (tuple(f"{arm} hand holds it" for arm in self.holders)
                 + tuple(f"put down at target {i + 1} of {len(self.targets)}" for i in range(len(self.targets))))
 
     def progress(self, events: Sequence[Event]) -> int:
-        """How many of :attr:`milestones` ``events`` reach, in order: the hands that held the object match
-        :attr:`holders` up to the first wrong or missing one; the targets count (in order, among the releases)
-        only once every holder has held it. All of them is not yet :meth:`success`, which also wants the last
-        release at the last target and the object free."""
+        """How many of :attr:`milestones` ``events`` reach, in order. The hands count while they follow
+        :attr:`holders`; the targets count (in order) among the releases after the last of those hands took
+        the object and before any hand outside the plan takes it. Every successful episode reaches all of them;
+        one that reaches all of them can still fail if the object does not end at the last target (taken
+        again and put down elsewhere)."""
         holders = _holders(events)
         held = 0
-        while held < min(len(holders), len(self.holders)) and holders[held] == self.holders[held]:
+        while held < min(len(holders), len(self.holders)) and holders[held][0] == self.holders[held]:
             held += 1
         if held < len(self.holders):
             return held
-        releases = [np.asarray(e.xy) for e in events if e.kind == "release"]
+        start = holders[held - 1][1]
+        end = holders[held][1] if len(holders) > held else len(events)  # a hand outside the plan ends it
+        releases = [np.asarray(e.xy) for e in events[start:end] if e.kind == "release"]
         return held + _targets_found(releases, self.targets)
 
 
-def _holders(events: Sequence[Event]) -> list[str]:
-    """The hands that grasped the object, in order, a hand grasping again after itself counted once."""
-    holders: list[str] = []
-    for event in events:
-        if event.kind == "grasp" and (not holders or holders[-1] != event.arm):
-            holders.append(event.arm)
+def _holders(events: Sequence[Event]) -> list[tuple[str, int]]:
+    """The hands that grasped the object, in order, each with the index in ``events`` of its grasp (a hand
+    grasping again after itself counted once, at its first grasp)."""
+    holders: list[tuple[str, int]] = []
+    for index, event in enumerate(events):
+        if event.kind == "grasp" and (not holders or holders[-1][0] != event.arm):
+            holders.append((event.arm, index))
     return holders
 
 
