@@ -16,13 +16,28 @@ from kuavo_smolvla_ros import robot
 from kuavo_smolvla_ros.sim.kinematics import HOME, arm_pose, arm_slice, gripper_index
 from kuavo_smolvla_ros.sim.world import SimWorld
 
-#: How far (m, towards the robot) the hand backs off from an object it has just put down before grasping it
-#: again (moving grasp, weighing), as a teleoperator lifts the hand away and takes hold anew. Grasping again
-#: where it opened would make two moments look the same to a policy that sees only the present (hand at the
-#: target, gripper half closed: opening on arrival, or closing to take it again) with opposite commands, and
-#: a chunked policy then opens and closes there until the episode runs out. Within the world's grasp radius
-#: (0.05 m) with room for a policy's error.
+#: How far (m) the open hand moves sideways from an object it has just put down before grasping it again
+#: (moving grasp, weighing), as a teleoperator lets go and takes hold anew. Grasping again where it opened
+#: would make two moments look the same to a policy that sees only the present (hand at the target, gripper
+#: half closed: opening on arrival, or closing to take it again) with opposite commands, and a chunked policy
+#: then opens and closes there until the episode runs out. Within the world's grasp radius (0.05 m) with room
+#: for a policy's error.
 REGRASP_BACKOFF_M = 0.03
+
+
+def regrasp_point(put_down: tuple[float, float], next_target: tuple[float, float]) -> tuple[float, float]:
+    """Where the open hand grasps an object again that it put down at ``put_down`` before carrying it to
+    ``next_target`` (table xy, m): :data:`REGRASP_BACKOFF_M` to the side of the line between them, away from
+    the middle of the table (x = 0, where the other hand works). Neither back along the way it came (a move
+    ends up to ~1 cm short, which would eat the distance) nor on towards the next target (the carry would pass
+    the place where it opened, showing "open" and "carry on" for the same picture)."""
+    start, end = np.asarray(put_down, dtype=np.float64), np.asarray(next_target, dtype=np.float64)
+    along = (end - start) / np.linalg.norm(end - start)
+    side = np.array([along[1], -along[0]])
+    if side[0] * start[0] < 0:  # point away from the middle
+        side = -side
+    point = start + REGRASP_BACKOFF_M * side
+    return float(point[0]), float(point[1])
 
 
 @dataclass(frozen=True)
@@ -46,9 +61,8 @@ def plan(world: SimWorld) -> list[Phase]:
     for via in scene.via:
         phases.append(Phase("move", holder, via))
     for index, target in enumerate(scene.targets):
-        if index:  # grasp again where it was put down, from a hand backed off towards the robot
-            previous = scene.targets[index - 1]
-            phases += [Phase("move", holder, (previous[0], previous[1] - REGRASP_BACKOFF_M)), Phase("close", holder)]
+        if index:  # grasp again where it was put down, from beside it (see REGRASP_BACKOFF_M)
+            phases += [Phase("move", holder, regrasp_point(scene.targets[index - 1], target)), Phase("close", holder)]
         phases += [Phase("move", holder, target), Phase("open", holder)]
     return phases
 
