@@ -59,10 +59,16 @@ PRETRAIN_CONFIG = ROOT / "training" / "configs" / "pretrain_tiny_base.yaml"
 
 def prepare_data(demos: int) -> Path:
     from kuavo_smolvla_ros.data.convert import convert
-    from kuavo_smolvla_ros.sim.record import RecordingConfig, record
+    from kuavo_smolvla_ros.sim.record import RecordingConfig, StaleDemonstrations, record
 
     bags, datasets = HERE / "bags", HERE / "datasets"
-    record(bags, list(default_catalog()), demos, "ros1", config=RecordingConfig(image_size=IMAGE))
+    try:
+        record(bags, list(default_catalog()), demos, "ros1", config=RecordingConfig(image_size=IMAGE))
+    except StaleDemonstrations:  # another version of the expert: its bags and datasets (and runs) go
+        for folder in (bags, datasets, *HERE.glob("train_*")):
+            shutil.rmtree(folder, ignore_errors=True)
+        print(">> the cached bags came from another demonstrator: recorded anew, runs trained anew", flush=True)
+        record(bags, list(default_catalog()), demos, "ros1", config=RecordingConfig(image_size=IMAGE))
     for task in default_catalog():
         target = datasets / task.stage_dir
         convert([bags / task.stage_dir], target, task.name, resume=target.exists(), storage="png", workers=2,

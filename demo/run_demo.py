@@ -57,11 +57,24 @@ def done(start: float, text: str = "") -> None:
 
 # ------------------------------------------------------------------------------------------ steps
 def record_bags(out: Path, episodes: int) -> Path:
-    from kuavo_smolvla_ros.sim.record import RecordingConfig, record
+    """The expert's bags in ``out/bags``; bags of another demonstrator (an earlier version of the simulated
+    expert, other settings) are moved aside with the datasets made from them, then recorded anew."""
+    from kuavo_smolvla_ros.sim.record import RecordingConfig, StaleDemonstrations, record
 
     bags = out / "bags"
-    written = record(bags, list(default_catalog()), episodes, "ros1", config=RecordingConfig(image_size=IMAGE),
-                     progress=sys.stderr.isatty())  # our bar on a terminal only
+    record_all = lambda: record(bags, list(default_catalog()), episodes, "ros1",  # noqa: E731
+                                config=RecordingConfig(image_size=IMAGE),
+                                progress=sys.stderr.isatty())  # our bar on a terminal only
+    try:
+        written = record_all()
+    except StaleDemonstrations:
+        suffix = time.strftime("%Y%m%d-%H%M%S")
+        for name in ("bags", "datasets"):
+            if (out / name).exists():
+                (out / name).rename(out / f"{name}_before_{suffix}")
+        print(f"    {bags} held another demonstrator's bags; moved aside with the datasets "
+              f"(*_before_{suffix}), recording anew", flush=True)
+        written = record_all()
     print(f"    {len(written)} new bag(s), {episodes} per task, in {bags}")
     return bags
 
@@ -113,7 +126,8 @@ def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:
     output_root = out / "train"
     # a train/ of another recipe or other settings is moved aside (training would refuse to resume it)
     stamp = {"recipe": "demo_tiny", "pretrained_path": str(base), "overrides": list(overrides),
-             "base": json.loads((base / "pretraining.json").read_text()).get("settings")}
+             "base": json.loads((base / "pretraining.json").read_text()).get("settings"),
+             "demonstrations": _demonstrations_stamp(out / "bags")}
     stamp_file = output_root / "demo_recipe.json"
     if output_root.exists() and (not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp):
         aside = out / f"train_before_{time.strftime('%Y%m%d-%H%M%S')}"
@@ -127,6 +141,14 @@ def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:
     print("    " + " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True)
     return final
+
+
+def _demonstrations_stamp(bags: Path) -> dict:
+    """Which demonstrator recorded the bags the datasets come from (``bags/demonstrations.json``)."""
+    from kuavo_smolvla_ros.sim.record import STAMP_FILE
+
+    stamp = bags / STAMP_FILE
+    return json.loads(stamp.read_text()) if stamp.is_file() else {}
 
 
 def evaluate_offline(checkpoint: Path, episodes: int) -> dict:

@@ -140,6 +140,31 @@ def test_sim_record_refuses_bad_arguments_in_one_line_and_writes_nothing(tmp_pat
         assert capsys.readouterr().err == f"error: {tmp_path / 'file'} is a file, not a folder\n"
 
 
+def test_sim_record_refuses_to_add_to_another_demonstrators_bags(tmp_path, capsys):
+    """Bags of another demonstrator (other settings here; another version of the simulated expert alike) are
+    never mixed with new ones: refused in one line, nothing written, the old bags kept; the same settings
+    again add nothing and succeed."""
+    from kuavo_smolvla_ros.sim.record import STAMP_FILE, main
+
+    output = tmp_path / "bags"
+    folder = output / "task1_moving_grasp"
+    assert main([str(output), "--tasks", "1", "--episodes", "1", "--image-size", "32", "32", "--quiet"]) == 0
+    first = sorted(folder.iterdir())
+    assert [p.name for p in first] == ["episode_00000.bag"] and (output / STAMP_FILE).is_file()
+    capsys.readouterr()
+    assert main([str(output), "--tasks", "1", "--episodes", "2", "--quiet"]) == 2  # 64 x 64 now
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {folder} hold(s) bags recorded by another version"), err
+    assert sorted(folder.iterdir()) == first
+    assert main([str(output), "--tasks", "1", "--episodes", "1", "--image-size", "32", "32", "--quiet"]) == 0
+    assert "wrote 0 bag(s)" in capsys.readouterr().out
+    (output / STAMP_FILE).unlink()  # bags of unknown origin (recorded before the stamp existed)
+    assert main([str(output), "--tasks", "1", "--episodes", "1", "--image-size", "32", "32", "--quiet"]) == 2
+    assert sorted(folder.iterdir()) == first
+    # another task's folder is not this one's business
+    assert main([str(output), "--tasks", "2", "--episodes", "1", "--quiet"]) == 0
+
+
 def test_ctrl_c_in_sim_record_keeps_the_bags_written_and_says_so(tmp_path):
     output = tmp_path / "bags"
     folder = output / "task1_moving_grasp"

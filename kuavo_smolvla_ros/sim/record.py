@@ -107,11 +107,61 @@ def episode_path(output: Path, task: Task, seed: int, storage: str) -> Path:
     return output / task.stage_dir / f"episode_{seed:05d}{FORMATS[storage]}"
 
 
+#: The modules whose code decides what a recorded demonstration holds: the expert's plan, the scenes and the
+#: object's place per seed, the world, the arms, the cameras, this recorder.
+DEMONSTRATOR_MODULES = ("expert", "scenes", "world", "kinematics", "render", "record")
+#: Beside the task folders of a recording: per task folder, the fingerprint of the demonstrator that wrote it.
+STAMP_FILE = "demonstrations.json"
+
+
+class StaleDemonstrations(Exception):
+    """The output folder holds bags that another demonstrator (other code or settings) recorded: adding to
+    them would mix two demonstrators in one dataset, and keeping them would train on the old one."""
+
+
+def demonstrator_fingerprint(storage: str, config: RecordingConfig, profile: RobotProfile) -> str:
+    """sha256 (hex, 16 digits) of :data:`DEMONSTRATOR_MODULES`' code, the recording settings, the format and
+    the robot profile's name: two recordings with the same fingerprint hold the same bag for the same seed."""
+    import dataclasses
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for name in DEMONSTRATOR_MODULES:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes() + b"\0")
+    settings = {"config": dataclasses.asdict(config), "storage": storage, "profile": profile.name}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def stale_task_folders(output: str | Path, tasks: Sequence[Task], fingerprint: str) -> list[Path]:
+    """The task folders under ``output`` that hold bags (``episode_*``) not recorded with ``fingerprint``
+    (another demonstrator, or one from before fingerprints were kept)."""
+    import json
+
+    output = Path(output)
+    stamp = output / STAMP_FILE
+    recorded = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    return [output / task.stage_dir for task in tasks
+            if any((output / task.stage_dir).glob("episode_*")) and recorded.get(task.stage_dir) != fingerprint]
+
+
+def _stamp(output: Path, tasks: Sequence[Task], fingerprint: str) -> None:
+    import json
+
+    from kuavo_smolvla_ros.atomic import write_json
+
+    stamp = output / STAMP_FILE
+    recorded = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    write_json(stamp, recorded | {task.stage_dir: fingerprint for task in tasks})
+
+
 def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: str = "ros1", first_seed: int = 0,
            config: RecordingConfig | None = None, progress: bool = True,
            profile: RobotProfile | str | None = None) -> list[dict]:
     """Record ``episodes`` bags per task (seeds ``first_seed``...) with ``profile``'s streams; existing bags are
-    kept (skipped)."""
+    kept (skipped). Raises :class:`StaleDemonstrations` (nothing written) if a task folder holds bags of another
+    demonstrator (:func:`demonstrator_fingerprint`, kept in ``output/demonstrations.json``)."""
     from tqdm import tqdm
 
     if storage not in FORMATS:
@@ -122,6 +172,16 @@ def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: st
         raise ValueError(f"robot profile {profile.name} has camera(s) {unknown} the simulator does not render "
                          f"(it renders {sorted(CAMERA_VIEWS)})")
     output = Path(output)
+    config = config or RecordingConfig()
+    fingerprint = demonstrator_fingerprint(storage, config, profile)
+    stale = stale_task_folders(output, tasks, fingerprint)
+    if stale:
+        raise StaleDemonstrations(
+            f"{', '.join(str(p) for p in stale)} hold(s) bags recorded by another version of the simulated expert "
+            "or with other settings: record into a new folder, or remove them (they would mix two demonstrators "
+            "in one dataset)")
+    output.mkdir(parents=True, exist_ok=True)
+    _stamp(output, tasks, fingerprint)
     jobs = ((task, first_seed + i) for task in tasks for i in range(episodes))  # (lazily: any count)
     written = []
     for task, seed in tqdm(jobs, desc="recording", unit="bag", total=len(tasks) * episodes, disable=not progress):
@@ -152,7 +212,7 @@ def parse_tasks(text: str) -> list[Task]:
 RECORD_EXIT_CODES = """exit status:
   0  every bag written (bags already in OUTPUT are kept, not written again)
   2  refused, one "error:" line, nothing written: bad arguments, unknown task, robot profile refused, OUTPUT
-     is a file
+     is a file, or OUTPUT holds bags of another demonstrator (other code or settings)
   130  interrupted (Ctrl-C): one "interrupted:" line; the bags written so far are kept (never a half-written
      one), the same command again records the rest
 """
@@ -227,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                          not args.quiet and sys.stderr.isatty(), profile)
     except ValueError as err:
         print(f"error: --robot: {err}", file=sys.stderr)
+        return 2
+    except StaleDemonstrations as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         done = {p for task in tasks for p in (args.output / task.stage_dir).glob("episode_*")} - before
