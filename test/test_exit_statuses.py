@@ -165,6 +165,36 @@ def test_sim_record_refuses_to_add_to_another_demonstrators_bags(tmp_path, capsy
     assert main([str(output), "--tasks", "2", "--episodes", "1", "--quiet"]) == 0
 
 
+@pytest.mark.parametrize("damage", ["cut", "empty", "list", "number", "folder"])
+def test_sim_record_refuses_an_unreadable_stamp_in_one_line_and_keeps_the_bags(tmp_path, capsys, damage):
+    """demonstrations.json says which demonstrator wrote the bags: damaged, nothing is assumed (found by a
+    helper: a JSON list gave a traceback, a cut file blamed --robot, a folder a traceback)."""
+    import shutil
+
+    from kuavo_smolvla_ros.sim.record import STAMP_FILE, main
+
+    output = tmp_path / "bags"
+    assert main([str(output), "--tasks", "1", "--episodes", "1", "--image-size", "32", "32", "--quiet"]) == 0
+    bags = sorted((output / "task1_moving_grasp").iterdir())
+    stamp = output / STAMP_FILE
+    good = stamp.read_text()
+    if damage == "folder":
+        stamp.unlink()
+        stamp.mkdir()
+    else:
+        damaged = {"cut": good[:20], "empty": "", "list": "[1, 2]", "number": '{"task1_moving_grasp": 5}'}
+        stamp.write_text(damaged[damage])
+    capsys.readouterr()
+    for tasks in ("1", "3"):  # the damaged stamp's own task, and another one
+        assert main([str(output), "--tasks", tasks, "--episodes", "1", "--image-size", "32", "32", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {stamp} is "), err
+        assert "Traceback" not in err[0] and "--robot" not in err[0]
+    assert sorted((output / "task1_moving_grasp").iterdir()) == bags and not (output / "task3_placement").exists()
+    if damage == "folder":
+        shutil.rmtree(stamp)
+
+
 def test_ctrl_c_in_sim_record_keeps_the_bags_written_and_says_so(tmp_path):
     output = tmp_path / "bags"
     folder = output / "task1_moving_grasp"

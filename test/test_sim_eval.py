@@ -35,7 +35,7 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
         assert names == list(scenes.scene_for(task).milestones)
         reached = [m["reached"] for m in summary["milestones"]]
         assert all(2 >= r >= s for r, s in itertools.pairwise(reached)) and reached[-1] >= summary["successes"]
-        assert ("      reached: " + ", ".join(f"{n} {r}/2" for n, r in zip(names, reached, strict=True))) in shown
+        assert ("      reached: " + "; ".join(f"{n}: {r}/2" for n, r in zip(names, reached, strict=True))) in shown
         for episode in report["episodes"][task]:
             assert 0 <= episode["milestones_reached"] <= len(names)
             assert all(e["kind"] in ("grasp", "release") and len(e["xy"]) == 2 for e in episode["events"])

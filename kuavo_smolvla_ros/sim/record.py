@@ -134,26 +134,44 @@ def demonstrator_fingerprint(storage: str, config: RecordingConfig, profile: Rob
     return digest.hexdigest()[:16]
 
 
-def stale_task_folders(output: str | Path, tasks: Sequence[Task], fingerprint: str) -> list[Path]:
-    """The task folders under ``output`` that hold bags (``episode_*``) not recorded with ``fingerprint``
-    (another demonstrator, or one from before fingerprints were kept)."""
+def recorded_fingerprints(output: str | Path) -> dict[str, str]:
+    """``output/demonstrations.json``: task folder -> fingerprint of the demonstrator that wrote its bags (empty
+    if there is none yet). Raises :class:`StaleDemonstrations` if it is there but unreadable (not a file, not
+    JSON, not an object of strings): which demonstrator wrote the bags is then unknown."""
     import json
 
+    stamp = Path(output) / STAMP_FILE
+    if not stamp.exists():
+        return {}
+    try:
+        recorded = json.loads(stamp.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise StaleDemonstrations(f"{stamp} is unreadable ({reason}): it says which demonstrator recorded the bags "
+                                  "beside it; restore it, or record into a new folder") from None
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+        raise StaleDemonstrations(f"{stamp} is not an object of fingerprints: it says which demonstrator recorded "
+                                  "the bags beside it; restore it, or record into a new folder")
+    return recorded
+
+
+def stale_task_folders(output: str | Path, tasks: Sequence[Task], fingerprint: str) -> list[Path]:
+    """The task folders under ``output`` that hold bags (``episode_*``) not recorded with ``fingerprint``
+    (another demonstrator, or one from before fingerprints were kept). Raises :class:`StaleDemonstrations` as
+    :func:`recorded_fingerprints`."""
     output = Path(output)
-    stamp = output / STAMP_FILE
-    recorded = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    recorded = recorded_fingerprints(output)
     return [output / task.stage_dir for task in tasks
             if any((output / task.stage_dir).glob("episode_*")) and recorded.get(task.stage_dir) != fingerprint]
 
 
 def _stamp(output: Path, tasks: Sequence[Task], fingerprint: str) -> None:
-    import json
-
     from kuavo_smolvla_ros.atomic import write_json
 
-    stamp = output / STAMP_FILE
-    recorded = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    write_json(stamp, recorded | {task.stage_dir: fingerprint for task in tasks})
+    recorded = recorded_fingerprints(output)
+    updated = recorded | {task.stage_dir: fingerprint for task in tasks}
+    if updated != recorded:  # (a run that adds nothing writes nothing)
+        write_json(output / STAMP_FILE, updated)
 
 
 def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: str = "ros1", first_seed: int = 0,
@@ -212,7 +230,8 @@ def parse_tasks(text: str) -> list[Task]:
 RECORD_EXIT_CODES = """exit status:
   0  every bag written (bags already in OUTPUT are kept, not written again)
   2  refused, one "error:" line, nothing written: bad arguments, unknown task, robot profile refused, OUTPUT
-     is a file, or OUTPUT holds bags of another demonstrator (other code or settings)
+     is a file, or OUTPUT holds bags of another demonstrator (other code or settings) or an unreadable
+     demonstrations.json; or OUTPUT cannot be written (bags written before that are kept)
   130  interrupted (Ctrl-C): one "interrupted:" line; the bags written so far are kept (never a half-written
      one), the same command again records the rest
 """
@@ -290,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StaleDemonstrations as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an unwritable folder, a full disk: the bags written so far are kept
+        print(f"error: {err.filename or args.output}: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         done = {p for task in tasks for p in (args.output / task.stage_dir).glob("episode_*")} - before

@@ -204,7 +204,7 @@ def score(args: argparse.Namespace, tasks: list) -> int:
         low, high = s["ci95"]
         print(f"  {task:<14} {s['successes']:>3}/{s['episodes']:<3} {100 * s['success']:5.1f}%  "
               f"(95% CI {100 * low:.0f}-{100 * high:.0f}%)  held ticks/episode {s['mean_held_ticks']:.1f}")
-        print("      reached: " + ", ".join(f"{m['milestone']} {m['reached']}/{s['episodes']}"
+        print("      reached: " + "; ".join(f"{m['milestone']}: {m['reached']}/{s['episodes']}"
                                         for m in s["milestones"]))
     print(f"wrote {output / 'sim_eval.json'} and {output / 'sim_eval.png'}")
     return 0
