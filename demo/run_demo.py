@@ -145,10 +145,9 @@ def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:
 
 def _demonstrations_stamp(bags: Path) -> dict:
     """Which demonstrator recorded the bags the datasets come from (``bags/demonstrations.json``)."""
-    from kuavo_smolvla_ros.sim.record import STAMP_FILE
+    from kuavo_smolvla_ros.sim.record import recorded_fingerprints
 
-    stamp = bags / STAMP_FILE
-    return json.loads(stamp.read_text()) if stamp.is_file() else {}
+    return recorded_fingerprints(bags)
 
 
 def evaluate_offline(checkpoint: Path, episodes: int) -> dict:
