@@ -333,6 +333,32 @@ def test_the_evaluation_runs_the_nodes_executor(latency_ticks):
     assert (result.held_ticks > 0) == (latency_ticks > execution.n_action_steps)
 
 
+def test_evaluation_shows_the_policy_the_frames_the_node_decodes_from_sim_robot():
+    """Closed-loop evaluation's cameras are sim_robot's JPEG messages as the policy node decodes them (and as the
+    converter decodes the recorded bags the policy trained on), not the raw rendered pixels."""
+    from types import SimpleNamespace
+
+    from kuavo_smolvla_ros.contract.streams import StreamDecoder, StreamEncoder
+    from kuavo_smolvla_ros.ros.sim_params import SimSettings
+    from kuavo_smolvla_ros.sim.evaluate import _Frames
+
+    profile = load_profile()
+    world = SimWorld()
+    world.reset("placement", 11)
+    sizes = {name: (48, 64) for name in profile.camera_names}
+    encoder, decoder = StreamEncoder(profile), StreamDecoder(profile, {name: None for name in sizes})
+    frames = _Frames(world, sizes, SimSettings().jpeg_quality)
+    raw = render_cameras(world, sizes)
+    for name, image in raw.items():
+        _, kind, fields = encoder.camera(name, image, 0.0, quality=SimSettings().jpeg_quality)
+        assert kind == "CompressedImage"
+        decoded = decoder.image(name, SimpleNamespace(format=fields["format"], data=fields["data"]))()
+        seen = frames.loader(0, name)()
+        np.testing.assert_array_equal(seen, decoded)
+        assert np.abs(seen.astype(int) - image).mean() > 0.5  # the JPEG's loss is there
+    np.testing.assert_array_equal(_Frames(world, sizes, None).loader(0, "head_cam_h")(), raw["head_cam_h"])
+
+
 def test_episode_noise_depends_on_the_episode_alone():
     task, other = TASKS[0], TASKS[1]
     seeds = {episode_noise_seed(0, t, s, k) for t in (task, other) for s in (5, 6) for k in range(3)}
@@ -372,22 +398,37 @@ def test_recorded_bags_convert_cleanly(tmp_path, storage):
     assert abs(episode["frames"] - expected_frames) <= 1
     dataset = LeRobotDataset("local/kuavo", root=tmp_path / "dataset", video_backend="pyav")
     assert dataset.meta.robot_type == load_profile().robot_type
-    # Replay the expert to know the true states: frame k of the dataset is at t = (k + 3) / 10.
+    # Replay the expert to know the true states: frame k of the dataset is at t = (k + 3) / 10, and the expert
+    # takes over at t = 0.3 s (the converter's start trim), so frame 0 is the robot at rest, about to move.
     world = SimWorld()
     world.reset("weighing", 4)
+    rest = world.state
     expert = ScriptedExpert(world)
     truth = {}
     for k in range(int(summary["duration"] * 30) + 1):
+        command = world.state if k < 9 else expert.act()
         if k % 3 == 0:
-            truth[k // 3] = (world.state, render_cameras(world, {"head_cam_h": (48, 64)})["head_cam_h"])
-        world.arms.set_command(expert.act())
+            truth[k // 3] = (world.state, render_cameras(world, {"head_cam_h": (48, 64)})["head_cam_h"], command)
+        world.arms.set_command(command)
         world.step(expert.dt)
-    for index in (0, len(dataset) // 2, len(dataset) - 1):
+    for index in (0, 1, len(dataset) // 2, len(dataset) - 1):
         item = dataset[index]
-        state, image = truth[index + 3]
+        state, image, command = truth[index + 3]
         np.testing.assert_allclose(item["observation.state"].numpy(), state, atol=1e-5)
+        np.testing.assert_allclose(item["action"].numpy(), command, atol=1e-4)
         head = (item["observation.images.head_cam_h"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         assert np.linalg.norm(find_object(head) - find_object(image)) < 0.02  # JPEG-decoded, same place
+    # Where an evaluation starts: the first frame is the rest pose, its action the expert's first move.
+    np.testing.assert_allclose(dataset[0]["observation.state"].numpy(), rest, atol=1e-6)
+    assert np.abs(dataset[0]["action"].numpy() - rest).max() > 0.01
+
+
+def test_the_recording_lead_is_the_converters_start_trim():
+    from kuavo_smolvla_ros.data.config import load_config
+    from kuavo_smolvla_ros.sim.record import start_trim_s
+
+    conversion = load_config()
+    assert start_trim_s() == pytest.approx(conversion.trim.start_frames / conversion.rate) == pytest.approx(0.3)
 
 
 def test_real_time_chunking_gets_the_old_chunks_tail_and_the_delay():

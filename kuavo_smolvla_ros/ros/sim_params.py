@@ -16,7 +16,7 @@ from kuavo_smolvla_ros.contract.profile import (
 )
 from kuavo_smolvla_ros.ros import param_table
 from kuavo_smolvla_ros.ros.param_table import param
-from kuavo_smolvla_ros.sim.render import CAMERA_VIEWS
+from kuavo_smolvla_ros.sim.render import CAMERA_JPEG_QUALITY, CAMERA_VIEWS
 from kuavo_smolvla_ros.sim.scenes import scene_for
 from kuavo_smolvla_ros.tasks import Task, default_catalog
 
@@ -82,7 +82,7 @@ class SimSettings:
                                choices=COMMAND_INPUTS)
     publish_clock: bool = param(False, "publish /clock from the simulation time and stamp messages with it (for "
                                        "nodes run with use_sim_time:=true); false: stamps are the node's clock")
-    jpeg_quality: int = param(90, "JPEG quality of the camera images", range=(1, 100))
+    jpeg_quality: int = param(CAMERA_JPEG_QUALITY, "JPEG quality of the camera images", range=(1, 100))
     max_episode_s: float = param(20.0, "an episode not solved within this time is over (failed), seconds",
                                  range=(0.1, 86400.0))
     auto_reset: bool = param(False, "start the next episode by itself 1 s after success or time-out",

@@ -4,7 +4,8 @@ Each episode runs the node's own executor (:func:`~kuavo_smolvla_ros.control.exe
 the chunk scheduler, the seam blend, the safety filter with its ramp-in, requests timed from the model's
 latency) minus the wall clock: every control tick the simulated cameras and the measured state are filed
 as the node files its topics, ``tick`` decides the command, and the model's latency is a whole number of
-control ticks (:class:`~kuavo_smolvla_ros.control.worker.SteppedWorker`). This is how the benchmark runs
+control ticks (:class:`~kuavo_smolvla_ros.control.worker.SteppedWorker`). The cameras go through a JPEG as
+``sim_robot`` publishes them and the recorded bags hold them. This is how the benchmark runs
 hundreds of episodes; the demo also runs the real node over ROS. Success is :attr:`SimWorld.success`
 (solved within ``max_episode_s``), as ``sim_robot`` reports it.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from kuavo_smolvla_ros.control.execution import ExecutionSettings, make_controller
 from kuavo_smolvla_ros.control.worker import SteppedWorker
 from kuavo_smolvla_ros.policy.runtime import Observation, PolicyRuntime
-from kuavo_smolvla_ros.sim.render import render_cameras
+from kuavo_smolvla_ros.sim.render import CAMERA_JPEG_QUALITY, jpeg_round_trip, render_cameras
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
 from kuavo_smolvla_ros.tasks import Task, default_catalog
 
@@ -52,30 +53,37 @@ class EpisodeResult:
 
 
 class _Frames:
-    """The world's camera images, rendered at most once per tick and only when an inference uses them."""
+    """The world's camera images, rendered at most once per tick and only when an inference uses them, through
+    a JPEG at ``jpeg_quality`` as ``sim_robot`` publishes them and the recorded bags hold them (None: the
+    rendered pixels)."""
 
-    def __init__(self, world: SimWorld, sizes: dict[str, tuple[int, int]]):
-        self.world, self.sizes = world, sizes
+    def __init__(self, world: SimWorld, sizes: dict[str, tuple[int, int]], jpeg_quality: int | None):
+        self.world, self.sizes, self.jpeg_quality = world, sizes, jpeg_quality
         self._tick, self._images = -1, {}
 
     def loader(self, tick: int, camera: str) -> Callable[[], np.ndarray]:
         def load() -> np.ndarray:
             if self._tick != tick:
-                self._tick, self._images = tick, render_cameras(self.world, self.sizes)
+                images = render_cameras(self.world, self.sizes)
+                if self.jpeg_quality is not None:
+                    images = {name: jpeg_round_trip(image, self.jpeg_quality) for name, image in images.items()}
+                self._tick, self._images = tick, images
             return self._images[camera]
         return load
 
 
 def run_episode(predict: Callable[[Observation], np.ndarray], task: Task, seed: int,
                 image_sizes: dict[str, tuple[int, int]], *, execution: ExecutionSettings | None = None,
-                latency_ticks: int = 1, world_config: WorldConfig | None = None) -> EpisodeResult:
+                latency_ticks: int = 1, world_config: WorldConfig | None = None,
+                jpeg_quality: int | None = CAMERA_JPEG_QUALITY) -> EpisodeResult:
     """One closed-loop episode of ``task`` (object drawn from ``seed``) through the node's executor, with a
-    model that takes ``latency_ticks`` control ticks per chunk (>= 1)."""
+    model that takes ``latency_ticks`` control ticks per chunk (>= 1). The policy sees the cameras through a
+    JPEG at ``jpeg_quality`` (as ``sim_robot`` sends them and the training bags hold them; None: raw)."""
     execution = execution or ExecutionSettings()
     period = execution.period_s
     world = SimWorld(world_config)
     episode = world.reset(task, seed)
-    frames = _Frames(world, image_sizes)
+    frames = _Frames(world, image_sizes, jpeg_quality)
     cameras = list(image_sizes)
     controller = make_controller(
         execution, cameras, predict, default_catalog(),

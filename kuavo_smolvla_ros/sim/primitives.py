@@ -14,7 +14,6 @@ the recorder and converter store them), the 16-dim state and the latest 16-dim c
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,7 +22,7 @@ import numpy as np
 from kuavo_smolvla_ros.resources import share_file
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert
 from kuavo_smolvla_ros.sim.kinematics import reachable
-from kuavo_smolvla_ros.sim.render import render_cameras
+from kuavo_smolvla_ros.sim.render import CAMERA_JPEG_QUALITY, jpeg_round_trip, render_cameras
 from kuavo_smolvla_ros.sim.scenes import Scene
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
 from kuavo_smolvla_ros.tasks import Task, TaskCatalog
@@ -96,17 +95,8 @@ class EpisodeFrames:
     success: bool
 
 
-def jpeg_round_trip(image: np.ndarray, quality: int = 90) -> np.ndarray:
-    """``image`` as it comes back from a JPEG at ``quality`` (what a recorded, converted frame looks like)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-
-
 def episode_frames(task: Task, seed: int, cameras: dict[str, tuple[int, int]], fps: int = 10,
-                   command_hz: float = 30.0, tail_s: float = 0.5, jpeg_quality: int | None = 90,
+                   command_hz: float = 30.0, tail_s: float = 0.5, jpeg_quality: int | None = CAMERA_JPEG_QUALITY,
                    world_config: WorldConfig | None = None) -> EpisodeFrames:
     """Run the expert on primitive ``task`` (seed ``seed``) at ``command_hz`` and sample a frame every
     ``1/fps`` s until ``tail_s`` after success (or the episode's time limit): ``cameras`` maps camera name

@@ -26,7 +26,7 @@ from kuavo_smolvla_ros.contract.profile import ProfileError, RobotProfile, avail
 from kuavo_smolvla_ros.data.recording import KuavoRecorder
 from kuavo_smolvla_ros.features import IMAGE_SIDE
 from kuavo_smolvla_ros.sim.expert import ScriptedExpert
-from kuavo_smolvla_ros.sim.render import CAMERA_VIEWS, render_cameras
+from kuavo_smolvla_ros.sim.render import CAMERA_JPEG_QUALITY, CAMERA_VIEWS, render_cameras
 from kuavo_smolvla_ros.sim.world import SimWorld, WorldConfig
 from kuavo_smolvla_ros.tasks import Task, default_catalog
 
@@ -42,11 +42,32 @@ class RecordingConfig:
     claw_state_hz: float = 50.0
     command_hz: float = 30.0  # the expert's (teleoperator's) command rate
     image_size: tuple[int, int] = (64, 64)
-    jpeg_quality: int = 90
+    jpeg_quality: int = CAMERA_JPEG_QUALITY
     tail_s: float = 0.5
-    #: Seconds at the start before the expert moves (the operator taking over).
-    lead_s: float = 0.0
+    #: Seconds at the start before the expert moves (the operator taking over). None: as long as the converter
+    #: trims from an episode's start (:func:`start_trim_s`), so that the first frame of every converted episode
+    #: shows the robot at rest where an evaluation (and the node on the robot) starts, with the expert's first
+    #: move as its action. With no lead the converter cut the first 0.3 s of every reach, no demonstration
+    #: showed the start pose, and after a second task a policy left that pose hesitantly or not at all.
+    lead_s: float | None = None
     world: WorldConfig = field(default_factory=WorldConfig)
+
+
+def start_trim_s(profile: RobotProfile | str | None = None) -> float:
+    """Seconds the shipped conversion config (``config/conversion/kuavo.yaml``: ``trim.start_frames`` at its fps,
+    else ``profile``'s) drops from the start of every episode."""
+    from kuavo_smolvla_ros.data.config import load_config
+
+    profile = load_profile(profile)
+    conversion = load_config()
+    return conversion.trim.start_frames / (conversion.fps or profile.fps)
+
+
+def _resolved(config: RecordingConfig, profile: RobotProfile) -> RecordingConfig:
+    """``config`` with its lead in seconds (None -> :func:`start_trim_s`)."""
+    import dataclasses
+
+    return config if config.lead_s is not None else dataclasses.replace(config, lead_s=start_trim_s(profile))
 
 
 def record_episode(path: str | Path, task: Task | str, seed: int, storage: str = "ros1",
@@ -54,7 +75,8 @@ def record_episode(path: str | Path, task: Task | str, seed: int, storage: str =
     """Run the expert on ``task`` with object seed ``seed`` and write the bag with ``profile``'s streams
     (default ``kuavo4pro``); returns a summary. Raises ``RuntimeError`` if the expert fails (the bag is then
     removed)."""
-    config = config or RecordingConfig()
+    profile = load_profile(profile)
+    config = _resolved(config or RecordingConfig(), profile)
     world = SimWorld(config.world)
     episode = world.reset(task, seed)
     expert = ScriptedExpert(world, rate_hz=config.command_hz)
@@ -190,7 +212,7 @@ def record(output: str | Path, tasks: Sequence[Task], episodes: int, storage: st
         raise ValueError(f"robot profile {profile.name} has camera(s) {unknown} the simulator does not render "
                          f"(it renders {sorted(CAMERA_VIEWS)})")
     output = Path(output)
-    config = config or RecordingConfig()
+    config = _resolved(config or RecordingConfig(), profile)
     fingerprint = demonstrator_fingerprint(storage, config, profile)
     stale = stale_task_folders(output, tasks, fingerprint)
     if stale:

@@ -102,6 +102,22 @@ def render_cameras(world, sizes: dict[str, tuple[int, int]]) -> dict[str, np.nda
     return {name: render(views[CAMERA_VIEWS[name]], *size, state, world.object, hands) for name, size in sizes.items()}
 
 
+#: JPEG quality of the simulated cameras, as the Kuavo publishes its compressed camera topics: ``sim_robot``
+#: publishes at it (parameter ``jpeg_quality``), ``kuavo-sim-record`` writes bags at it, and closed-loop
+#: evaluation and the pretraining primitives show the policy frames that went through it.
+CAMERA_JPEG_QUALITY = 90
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int = CAMERA_JPEG_QUALITY) -> np.ndarray:
+    """``image`` (HxWx3 uint8 RGB) as the policy sees it after a JPEG at ``quality``: encoded as ``sim_robot`` and
+    the recorder encode a camera frame, decoded as the policy node and the bag converter decode one. Without it a
+    policy trained on converted bags is evaluated on pixels it never saw (2-3 grey levels apart on average)."""
+    from kuavo_smolvla_ros.contract.fields import encode_jpeg
+    from kuavo_smolvla_ros.images import compressed_frame
+
+    return compressed_frame("jpeg", encode_jpeg(image, quality))()
+
+
 def find_object(image: np.ndarray, view: View = HEAD_VIEW, tolerance: int = 150) -> np.ndarray | None:
     """Table xy of the object's centre in an image (None if not visible): the centroid of the pixels
     within ``tolerance`` (sum of absolute RGB differences) of its colour; JPEG-decoded frames work."""
