@@ -24,8 +24,8 @@ from kuavo_smolvla_ros.sim.kinematics import (
     home_state,
     reachable,
 )
-from kuavo_smolvla_ros.sim.record import RecordingConfig, record_episode
-from kuavo_smolvla_ros.sim.render import HEAD_VIEW, find_object, render_cameras, wrist_view
+from kuavo_smolvla_ros.sim.record import RecordingConfig, record_episode, start_trim_s
+from kuavo_smolvla_ros.sim.render import HEAD_VIEW, find_object, jpeg_round_trip, render_cameras, wrist_view
 from kuavo_smolvla_ros.sim.scenes import Event, Scene
 from kuavo_smolvla_ros.sim.world import SimWorld
 from kuavo_smolvla_ros.tasks import default_catalog
@@ -341,6 +341,7 @@ def test_evaluation_shows_the_policy_the_frames_the_node_decodes_from_sim_robot(
     from kuavo_smolvla_ros.contract.streams import StreamDecoder, StreamEncoder
     from kuavo_smolvla_ros.ros.sim_params import SimSettings
     from kuavo_smolvla_ros.sim.evaluate import _Frames
+    from kuavo_smolvla_ros.sim.world import WorldConfig
 
     profile = load_profile()
     world = SimWorld()
@@ -357,6 +358,21 @@ def test_evaluation_shows_the_policy_the_frames_the_node_decodes_from_sim_robot(
         np.testing.assert_array_equal(seen, decoded)
         assert np.abs(seen.astype(int) - image).mean() > 0.5  # the JPEG's loss is there
     np.testing.assert_array_equal(_Frames(world, sizes, None).loader(0, "head_cam_h")(), raw["head_cam_h"])
+
+    # and what an episode shows the policy by default: its first observation, the rest pose through the JPEG
+    seen = []
+
+    def predict(observation, **_):
+        seen.append(observation)
+        return np.repeat(observation.state[None], 50, axis=0)
+
+    for quality, expected in ((90, jpeg_round_trip(render_cameras(world, sizes)["head_cam_h"])),
+                              (None, render_cameras(world, sizes)["head_cam_h"])):
+        seen.clear()
+        run_episode(predict, default_catalog().get("placement"), 11, sizes, latency_ticks=1, jpeg_quality=quality,
+                    world_config=WorldConfig(max_episode_s=0.3))
+        np.testing.assert_array_equal(seen[0].images["head_cam_h"], expected)
+        np.testing.assert_array_equal(seen[0].state, world.state.astype(np.float32))
 
 
 def test_episode_noise_depends_on_the_episode_alone():
@@ -402,11 +418,11 @@ def test_recorded_bags_convert_cleanly(tmp_path, storage):
     # takes over at t = 0.3 s (the converter's start trim), so frame 0 is the robot at rest, about to move.
     world = SimWorld()
     world.reset("weighing", 4)
-    rest = world.state
+    rest, rest_image = world.state, render_cameras(world, {"head_cam_h": (48, 64)})["head_cam_h"]
     expert = ScriptedExpert(world)
     truth = {}
     for k in range(int(summary["duration"] * 30) + 1):
-        command = world.state if k < 9 else expert.act()
+        command = world.state if k < round(start_trim_s() * 30) else expert.act()
         if k % 3 == 0:
             truth[k // 3] = (world.state, render_cameras(world, {"head_cam_h": (48, 64)})["head_cam_h"], command)
         world.arms.set_command(command)
@@ -418,17 +434,30 @@ def test_recorded_bags_convert_cleanly(tmp_path, storage):
         np.testing.assert_allclose(item["action"].numpy(), command, atol=1e-4)
         head = (item["observation.images.head_cam_h"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         assert np.linalg.norm(find_object(head) - find_object(image)) < 0.02  # JPEG-decoded, same place
-    # Where an evaluation starts: the first frame is the rest pose, its action the expert's first move.
+    # Where an evaluation starts: the first frame is the rest pose (the same pixels an evaluation shows the
+    # policy there: the JPEG of the rendered rest pose), its action the expert's first move.
     np.testing.assert_allclose(dataset[0]["observation.state"].numpy(), rest, atol=1e-6)
+    first = (dataset[0]["observation.images.head_cam_h"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(first, jpeg_round_trip(rest_image))
     assert np.abs(dataset[0]["action"].numpy() - rest).max() > 0.01
 
 
 def test_the_recording_lead_is_the_converters_start_trim():
     from kuavo_smolvla_ros.data.config import load_config
-    from kuavo_smolvla_ros.sim.record import start_trim_s
+    from kuavo_smolvla_ros.sim.record import demonstrator_fingerprint
+    from kuavo_smolvla_ros.sim.world import WorldConfig
 
     conversion = load_config()
     assert start_trim_s() == pytest.approx(conversion.trim.start_frames / conversion.rate) == pytest.approx(0.3)
+    # the default lead is that trim: the same demonstrator as an explicit 0.3 s, another than no lead
+    profile = load_profile()
+    default = demonstrator_fingerprint("ros1", RecordingConfig(), profile)
+    assert default == demonstrator_fingerprint("ros1", RecordingConfig(lead_s=start_trim_s()), profile)
+    assert default != demonstrator_fingerprint("ros1", RecordingConfig(lead_s=0.0), profile)
+    for lead in (-0.1, 20.0):
+        with pytest.raises(ValueError, match=r"lead_s must be in \[0, max_episode_s = 20\) s"):
+            record_episode("unused.bag", "weighing", 0, config=RecordingConfig(lead_s=lead,
+                                                                              world=WorldConfig(max_episode_s=20.0)))
 
 
 def test_real_time_chunking_gets_the_old_chunks_tail_and_the_delay():

@@ -24,7 +24,8 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
     shown = capsys.readouterr().out
     report = json.loads((out / "sim_eval.json").read_text())
     assert report["latency_ticks"] == 2 and report["n_action_steps"] == 8 and report["first_seed"] == 100_000
-    assert report["chunk_transition"] == "rtc"
+    assert report["chunk_transition"] == "rtc" and report["camera_jpeg_quality"] == 90
+    assert "chunk transition rtc, cameras JPEG 90" in shown
     assert list(report["success"]) == ["sorting", "weighing"]
     for task, summary in report["success"].items():
         assert summary["episodes"] == 2 and 0 <= summary["ci95"][0] <= summary["success"] <= summary["ci95"][1]
@@ -59,6 +60,7 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
     (["--output", __file__], "exists and is not a folder"),
     (["--output", f"{__file__}/sub"], f"--output {__file__}/sub: {__file__} is a file, not a folder"),
     (["--num-steps", "0"], "--num-steps must be >= 1, got 0"),
+    (["--jpeg-quality", "101"], "--jpeg-quality must be in 0..100 (0: raw), got 101"),
     (["--tasks", "all", "1"], "--tasks: 'all' stands alone, got 'all 1'"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tiny_checkpoint, args, message, capsys):

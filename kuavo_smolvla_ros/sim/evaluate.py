@@ -152,10 +152,12 @@ def measured_latency_ticks(runtime: PolicyRuntime, execution: ExecutionSettings,
 
 def evaluate(runtime: PolicyRuntime, tasks: Sequence[Task], episodes: int, first_seed: int = EVAL_SEED_BASE,
              noise_seed: int = 0, progress: bool = True, latency_ticks: int | None = None,
-             execution: ExecutionSettings | None = None) -> dict[str, list[EpisodeResult]]:
+             execution: ExecutionSettings | None = None,
+             jpeg_quality: int | None = CAMERA_JPEG_QUALITY) -> dict[str, list[EpisodeResult]]:
     """``episodes`` episodes of every task through the node's executor: the same object seeds and noise
     streams for every checkpoint. ``latency_ticks`` None: what the checkpoint measures on this machine.
-    ``execution.chunk_transition == "rtc"`` turns on the runtime's real-time chunking."""
+    ``execution.chunk_transition == "rtc"`` turns on the runtime's real-time chunking. The cameras go through a
+    JPEG at ``jpeg_quality`` (None: the rendered pixels, for a policy trained on raw-image bags)."""
     from tqdm import tqdm
 
     execution = execution or ExecutionSettings(n_action_steps=runtime.n_action_steps)
@@ -168,7 +170,8 @@ def evaluate(runtime: PolicyRuntime, tasks: Sequence[Task], episodes: int, first
     jobs = [(task, first_seed + i) for task in tasks for i in range(episodes)]
     for task, seed in tqdm(jobs, desc="closed loop", unit="episode", disable=not progress, leave=False):
         results[task.name].append(run_episode(episode_predictor(runtime, task, seed, noise_seed), task, seed, sizes,
-                                              execution=execution, latency_ticks=latency_ticks))
+                                              execution=execution, latency_ticks=latency_ticks,
+                                              jpeg_quality=jpeg_quality))
     return results
 
 

@@ -64,10 +64,16 @@ def start_trim_s(profile: RobotProfile | str | None = None) -> float:
 
 
 def _resolved(config: RecordingConfig, profile: RobotProfile) -> RecordingConfig:
-    """``config`` with its lead in seconds (None -> :func:`start_trim_s`)."""
+    """``config`` with its lead in seconds (None -> :func:`start_trim_s`). Raises ``ValueError`` for a lead that
+    is negative or leaves the expert no time (>= the world's ``max_episode_s``, which the lead counts in)."""
     import dataclasses
 
-    return config if config.lead_s is not None else dataclasses.replace(config, lead_s=start_trim_s(profile))
+    if config.lead_s is None:
+        config = dataclasses.replace(config, lead_s=start_trim_s(profile))
+    if not 0.0 <= config.lead_s < config.world.max_episode_s:
+        raise ValueError(f"lead_s must be in [0, max_episode_s = {config.world.max_episode_s:g}) s, "
+                         f"got {config.lead_s:g}")
+    return config
 
 
 def record_episode(path: str | Path, task: Task | str, seed: int, storage: str = "ros1",
@@ -83,7 +89,7 @@ def record_episode(path: str | Path, task: Task | str, seed: int, storage: str =
     streams = {"camera": config.camera_hz, "sensors": config.sensors_hz, "claw_state": config.claw_state_hz,
                "command": config.command_hz}
     order = {name: i for i, name in enumerate(("command", "claw_state", "sensors", "camera"))}
-    limit = config.world.max_episode_s + config.lead_s
+    limit = config.world.max_episode_s  # (success counts within it, the lead included)
     queue = [(0.0, order[name], name, rate, 0) for name, rate in streams.items()]
     heapq.heapify(queue)
     command = world.state
@@ -120,7 +126,7 @@ def record_episode(path: str | Path, task: Task | str, seed: int, storage: str =
         else:
             path.unlink(missing_ok=True)
         raise RuntimeError(f"the expert failed {episode.task.name} with seed {seed} within "
-                           f"{config.world.max_episode_s} s")
+                           f"{config.world.max_episode_s} s (after a {config.lead_s:g} s lead)")
     return {"path": str(path), "task": episode.task.name, "seed": seed, "success_time": episode.success_time,
             "duration": end, "object": [float(v) for v in episode.object_start]}
 
@@ -142,11 +148,14 @@ class StaleDemonstrations(Exception):
 
 
 def demonstrator_fingerprint(storage: str, config: RecordingConfig, profile: RobotProfile) -> str:
-    """sha256 (hex, 16 digits) of :data:`DEMONSTRATOR_MODULES`' code, the recording settings, the format and
-    the robot profile's name: two recordings with the same fingerprint hold the same bag for the same seed."""
+    """sha256 (hex, 16 digits) of :data:`DEMONSTRATOR_MODULES`' code, the recording settings (the lead
+    resolved), the format and the robot profile's name: two recordings with the same fingerprint hold the same
+    bag for the same seed."""
     import dataclasses
     import hashlib
     import json
+
+    config = _resolved(config, profile)
 
     digest = hashlib.sha256()
     for name in DEMONSTRATOR_MODULES:

@@ -72,7 +72,7 @@ def episode_record(result) -> dict:
 
 
 def write_report(output: Path, runtime, results: Mapping[str, Sequence], summary: Mapping[str, dict], *,
-                 latency: int, execution, first_seed: int, noise_seed: int) -> None:
+                 latency: int, execution, first_seed: int, noise_seed: int, jpeg_quality: int | None) -> None:
     """``output/sim_eval.json`` (settings, :func:`summarise`'s table, every episode) and ``output/sim_eval.png``,
     each written atomically."""
     from kuavo_smolvla_ros.atomic import write_json
@@ -81,7 +81,8 @@ def write_report(output: Path, runtime, results: Mapping[str, Sequence], summary
     report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
               "chunk_transition": execution.chunk_transition, "blend_steps": execution.blend_steps,
               "n_action_steps": runtime.n_action_steps, "control_rate_hz": execution.rate_hz,
-              "first_seed": first_seed, "noise_seed": noise_seed, "success": summary,
+              "first_seed": first_seed, "noise_seed": noise_seed, "camera_jpeg_quality": jpeg_quality,
+              "success": summary,
               "episodes": {task: [episode_record(r) for r in runs] for task, runs in results.items()}}
     write_json(output / "sim_eval.json", report)
     trajectories = {task: [{"states": r.states, "object_start": r.object_start, "success": r.success}
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-transition", choices=("blend", "rtc"), default="blend",
                         help="how chunks join, as the node's chunk_transition parameter (default blend)")
     parser.add_argument("--blend-steps", type=int, default=2, help="actions blended at a seam (default 2)")
+    parser.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
+                        help="the cameras reach the policy through a JPEG at quality Q, as sim_robot sends them and "
+                             "recorded bags hold them (default 90, CAMERA_JPEG_QUALITY); 0: the rendered pixels, for "
+                             "a policy trained on raw-image bags")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--output", type=Path, default=None,
                         help="folder for sim_eval.json and sim_eval.png "
@@ -138,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     problem = folder_problem(args.output) if args.output is not None else None  # (before the episodes, not after)
     if problem:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --output {args.output}: {problem}\n")
+    if args.jpeg_quality is not None and not 0 <= args.jpeg_quality <= 100:
+        parser.exit(EXIT_REFUSED,
+                    f"kuavo-sim-eval: error: --jpeg-quality must be in 0..100 (0: raw), got {args.jpeg_quality}\n")
     if args.num_steps is not None and args.num_steps < 1:
         parser.exit(EXIT_REFUSED, f"kuavo-sim-eval: error: --num-steps must be >= 1, got {args.num_steps}\n")
     names = [part.strip() for given in args.tasks for part in given.split(",") if part.strip()]  # (as sim-record)
@@ -166,6 +174,7 @@ def score(args: argparse.Namespace, tasks: list) -> int:
     from kuavo_smolvla_ros.policy.checkpoint import CheckpointError
     from kuavo_smolvla_ros.policy.runtime import PolicyRuntime
     from kuavo_smolvla_ros.sim.evaluate import EVAL_SEED_BASE, evaluate, measured_latency_ticks
+    from kuavo_smolvla_ros.sim.render import CAMERA_JPEG_QUALITY
 
     try:
         runtime = PolicyRuntime.open(args.checkpoint, device=args.device, num_steps=args.num_steps)
@@ -181,9 +190,10 @@ def score(args: argparse.Namespace, tasks: list) -> int:
         return EXIT_REFUSED
     first_seed = EVAL_SEED_BASE if args.first_seed is None else args.first_seed
     latency = args.latency_ticks or measured_latency_ticks(runtime, execution)
+    jpeg_quality = CAMERA_JPEG_QUALITY if args.jpeg_quality is None else (args.jpeg_quality or None)
     results = evaluate(runtime, tasks, args.episodes, first_seed=first_seed, noise_seed=args.noise_seed,
                        progress=not args.quiet and sys.stderr.isatty(), latency_ticks=latency,
-                       execution=execution)
+                       execution=execution, jpeg_quality=jpeg_quality)
     try:
         output.mkdir(parents=True, exist_ok=True)  # (only now: an interrupted or refused run leaves no folder)
     except OSError as err:
@@ -192,14 +202,15 @@ def score(args: argparse.Namespace, tasks: list) -> int:
     summary = summarise(results)
     try:
         write_report(output, runtime, results, summary, latency=latency, execution=execution, first_seed=first_seed,
-                     noise_seed=args.noise_seed)
+                     noise_seed=args.noise_seed, jpeg_quality=jpeg_quality)
     except KeyboardInterrupt:  # (each file is written atomically: there whole or not at all)
         written = [name for name in ("sim_eval.json", "sim_eval.png") if (output / name).is_file()]
         print(f"kuavo-sim-eval: interrupted while writing: {', '.join(written) or 'nothing'} written under {output}",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"{runtime.info.path}: {args.episodes} episodes per task, model latency {latency} tick(s) at "
-          f"{execution.rate_hz:g} Hz, {runtime.num_steps} steps, chunk transition {execution.chunk_transition}")
+          f"{execution.rate_hz:g} Hz, {runtime.num_steps} steps, chunk transition {execution.chunk_transition}, "
+          f"cameras {'raw' if jpeg_quality is None else f'JPEG {jpeg_quality}'}")
     for task, s in summary.items():
         low, high = s["ci95"]
         print(f"  {task:<14} {s['successes']:>3}/{s['episodes']:<3} {100 * s['success']:5.1f}%  "
