@@ -284,6 +284,29 @@ def test_reset_starts_the_next_seed_at_home_with_the_selected_task():
     assert (reply["task"], reply["seed"], reply["episode"]) == ("sorting", 9, 3)
 
 
+def test_a_reset_publishes_the_new_episodes_frames_at_once():
+    """A policy enabled right after a reset must not see the old episode's last frame with the new rest state:
+    the reset sends the new state and frames before it answers, not at the next camera tick (here 5 s away)."""
+    with simulator(seed=7, camera_rate_hz=0.2) as (_node, client):
+        client.wait_episode(lambda e: e["seed"] == 7, 10, "episode 1")
+        reply = client.reset()
+        answered = time.monotonic()
+        new_object = np.asarray(reply["object_start"])
+
+        def new_frame():
+            with client.cond:
+                frames = list(zip(client.arrival["head_cam_h"], client.received["head_cam_h"], strict=True))
+            for arrived, msg in frames:
+                found = find_object(_rgb(msg))
+                if arrived >= answered - 1.0 and found is not None and np.linalg.norm(found - new_object) < 0.03:
+                    return arrived
+            return None
+
+        arrived = client.wait_for(new_frame, 2.0, "a head-camera frame of the new episode")
+        assert arrived - answered < 1.0  # (the camera's own next tick: up to 5 s)
+        client.wait_state(lambda s: np.max(np.abs(s - HOME)) < 1e-9, 2.0, "the rest state")
+
+
 def _reached(phase, state: np.ndarray) -> bool:
     if phase.kind == "move":
         return bool(np.max(np.abs(state[arm_slice(phase.arm)] - arm_pose(phase.arm, phase.xy))) < 0.01 / 0.3)

@@ -158,7 +158,10 @@ class SimNode(Node):
 
     # ---------------------------------------------------------------------------------- episodes
     def _reset(self) -> dict:
-        """A new episode of the selected task with the next seed: arms home, grippers open, a new object."""
+        """A new episode of the selected task with the next seed: arms home, grippers open, a new object. The new
+        episode's state and camera frames go out at once, before the reset is answered: a policy enabled right
+        after the reset does not pair the new rest state with a frame of the old episode (the next camera tick
+        can be a whole camera period away)."""
         self.world.reset(self.next_task, self.next_seed)
         self.episode_number += 1
         self.next_seed += 1
@@ -170,6 +173,10 @@ class SimNode(Node):
                                f"object at ({report['object_start'][0]:.3f}, {report['object_start'][1]:.3f})")
         self._publish_success()
         self._publish_episode(report)
+        self._publish_state()
+        if self.profile.has_gripper_state:
+            self._publish_gripper_state()
+        self._publish_cameras()
         return report
 
     @property
