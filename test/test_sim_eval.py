@@ -46,6 +46,10 @@ def test_scores_a_checkpoint_and_writes_json_and_png(tiny_checkpoint, tmp_path, 
     assert main([*args[:-3], "--output", str(tmp_path / "again"), "--quiet"]) == 0
     again = json.loads((tmp_path / "again" / "sim_eval.json").read_text())
     assert again["episodes"] == report["episodes"]
+    # the rendered pixels: said in the header and the report (0, as on the command line)
+    assert main([*args[:-3], "--output", str(tmp_path / "raw"), "--quiet", "--jpeg-quality", "0"]) == 0
+    assert json.loads((tmp_path / "raw" / "sim_eval.json").read_text())["camera_jpeg_quality"] == 0
+    assert "cameras raw" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, message", [

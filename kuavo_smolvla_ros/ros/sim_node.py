@@ -171,12 +171,12 @@ class SimNode(Node):
         report = self._report()
         self.get_logger().info(f"episode {report['episode']}: task {report['task']}, seed {report['seed']}, "
                                f"object at ({report['object_start'][0]:.3f}, {report['object_start'][1]:.3f})")
-        self._publish_success()
-        self._publish_episode(report)
-        self._publish_state()
+        self._publish_state()  # the new scene first, then the report that announces it
         if self.profile.has_gripper_state:
             self._publish_gripper_state()
         self._publish_cameras()
+        self._publish_success()
+        self._publish_episode(report)
         return report
 
     @property

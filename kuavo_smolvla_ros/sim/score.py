@@ -81,7 +81,7 @@ def write_report(output: Path, runtime, results: Mapping[str, Sequence], summary
     report = {"checkpoint": str(runtime.info.path), "latency_ticks": latency, "num_steps": runtime.num_steps,
               "chunk_transition": execution.chunk_transition, "blend_steps": execution.blend_steps,
               "n_action_steps": runtime.n_action_steps, "control_rate_hz": execution.rate_hz,
-              "first_seed": first_seed, "noise_seed": noise_seed, "camera_jpeg_quality": jpeg_quality,
+              "first_seed": first_seed, "noise_seed": noise_seed, "camera_jpeg_quality": jpeg_quality or 0,  # 0: raw
               "success": summary,
               "episodes": {task: [episode_record(r) for r in runs] for task, runs in results.items()}}
     write_json(output / "sim_eval.json", report)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
                         help="the cameras reach the policy through a JPEG at quality Q, as sim_robot sends them and "
                              "recorded bags hold them (default 90, CAMERA_JPEG_QUALITY); 0: the rendered pixels, for "
-                             "a policy trained on raw-image bags")
+                             "a policy trained on bags of a robot profile with raw cameras")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--output", type=Path, default=None,
                         help="folder for sim_eval.json and sim_eval.png "
