@@ -157,7 +157,7 @@ def evaluate(runtime: PolicyRuntime, tasks: Sequence[Task], episodes: int, first
     """``episodes`` episodes of every task through the node's executor: the same object seeds and noise
     streams for every checkpoint. ``latency_ticks`` None: what the checkpoint measures on this machine.
     ``execution.chunk_transition == "rtc"`` turns on the runtime's real-time chunking. The cameras go through a
-    JPEG at ``jpeg_quality`` (None: the rendered pixels, for a policy trained on raw-image bags)."""
+    JPEG at ``jpeg_quality`` (None: the rendered pixels, for a robot profile with raw cameras)."""
     from tqdm import tqdm
 
     execution = execution or ExecutionSettings(n_action_steps=runtime.n_action_steps)
