@@ -55,6 +55,7 @@ RUNS = {
 #: About one epoch of a 30-demonstration task at batch 32 (the cosine decay spans the stage).
 STEPS_PER_EPOCH = 75
 PRETRAIN_CONFIG = ROOT / "training" / "configs" / "pretrain_tiny_base.yaml"
+SHIPPED_BASE = ROOT / "assets" / "pretrained_base"
 
 
 def prepare_data(demos: int) -> Path:
@@ -77,8 +78,8 @@ def prepare_data(demos: int) -> Path:
 
 
 def base(kind: str) -> Path:
-    """The pretrained base (``training/pretrain_base.py`` with its defaults, built once) or a tiny random one
-    with the same tokenizer and settings."""
+    """The pretrained base (``training/pretrain_base.py`` with its defaults: the repository's
+    ``assets/pretrained_base``, or built once) or a tiny random one with the same tokenizer and settings."""
     from kuavo_smolvla_ros.policy.tiny import TinyCheckpointSpec, build_checkpoint
     from kuavo_smolvla_ros.sim.primitives import primitive_catalog
 
@@ -87,7 +88,7 @@ def base(kind: str) -> Path:
         from kuavo_smolvla_ros.training.base_cache import ensure_base
 
         ensure_base(folder, ROOT / "training" / "pretrain_base.py", PRETRAIN_CONFIG,
-                    say=lambda line: print(f">> {line}", flush=True))
+                    say=lambda line: print(f">> {line}", flush=True), shipped=SHIPPED_BASE)
     elif not (folder / "model.safetensors").is_file():
         build_checkpoint(folder, TinyCheckpointSpec(image_shape=IMAGE, action_mode="relative", train_everything=True,
                                                     tokenizer_max_length=24,

@@ -4,8 +4,9 @@ Steps (each skipped when its output is already there; ``--force`` starts from sc
 
 1. record the scripted expert's demonstrations as Kuavo ROS 1 bags (``kuavo_smolvla_ros.sim.record``);
 2. convert them into one LeRobot dataset per task (``kuavo-rosbag-to-lerobot``'s code);
-3. pretrain a tiny SmolVLA on the simulator's primitives (other tasks than the four; built once, kept in
-   ``pretrained_base/``: ``training/pretrain_base.py``), then fine-tune it with the real recipe (frozen vision
+3. take the tiny SmolVLA pretrained on the simulator's primitives (other tasks than the four): the repository's
+   ``assets/pretrained_base`` (``make base``; built by ``training/pretrain_base.py``, which runs only when its
+   settings are changed), copied to ``pretrained_base/``, then fine-tune it with the real recipe (frozen vision
    encoder and VLM, action expert + state projection, replay, the stage learning rates' ratios) on the four tasks
    in sequence (``training/train_sequential.py --config-name demo_tiny``);
 4. evaluate the final checkpoint in the simulator in simulated time (many episodes, seconds);
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "training" / "train_sequential.py"
 PRETRAIN_SCRIPT = ROOT / "training" / "pretrain_base.py"
 PRETRAIN_CONFIG = ROOT / "training" / "configs" / "pretrain_tiny_base.yaml"
+SHIPPED_BASE = ROOT / "assets" / "pretrained_base"
 IMAGE = (64, 64)
 STEPS = 6
 
@@ -92,14 +94,14 @@ def convert_bags(out: Path, bags: Path) -> Path:
 
 
 def pretrained_base(out: Path) -> Path:
-    """The tiny base pretrained on the simulator's primitives (``training/pretrain_base.py``), built once per
-    machine: kept in ``out/pretrained_base`` and in the machine's cache, which later clones copy it from
-    (:func:`~kuavo_smolvla_ros.training.base_cache.ensure_base`; rebuilt when the settings of
-    ``training/configs/pretrain_tiny_base.yaml`` or the code change)."""
+    """The tiny base pretrained on the simulator's primitives (``training/pretrain_base.py``) in
+    ``out/pretrained_base``: the repository's ``assets/pretrained_base`` while the settings of
+    ``training/configs/pretrain_tiny_base.yaml`` are the ones it was built with; else built once per machine and
+    kept in the machine's cache (:func:`~kuavo_smolvla_ros.training.base_cache.ensure_base`)."""
     from kuavo_smolvla_ros.training.base_cache import ensure_base
 
     base = ensure_base(out / "pretrained_base", PRETRAIN_SCRIPT, PRETRAIN_CONFIG,
-                       say=lambda line: print(f"    {line}", flush=True))
+                       say=lambda line: print(f"    {line}", flush=True), shipped=SHIPPED_BASE)
     report = json.loads((base / "pretraining.json").read_text())
     probe = report["probe"]
     print(f"    base: {report['steps']} steps on {len(report['primitives'])} primitives "

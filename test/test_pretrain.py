@@ -23,6 +23,8 @@ from kuavo_smolvla_ros.training.pretrain import PretrainSettings, as_dataset, li
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "training" / "configs"
+#: The base the demo and the closed-loop benchmark fine-tune (``make base``).
+SHIPPED_BASE = ROOT / "assets" / "pretrained_base"
 CAMERAS = {"head_cam_h": (64, 64), "wrist_cam_l": (64, 64), "wrist_cam_r": (64, 64)}
 
 
@@ -262,7 +264,8 @@ def test_a_base_is_built_once_per_machine_and_later_clones_copy_it(tmp_path, mon
 
     monkeypatch.setenv(base_cache.CACHE_ENV, str(tmp_path / "cache"))
     said.clear()
-    first = base_cache.ensure_base(tmp_path / "clone1" / "base", script, config, TINY_BUDGET, say=said.append)
+    first = base_cache.ensure_base(tmp_path / "clone1" / "base", script, config, TINY_BUDGET, say=said.append,
+                                   shipped=SHIPPED_BASE)  # (built with other settings: not taken)
     assert said[0] == (f"building the pretrained base (once per machine): {script} output={first} "
                        + " ".join(f"{k}={v}" for k, v in TINY_BUDGET.items()))
     [cached] = (tmp_path / "cache" / "pretrained_base").iterdir()
@@ -303,3 +306,58 @@ def test_the_cache_key_changes_with_the_settings_the_code_and_the_config(tmp_pat
     keys = {base_cache.cache_key(settings, code), base_cache.cache_key(other, code),
             base_cache.cache_key(settings, "0" * 64)}
     assert len(keys) == 3
+
+
+def test_the_demo_takes_the_shipped_base_without_training(tmp_path, monkeypatch):
+    """``make demo`` and the benchmark copy the repository's base when the config's settings are the ones it was
+    built with: nothing trained, nothing cached, the same bytes; a folder that already holds it is kept."""
+    from kuavo_smolvla_ros.policy.checkpoint import checkpoint_action_mode
+    from kuavo_smolvla_ros.training import base_cache
+    from kuavo_smolvla_ros.training.pretrain import config_settings, stale_base
+
+    config = CONFIGS / "pretrain_tiny_base.yaml"
+    assert stale_base(SHIPPED_BASE, config_settings(config, tmp_path / "x")) is None, (
+        "training/configs/pretrain_tiny_base.yaml no longer gives the shipped base's settings: run `make base`")
+    monkeypatch.setenv(base_cache.CACHE_ENV, str(tmp_path / "cache"))
+    said: list[str] = []
+    folder = base_cache.ensure_base(tmp_path / "demo" / "pretrained_base", ROOT / "training" / "pretrain_base.py",
+                                    config, say=said.append, shipped=SHIPPED_BASE)
+    assert said == [f"pretrained base: copied from {SHIPPED_BASE} (the repository's, made by `make base`; the tests "
+                    "rebuild it with the command and require the same bits)"]
+    shipped_files = sorted(p.relative_to(SHIPPED_BASE) for p in SHIPPED_BASE.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()) == shipped_files
+    assert all((folder / p).read_bytes() == (SHIPPED_BASE / p).read_bytes() for p in shipped_files)
+    assert not (tmp_path / "cache").exists()
+    assert checkpoint_action_mode(folder) == "relative"
+    said.clear()
+    assert base_cache.ensure_base(folder, ROOT / "training" / "pretrain_base.py", config, say=said.append,
+                                  shipped=SHIPPED_BASE) == folder
+    assert said == [f"pretrained base: {folder} (built before)"]
+
+
+def test_the_shipped_base_is_what_make_base_builds(tmp_path):
+    """The repository's base is the command's output, bit for bit: ``training/pretrain_base.py`` with the config's
+    settings (the full 3000 steps, ~11 min on two cores) rebuilds the same weights, processor statistics, files
+    and report. When this fails, the code now builds another base: run ``make base`` and commit
+    ``assets/pretrained_base``."""
+    from safetensors.torch import load_file
+
+    output = tmp_path / "base"
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "pretrain_base.py"), f"output={output}"],
+                            capture_output=True, text=True, timeout=2400, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(p.relative_to(SHIPPED_BASE) for p in SHIPPED_BASE.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file()) == files
+    for name in files:
+        if name.suffix == ".safetensors":
+            built, shipped = load_file(output / name), load_file(SHIPPED_BASE / name)
+            assert built.keys() == shipped.keys()
+            differ = [k for k in built if not (built[k].dtype == shipped[k].dtype and built[k].equal(shipped[k]))]
+            assert not differ, f"{name}: {len(differ)} tensors differ, e.g. {differ[:3]}: run `make base`"
+        elif name.name != "pretraining.json":
+            assert (output / name).read_bytes() == (SHIPPED_BASE / name).read_bytes(), f"{name} differs"
+    report = json.loads((output / "pretraining.json").read_text())
+    shipped_report = json.loads((SHIPPED_BASE / "pretraining.json").read_text())
+    for volatile in ("checkpoint", "seconds"):  # where it was written and how long it took
+        report.pop(volatile), shipped_report.pop(volatile)
+    assert report == shipped_report

@@ -3,8 +3,11 @@
 ``make demo`` and the closed-loop benchmark fine-tune the base that ``training/pretrain_base.py`` pretrains on
 the simulator's primitives (:mod:`kuavo_smolvla_ros.training.pretrain`: 10-12 minutes on two idle cores).
 :func:`ensure_base` gives them that base in the folder they name: the base already there when its
-``pretraining.json`` records the settings they ask for; else a copy of the machine's cached one built with the
-same settings by the same code; else it runs the command, then keeps a copy in the cache for the next clone.
+``pretraining.json`` records the settings they ask for; else a copy of the repository's shipped base
+(``assets/pretrained_base``, 2 MB, written by ``make base``; ``test/test_pretrain.py`` rebuilds it with the
+command and requires the same bits, so it cannot drift from the code) when it was built with those settings;
+else a copy of the machine's cached one built with the same settings by the same code; else it runs the
+command, then keeps a copy in the cache for the next clone.
 
 The cache: ``$KUAVO_SMOLVLA_CACHE`` (default ``$XDG_CACHE_HOME/kuavo_smolvla_ros``, or
 ``~/.cache/kuavo_smolvla_ros``), one folder per base under ``pretrained_base/<key>``. The key is a hash of the
@@ -99,12 +102,14 @@ def _copy_folder(source: Path, target: Path) -> None:
 
 def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
                 overrides: Mapping[str, Any] | None = None,
-                say: Callable[[str], None] = print) -> Path:
+                say: Callable[[str], None] = print, shipped: str | Path | None = None) -> Path:
     """The base ``script output=FOLDER [key=value ...]`` would build, in ``folder`` (see the module doc).
 
     ``config_file``: the script's Hydra config (its settings, with ``overrides`` on top: scalar settings such as
-    ``steps=4``, passed as ``key=value`` on the command line). ``say`` gets a line for each thing done (reused,
-    copied from the cache; or rebuilt, built, kept in the cache). A base already in ``folder`` is used as it is
+    ``steps=4``, passed as ``key=value`` on the command line). ``shipped``: a base kept with the code (the
+    repository's ``assets/pretrained_base``), copied when it was built with these settings. ``say`` gets a line
+    for each thing done (reused, copied from the shipped base or the cache; or rebuilt, built, kept in the
+    cache). A base already in ``folder`` is used as it is
     and not added to the cache (it may come from other code). Raises ``ValueError`` for an override that is not
     a number, string or bool, ``TrainingConfigError`` for settings the script would refuse (e.g. ``folder`` exists
     and is not a base), ``subprocess.CalledProcessError`` when the command fails; a cache that cannot be written
@@ -118,6 +123,11 @@ def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
     stale = stale_base(folder, settings)
     if stale is None:
         say(f"pretrained base: {folder} (built before)")
+        return folder
+    if shipped is not None and stale_base(Path(shipped), settings) is None:
+        _copy_folder(Path(shipped), folder)
+        say(f"pretrained base: copied from {shipped} (the repository's, made by `make base`; the tests rebuild it "
+            "with the command and require the same bits)")
         return folder
     record = settings_record(settings)
     cached = cache_root() / "pretrained_base" / cache_key(record, code_fingerprint(script, config_file))

@@ -83,6 +83,9 @@ class PretrainSettings:
     action_mode: str = "relative"
     log_every_steps: int = 250
     probe_ridge: float = 1e-2
+    #: CPU threads of the training's arithmetic: the sums split by thread, so one count gives one base, bit for
+    #: bit, on every run on a machine (the shipped ``assets/pretrained_base`` was built with 2)
+    torch_threads: int = 2
     #: camera -> probability that a training sample shows it black (a camera dropped); see :func:`drop_cameras`
     camera_dropout: Mapping[str, float] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -97,7 +100,7 @@ class PretrainSettings:
             raise TrainingConfigError(f"unknown setting(s) {unknown} (known: {sorted(known)})")
         values: dict[str, Any] = {"optim": optim_config(cfg)}
         for name in ("episodes", "validation_episodes", "fps", "steps", "batch_size", "chunk_size",
-                     "n_action_steps", "num_steps", "tokenizer_max_length", "log_every_steps"):
+                     "n_action_steps", "num_steps", "tokenizer_max_length", "log_every_steps", "torch_threads"):
             values[name] = number_setting(cfg, name, int, default=fields[name].default)
         for name in ("tail_s", "lr", "probe_ridge"):
             values[name] = number_setting(cfg, name, float, default=fields[name].default)
@@ -343,7 +346,18 @@ def validation_loss(policy, preprocessor, dataset: MemoryDataset, batch_size: in
 
 def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     """Generate the primitives' episodes, train the tiny base on them, probe it and write the checkpoint to
-    ``settings.output``; returns the report (also ``pretraining.json`` there)."""
+    ``settings.output``; returns the report (also ``pretraining.json`` there). Torch runs on
+    ``settings.torch_threads`` CPU threads meanwhile (the caller's count restored after), so the same settings
+    and code build the same base, bit for bit, on one machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.torch_threads)
+    try:
+        return _pretrain(settings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(settings: PretrainSettings) -> dict[str, Any]:
     from tqdm import tqdm
 
     from kuavo_smolvla_ros.training.common.checkpoints import write_checkpoint
