@@ -20,6 +20,7 @@ Everything goes under ``outputs/demo/`` (``--out``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -129,6 +130,7 @@ def train(out: Path, base: Path, datasets: Path, overrides: list[str]) -> Path:
     # a train/ of another recipe or other settings is moved aside (training would refuse to resume it)
     stamp = {"recipe": "demo_tiny", "pretrained_path": str(base), "overrides": list(overrides),
              "base": json.loads((base / "pretraining.json").read_text()).get("settings"),
+             "base_weights": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()[:16],
              "demonstrations": _demonstrations_stamp(out / "bags")}
     stamp_file = output_root / "demo_recipe.json"
     if output_root.exists() and (not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp):
@@ -232,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     start = banner(2, "converting the bags into LeRobot datasets")
     datasets = convert_bags(out, bags)
     done(start)
-    start = banner(3, "the tiny SmolVLA: pretrained once on other tasks (primitives), then the real recipe on the four "
-                      "tasks in sequence, with replay")
+    start = banner(3, "the tiny SmolVLA: pretrained on other tasks (primitives; the repository's base), then the "
+                      "real recipe on the four tasks in sequence, with replay")
     checkpoint = train(out, pretrained_base(out), datasets, args.overrides)
     done(start, str(checkpoint))
     start = banner(4, f"closed loop in simulated time: {args.eval_episodes} episodes per task")

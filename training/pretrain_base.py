@@ -1,6 +1,6 @@
 """Pretrain the tiny base policy on the simulator's primitives (Hydra): the project's lerobot/smolvla_base.
 
-    python training/pretrain_base.py output=outputs/demo/pretrained_base
+    python training/pretrain_base.py output=assets/pretrained_base      # `make base`: the shipped base
     python training/pretrain_base.py output=/tmp/base steps=500 episodes=10     # a quick look
 
 Writes a lerobot checkpoint to `output` and `output/pretraining.json` (data, steps, time, losses and the

@@ -1,11 +1,13 @@
-"""The simulator's pretrained tiny base, built once per machine and kept in a cache that every clone shares.
+"""The simulator's pretrained tiny base: the repository's shipped one, or built once per machine and cached.
 
 ``make demo`` and the closed-loop benchmark fine-tune the base that ``training/pretrain_base.py`` pretrains on
 the simulator's primitives (:mod:`kuavo_smolvla_ros.training.pretrain`: 10-12 minutes on two idle cores).
 :func:`ensure_base` gives them that base in the folder they name: the base already there when its
 ``pretraining.json`` records the settings they ask for; else a copy of the repository's shipped base
-(``assets/pretrained_base``, 2 MB, written by ``make base``; ``test/test_pretrain.py`` rebuilds it with the
-command and requires the same bits, so it cannot drift from the code) when it was built with those settings;
+(``assets/pretrained_base``, 2 MB, written by ``make base``) when it was built with those settings (and over
+a base with those settings but other weights, an earlier shipped one); ``test/test_pretrain.py`` rebuilds it
+with the command and requires the same bits, so code that builds another base fails the tests until ``make
+base`` is run and its output committed (between the edit and the test, the shipped base is used as it is);
 else a copy of the machine's cached one built with the same settings by the same code; else it runs the
 command, then keeps a copy in the cache for the next clone.
 
@@ -100,6 +102,10 @@ def _copy_folder(source: Path, target: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+def _same_weights(a: Path, b: Path) -> bool:
+    return (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+
+
 def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
                 overrides: Mapping[str, Any] | None = None,
                 say: Callable[[str], None] = print, shipped: str | Path | None = None) -> Path:
@@ -121,11 +127,12 @@ def ensure_base(folder: str | Path, script: str | Path, config_file: str | Path,
         raise ValueError(f"overrides must be numbers, strings or bools (as on the command line), got {odd}")
     settings = config_settings(config_file, folder, overrides)
     stale = stale_base(folder, settings)
-    if stale is None:
+    shipped = Path(shipped) if shipped is not None and stale_base(Path(shipped), settings) is None else None
+    if stale is None and (shipped is None or _same_weights(folder, shipped)):
         say(f"pretrained base: {folder} (built before)")
         return folder
-    if shipped is not None and stale_base(Path(shipped), settings) is None:
-        _copy_folder(Path(shipped), folder)
+    if shipped is not None:  # (also over a base with these settings but other weights: an earlier shipped one)
+        _copy_folder(shipped, folder)
         say(f"pretrained base: copied from {shipped} (the repository's, made by `make base`; the tests rebuild it "
             "with the command and require the same bits)")
         return folder
