@@ -107,6 +107,8 @@ def test_linear_probe_recovers_a_linear_code_and_reports_the_mean_baseline():
     ({"image_size": [64]}, "image_size: expected [height, width]"),
     ({"action_mode": "delta"}, "action_mode: expected absolute or relative"),
     ({"stepz": 3}, "unknown setting(s) ['stepz']"),
+    ({"torch_threads": 0}, "torch_threads must be > 0, got 0"),
+    ({"torch_threads": "two"}, "torch_threads must be an integer, got 'two'"),
     ({"output": "???"}, "output: where to write the base checkpoint"),
     ({"output": f"{__file__}/base"}, f"output={__file__}/base: {__file__} is a file, not a folder: choose a folder"),
     ({"camera_dropout": {"wrist_cam_x": 0.5}}, "camera_dropout: 'wrist_cam_x' is not one of the cameras"),
