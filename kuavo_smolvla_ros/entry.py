@@ -1,8 +1,9 @@
 """The console scripts of ``setup.py``: each imports its command's module and runs its ``main()``, so that
 Ctrl-C at any moment, while the command's modules still import included, ends in one line and exit status 130
 instead of a traceback (the commands handle an interrupt of their own work themselves: the bags kept, the
-parts to resume from). The nodes (``policy_node``, ``sim_robot``) stop quietly on Ctrl-C in
-:func:`kuavo_smolvla_ros.ros.spin.spin_node`.
+parts to resume from); :func:`kuavo_smolvla_ros.interrupts.guard` keeps an interrupt that a library's bare
+``except:`` swallows while it imports from being lost. The nodes (``policy_node``, ``sim_robot``) stop quietly
+on Ctrl-C in :func:`kuavo_smolvla_ros.ros.spin.spin_node`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ from __future__ import annotations
 import importlib
 import sys
 
+from kuavo_smolvla_ros import interrupts
+
 EXIT_INTERRUPTED = 130
 
 
 def run(prog: str, module: str) -> int:
     """``module.main()``'s exit status; ``prog: interrupted`` on stderr and 130 on a KeyboardInterrupt that
     reaches here (from the import, or from a ``main`` that does not handle it)."""
+    interrupts.guard()
     try:
-        return importlib.import_module(module).main()
+        command = importlib.import_module(module)
+        if interrupts.received():  # (swallowed where no import statement of ours was around it)
+            raise KeyboardInterrupt
+        return command.main()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

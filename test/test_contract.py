@@ -367,6 +367,8 @@ end_effector:
 # ------------------------------------------------------------------------------------- import layers
 LAYERS = {  # package (or module) -> packages it must never import
     "kuavo_smolvla_ros.contract": ("policy", "control", "data", "training", "sim", "ros"),
+    "kuavo_smolvla_ros.interrupts": ("robot", "features", "contract", "policy", "control", "data", "training", "sim",
+                                     "ros"),
     "kuavo_smolvla_ros.robot": ("contract", "policy", "control", "data", "training", "sim", "ros"),
     "kuavo_smolvla_ros.features": ("contract", "policy", "control", "data", "training", "sim", "ros"),
     "kuavo_smolvla_ros.sync": ("policy", "control", "data", "training", "sim", "ros"),

@@ -13,6 +13,8 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from kuavo_smolvla_ros import interrupts
+
 
 def params_files_unreadable(argv: list[str]) -> str | None:
     """What is wrong with the first ``--params-file`` of ``argv``'s ROS arguments that cannot be read or is
@@ -38,6 +40,7 @@ def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exceptio
     as fatal and gives exit code 2 (a clear message instead of a traceback); Ctrl-C before the node is built
     gives 130, after it 0. A ``--params-file`` that cannot be read, or ROS arguments rclpy refuses, give one
     ``cannot start:`` line and 2 too."""
+    interrupts.guard()  # (Ctrl-C while the node loads is never lost in a library's bare except: 130)
     logger = rclpy.logging.get_logger("kuavo_smolvla_ros")
     missing = params_files_unreadable(sys.argv)
     if missing:

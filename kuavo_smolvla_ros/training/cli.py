@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kuavo_smolvla_ros import interrupts
+
 #: Ancestors of Hydra's run folder that did not exist before this run (deepest first), set by help_or_run.
 _CREATED: list[Path] = []
 #: Hydra's own files in its run folder: the job's log and the .hydra/ config copies.
@@ -284,6 +286,7 @@ def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
     ``"module:function"`` name, imported after the help) and run the Hydra
     ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2; Ctrl-C
     prints ``interrupted`` and exits with 130."""
+    interrupts.guard()  # (an interrupt a library swallows while it imports is raised again: never lost)
     try:  # Ctrl-C at any moment (the checks' imports included): one line, 130
         return _help_or_run(main, config, usage, doc, check)
     except KeyboardInterrupt:

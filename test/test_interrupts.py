@@ -1,0 +1,156 @@
+"""Ctrl-C is never lost in a library's bare ``except:`` (:mod:`kuavo_smolvla_ros.interrupts`).
+
+CI once saw ``kuavo-sim-record``, interrupted 0.3 CPU-s after it started, write all its bags and exit 0: the
+interrupt came while ruamel.yaml (imported by rosbags when the first bag opens) searched ``sys.path`` for its
+optional C extension inside ``try: from _ruamel_yaml import ... except: ...``, which swallowed it (1 run in 120
+here with random moments). The tests below make that moment certain: a ``_ruamel_yaml`` module on
+``PYTHONPATH`` raises SIGINT when ruamel.yaml.main looks for it (the only stand-in: the moment of the key press);
+the commands, ruamel.yaml and rosbags are the real ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+#: ruamel.yaml looks for ``_ruamel_yaml`` twice: in ``ruamel.yaml.cyaml`` (an ImportError there is expected) and
+#: in ``ruamel.yaml.main`` under a bare ``except:``. Ctrl-C "arrives" during the second search.
+CTRL_C_IN_RUAMEL = """\
+import signal
+import sys
+
+sys.ruamel_lookups = getattr(sys, "ruamel_lookups", 0) + 1
+if sys.ruamel_lookups == 2:
+    signal.raise_signal(signal.SIGINT)
+raise ImportError("no C extension")
+"""
+
+
+def _env(trigger: Path) -> dict[str, str]:
+    trigger.mkdir(exist_ok=True)
+    (trigger / "_ruamel_yaml.py").write_text(CTRL_C_IN_RUAMEL)
+    path = f"{trigger}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def test_the_library_really_swallows_the_interrupt(tmp_path):
+    """The premise: without the guard, ruamel.yaml's import ends normally although Ctrl-C came (if a new
+    ruamel.yaml stops swallowing it, this says so and the stand-in needs another library)."""
+    shown = subprocess.run([sys.executable, "-c", "import ruamel.yaml.main as m, time; time.sleep(0.1); "
+                            "print('imported', m.CParser)"], capture_output=True, text=True, timeout=60,
+                           env=_env(tmp_path / "trigger"))
+    assert shown.returncode == 0 and shown.stdout == "imported None\n", (shown.returncode, shown.stderr[-500:])
+
+
+def test_kuavo_sim_record_stops_when_a_library_swallowed_the_interrupt(tmp_path):
+    """The CI failure, made certain: 130, one line, no bag written (without the guard: 0 and every bag)."""
+    output = tmp_path / "bags"
+    done = subprocess.run([str(BIN / "kuavo-sim-record"), str(output), "--tasks", "1", "--episodes", "2"],
+                          capture_output=True, text=True, timeout=300, env=_env(tmp_path / "trigger"))
+    assert done.returncode == 130, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert done.stderr == (f"interrupted: 0 bag(s) written under {output}; the same command again records the "
+                           "rest\n"), done.stderr
+    assert done.stdout == "" and not list(output.rglob("episode_*"))
+
+
+def test_the_converter_stops_when_a_library_swallowed_the_interrupt(tmp_path):
+    from kuavo_smolvla_ros.sim.record import record
+    from kuavo_smolvla_ros.tasks import default_catalog
+
+    task = default_catalog().get("1")
+    record(tmp_path / "bags", [task], 1, progress=False)
+    output = tmp_path / "dataset"
+    done = subprocess.run([str(BIN / "kuavo-rosbag-to-lerobot"), "convert", str(tmp_path / "bags" / task.stage_dir),
+                           "-o", str(output), "--task", "1", "--png"],
+                          capture_output=True, text=True, timeout=300, env=_env(tmp_path / "trigger"))
+    assert done.returncode == 130, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert done.stderr.strip().splitlines() == ["interrupted: 0 of 1 bag(s) done, resume with --resume"], done.stderr
+    assert not (output / "data").exists()
+
+
+def _python(code: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60, **kwargs)
+
+
+SWALLOWER = """\
+import signal
+try:
+    signal.raise_signal(signal.SIGINT)  # Ctrl-C while this module imports
+except:  # noqa: E722  (what some libraries do around optional imports)
+    pass
+"""
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_an_import_that_swallowed_a_sigint_raises_it_again(tmp_path, guarded):
+    (tmp_path / "swallower.py").write_text(SWALLOWER)
+    shown = _python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from kuavo_smolvla_ros import interrupts
+        print("installed", interrupts.guard() if {guarded} else False)
+        try:
+            import swallower
+            print("imported; interrupts", interrupts.received())
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt at the import; interrupts", interrupts.received())
+        """)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    expected = ("installed True\nKeyboardInterrupt at the import; interrupts 1\n" if guarded
+                else "installed False\nimported; interrupts 0\n")
+    assert shown.stdout == expected
+
+
+def test_other_threads_imports_never_raise_it(tmp_path):
+    """A SIGINT that comes while another thread imports is the main thread's (Python runs signal handlers
+    there): the other thread's import ends normally, the main thread gets the KeyboardInterrupt."""
+    (tmp_path / "slow_module.py").write_text("import signal\nsignal.raise_signal(signal.SIGINT)\nVALUE = 7\n")
+    shown = _python(f"""
+        import sys, threading
+        sys.path.insert(0, {str(tmp_path)!r})
+        from kuavo_smolvla_ros import interrupts
+        assert interrupts.guard()
+        result = []
+        def load():
+            import slow_module
+            result.append(slow_module.VALUE)
+        worker = threading.Thread(target=load)
+        try:
+            worker.start()
+            worker.join(30)
+            threading.Event().wait(5)  # (bounded: the handler runs here at the latest)
+            print("no interrupt")
+        except KeyboardInterrupt:
+            worker.join(30)
+            print("main thread interrupted; worker imported", result, "interrupts", interrupts.received())
+        """)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout == "main thread interrupted; worker imported [7] interrupts 1\n"
+
+
+def test_the_guard_leaves_an_ignored_or_owned_sigint_alone():
+    shown = _python("""
+        import builtins, signal, threading
+        from kuavo_smolvla_ros import interrupts
+        before = builtins.__import__
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a non-interactive shell
+        ignored = interrupts.guard()
+        signal.signal(signal.SIGINT, lambda *a: None)  # someone else's handler
+        owned = interrupts.guard()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        off_main = []
+        worker = threading.Thread(target=lambda: off_main.append(interrupts.guard()))
+        worker.start(); worker.join(30)
+        untouched = builtins.__import__ is before
+        print(ignored, owned, off_main, untouched, interrupts.guard(), interrupts.guard(),
+              signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        """)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout == "False False [False] True True True False\n"
