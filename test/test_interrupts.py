@@ -154,3 +154,19 @@ def test_the_guard_leaves_an_ignored_or_owned_sigint_alone():
         """)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shown.stdout == "False False [False] True True True False\n"
+
+
+def test_a_command_that_finished_after_a_swallowed_interrupt_exits_130(tmp_path):
+    """Swallowed outside any import (a library's bare except at run time): the work runs to its end, and the
+    exit status still tells the caller (a shell script) that the user asked to stop."""
+    (tmp_path / "finisher.py").write_text(
+        "import signal\n\ndef main():\n" + textwrap.indent(SWALLOWER.replace("import signal\n", ""), "    ")
+        + "    print('work done')\n    return 0\n")
+    shown = _python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from kuavo_smolvla_ros import entry
+        raise SystemExit(entry.run("finisher", "finisher"))
+        """)
+    assert (shown.returncode, shown.stdout, shown.stderr) == (130, "work done\n",
+                                                              "finisher: interrupted after its work was done\n")
