@@ -285,10 +285,15 @@ def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
     ``--help``/``-h``; else check the config first (:func:`check_first`, with ``check``: a function or its
     ``"module:function"`` name, imported after the help) and run the Hydra
     ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2; Ctrl-C
-    prints ``interrupted`` and exits with 130."""
+    prints ``interrupted`` and exits with 130 (also when the job ended although Ctrl-C was pressed: a library
+    swallowed it)."""
     interrupts.guard()  # (an interrupt a library swallows while it imports is raised again: never lost)
     try:  # Ctrl-C at any moment (the checks' imports included): one line, 130
-        return _help_or_run(main, config, usage, doc, check)
+        result = _help_or_run(main, config, usage, doc, check)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
+    if interrupts.received():  # swallowed by a library at run time: the job ended, the caller asked to stop
+        print("interrupted (Ctrl-C) after the job was done", file=sys.stderr)
+        sys.exit(130)
+    return result
