@@ -21,17 +21,16 @@ def run(prog: str, module: str) -> int:
     reaches here (from the import, or from a ``main`` that does not handle it); 130 too when ``main`` returns 0
     although Ctrl-C was pressed (a library swallowed it where no import was around it: a shell script calling
     the command stops as the user asked)."""
-    interrupts.guard()
     try:
+        interrupts.guard()
         command = importlib.import_module(module)
-        if interrupts.received():  # (swallowed where no import statement of ours was around it)
-            raise KeyboardInterrupt
+        interrupts.raise_if_received()  # (swallowed where no import statement was around it)
         status = command.main()
+        if status == 0 and interrupts.received():  # swallowed at run time: the work is done, but the caller
+            print(f"{prog}: interrupted after its work was done", file=sys.stderr)  # (a script) asked to stop
+            return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if status == 0 and interrupts.received():  # Ctrl-C swallowed outside an import: the work is done, but the
-        print(f"{prog}: interrupted after its work was done", file=sys.stderr)  # caller asked to stop
         return EXIT_INTERRUPTED
     return status
 

@@ -42,9 +42,8 @@ def _env(trigger: Path) -> dict[str, str]:
 def test_the_library_really_swallows_the_interrupt(tmp_path):
     """The premise: without the guard, ruamel.yaml's import ends normally although Ctrl-C came (if a new
     ruamel.yaml stops swallowing it, this says so and the stand-in needs another library)."""
-    shown = subprocess.run([sys.executable, "-c", "import ruamel.yaml.main as m, time; time.sleep(0.1); "
-                            "print('imported', m.CParser)"], capture_output=True, text=True, timeout=60,
-                           env=_env(tmp_path / "trigger"))
+    shown = subprocess.run([sys.executable, "-c", "import ruamel.yaml.main as m; print('imported', m.CParser)"],
+                           capture_output=True, text=True, timeout=60, env=_env(tmp_path / "trigger"))
     assert shown.returncode == 0 and shown.stdout == "imported None\n", (shown.returncode, shown.stderr[-500:])
 
 
@@ -110,29 +109,114 @@ def test_an_import_that_swallowed_a_sigint_raises_it_again(tmp_path, guarded):
 
 def test_other_threads_imports_never_raise_it(tmp_path):
     """A SIGINT that comes while another thread imports is the main thread's (Python runs signal handlers
-    there): the other thread's import ends normally, the main thread gets the KeyboardInterrupt."""
-    (tmp_path / "slow_module.py").write_text("import signal\nsignal.raise_signal(signal.SIGINT)\nVALUE = 7\n")
+    there): the other thread's import ends normally, after the main thread got the KeyboardInterrupt."""
+    (tmp_path / "slow_module.py").write_text(
+        "import signal, sys, threading\nsignal.pthread_kill(threading.main_thread().ident, signal.SIGINT)\n"
+        "assert sys.modules['__main__'].handled.wait(30)  # the import ends after the main thread's handler ran\n"
+        "VALUE = 7\n")
     shown = _python(f"""
         import sys, threading
         sys.path.insert(0, {str(tmp_path)!r})
         from kuavo_smolvla_ros import interrupts
         assert interrupts.guard()
+        handled = threading.Event()
         result = []
         def load():
-            import slow_module
-            result.append(slow_module.VALUE)
+            try:
+                import slow_module
+                result.append(slow_module.VALUE)
+            except BaseException as err:
+                result.append(type(err).__name__)
         worker = threading.Thread(target=load)
         try:
             worker.start()
             worker.join(30)
-            threading.Event().wait(5)  # (bounded: the handler runs here at the latest)
             print("no interrupt")
         except KeyboardInterrupt:
+            handled.set()
             worker.join(30)
             print("main thread interrupted; worker imported", result, "interrupts", interrupts.received())
         """)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shown.stdout == "main thread interrupted; worker imported [7] interrupts 1\n"
+
+
+@pytest.mark.parametrize(("modules", "expected"), [
+    # swallowed two imports deep, under a second bare except: raised at the first import that ends normally
+    ({"outer": "try:\n    import swallower\nexcept:  # noqa: E722\n    pass\nDONE = 1\n"}, "KeyboardInterrupt"),
+    # swallowed, then the import fails and the caller expects that: the interrupt comes first
+    ({"failing": SWALLOWER + "raise ImportError('optional part missing')\n",
+      "outer": "try:\n    import failing\nexcept ImportError:\n    pass\n"}, "KeyboardInterrupt"),
+])
+def test_a_swallowed_interrupt_survives_nested_and_failing_imports(tmp_path, modules, expected):
+    (tmp_path / "swallower.py").write_text(SWALLOWER)
+    for name, text in modules.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    shown = _python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from kuavo_smolvla_ros import interrupts
+        assert interrupts.guard()
+        try:
+            import outer
+            print("imported")
+        except KeyboardInterrupt as err:
+            print("KeyboardInterrupt", "from ImportError" if isinstance(err.__cause__, ImportError) else "")
+        """)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.split()[0] == expected
+    assert ("from ImportError" in shown.stdout) == ("failing" in modules)
+
+
+def test_training_scripts_stop_when_the_checks_swallowed_the_interrupt(tmp_path):
+    """``help_or_run``: Ctrl-C swallowed while the config's checks run (they open the datasets): the job never
+    starts, one line, 130; swallowed while the job runs: it ends, then 130 with one line."""
+    (tmp_path / "job.yaml").write_text("value: 1\n")
+    for where, expected in [("check", "interrupted (Ctrl-C): nothing started\n"),
+                            ("main", "job ran\ninterrupted (Ctrl-C) after the job was done\n")]:
+        shown = _python(f"""
+            import signal, sys
+            from pathlib import Path
+            from kuavo_smolvla_ros.training.cli import help_or_run
+            def swallow():
+                try:
+                    signal.raise_signal(signal.SIGINT)
+                except:  # noqa: E722
+                    pass
+            def check(cfg, configs):
+                if {where!r} == "check":
+                    swallow()
+            def main():
+                print("job ran", flush=True)
+                if {where!r} == "main":
+                    swallow()
+            sys.argv = ["job", "value=2"]
+            help_or_run(main, Path({str(tmp_path / "job.yaml")!r}), "usage", "doc", check,
+                        interrupted="interrupted (Ctrl-C): nothing started")
+            print("exit 0")
+            """)
+        assert (shown.returncode, shown.stdout + shown.stderr) == (130, expected), shown.stderr[-2000:]
+
+
+def test_a_node_whose_construction_swallowed_the_interrupt_is_not_spun(tmp_path):
+    """``spin_node``: Ctrl-C swallowed by a library while the node is built (rclpy's handler installed):
+    130, the node never spins."""
+    shown = _python("""
+        import signal
+        from rclpy.node import Node
+        from kuavo_smolvla_ros.ros.spin import spin_node
+        def make_node():
+            node = Node("swallowing_node")
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except:  # noqa: E722
+                pass
+            node.create_timer(0.01, lambda: print("spun", flush=True))
+            return node
+        print("exit", spin_node(make_node))
+        """, env=os.environ | {"ROS_DOMAIN_ID": "77", "ROS_LOCALHOST_ONLY": "1"})
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout == "exit 130\n", shown.stdout
 
 
 def test_the_guard_leaves_an_ignored_or_owned_sigint_alone():

@@ -40,7 +40,7 @@ def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exceptio
     as fatal and gives exit code 2 (a clear message instead of a traceback); Ctrl-C before the node is built
     gives 130, after it 0. A ``--params-file`` that cannot be read, or ROS arguments rclpy refuses, give one
     ``cannot start:`` line and 2 too."""
-    interrupts.guard()  # (Ctrl-C while the node loads is never lost in a library's bare except: 130)
+    interrupts.guard()  # before rclpy.init(): Ctrl-C a library swallows while the node loads still gives 130
     logger = rclpy.logging.get_logger("kuavo_smolvla_ros")
     missing = params_files_unreadable(sys.argv)
     if missing:
@@ -53,6 +53,7 @@ def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exceptio
         return 2
     try:
         node = make_node()
+        interrupts.raise_if_received()  # (swallowed by a library while the node was built)
     except startup_errors as err:
         logger.fatal(f"cannot start: {err}")
         rclpy.try_shutdown()

@@ -276,6 +276,7 @@ def _help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
         check = getattr(importlib.import_module(module), name)
     if check is not None:
         check_first(config, check)
+    interrupts.raise_if_received()  # (Ctrl-C a library swallowed while the checks read the datasets)
     return main()
 
 
@@ -287,13 +288,14 @@ def help_or_run(main: Callable[[], Any], config: Path, usage: str, doc: str,
     ``main``. An unknown config name prints one ``error:`` line (with the known ones) and exits with 2; Ctrl-C
     prints ``interrupted`` and exits with 130 (also when the job ended although Ctrl-C was pressed: a library
     swallowed it)."""
-    interrupts.guard()  # (an interrupt a library swallows while it imports is raised again: never lost)
     try:  # Ctrl-C at any moment (the checks' imports included): one line, 130
+        interrupts.guard()  # (an interrupt a library swallows while it imports is raised again)
         result = _help_or_run(main, config, usage, doc, check)
+        done_after_interrupt = bool(interrupts.received())  # (swallowed by a library at run time)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
-    if interrupts.received():  # swallowed by a library at run time: the job ended, the caller asked to stop
+    if done_after_interrupt:  # the job ended, but the caller asked to stop
         print("interrupted (Ctrl-C) after the job was done", file=sys.stderr)
         sys.exit(130)
     return result
