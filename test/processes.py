@@ -30,6 +30,12 @@ def kill_when(process: subprocess.Popen, predicate: Callable[[], object], timeou
             process.kill()
 
 
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that must see Ctrl-C as in a terminal: SIGINT at its default. A background job
+    of a non-interactive shell (CI) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctrl_c_when(command: list[str], predicate: Callable[[subprocess.Popen], object], timeout: float,
                 what: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run ``command`` as a terminal would and press Ctrl-C as soon as ``predicate(process)`` holds: SIGINT to
@@ -40,7 +46,7 @@ def ctrl_c_when(command: list[str], predicate: Callable[[subprocess.Popen], obje
     happen within ``timeout`` s or the process ends first."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True, env=env or os.environ | {"OMP_NUM_THREADS": "1"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=sigint_as_in_a_terminal)
     try:
         assert wait_until(lambda: predicate(process) or process.poll() is not None, timeout), \
             f"{what} did not happen within {timeout} s"

@@ -3,7 +3,8 @@
 CI once saw ``kuavo-sim-record``, interrupted 0.3 CPU-s after it started, write all its bags and exit 0: the
 interrupt came while ruamel.yaml (imported by rosbags when the first bag opens) searched ``sys.path`` for its
 optional C extension inside ``try: from _ruamel_yaml import ... except: ...``, which swallowed it (1 run in 120
-here with random moments). The tests below make that moment certain: a ``_ruamel_yaml`` module on
+here with random moments). Every child starts with SIGINT at its default, as in a terminal (CI's shell may
+hand it down ignored). The tests below make that moment certain: a ``_ruamel_yaml`` module on
 ``PYTHONPATH`` raises SIGINT when ruamel.yaml.main looks for it (the only stand-in: the moment of the key press);
 the commands, ruamel.yaml and rosbags are the real ones."""
 
@@ -16,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from processes import sigint_as_in_a_terminal
 
 BIN = Path(sys.executable).parent
 
@@ -32,6 +34,11 @@ raise ImportError("no C extension")
 """
 
 
+def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=sigint_as_in_a_terminal,
+                          **kwargs)
+
+
 def _env(trigger: Path) -> dict[str, str]:
     trigger.mkdir(exist_ok=True)
     (trigger / "_ruamel_yaml.py").write_text(CTRL_C_IN_RUAMEL)
@@ -42,16 +49,16 @@ def _env(trigger: Path) -> dict[str, str]:
 def test_the_library_really_swallows_the_interrupt(tmp_path):
     """The premise: without the guard, ruamel.yaml's import ends normally although Ctrl-C came (if a new
     ruamel.yaml stops swallowing it, this says so and the stand-in needs another library)."""
-    shown = subprocess.run([sys.executable, "-c", "import ruamel.yaml.main as m; print('imported', m.CParser)"],
-                           capture_output=True, text=True, timeout=60, env=_env(tmp_path / "trigger"))
+    shown = _run([sys.executable, "-c", "import ruamel.yaml.main as m; print('imported', m.CParser)"],
+                 env=_env(tmp_path / "trigger"))
     assert shown.returncode == 0 and shown.stdout == "imported None\n", (shown.returncode, shown.stderr[-500:])
 
 
 def test_kuavo_sim_record_stops_when_a_library_swallowed_the_interrupt(tmp_path):
     """The CI failure, made certain: 130, one line, no bag written (without the guard: 0 and every bag)."""
     output = tmp_path / "bags"
-    done = subprocess.run([str(BIN / "kuavo-sim-record"), str(output), "--tasks", "1", "--episodes", "2"],
-                          capture_output=True, text=True, timeout=300, env=_env(tmp_path / "trigger"))
+    done = _run([str(BIN / "kuavo-sim-record"), str(output), "--tasks", "1", "--episodes", "2"],
+                env=_env(tmp_path / "trigger"))
     assert done.returncode == 130, (done.returncode, done.stdout, done.stderr[-2000:])
     assert done.stderr == (f"interrupted: 0 bag(s) written under {output}; the same command again records the "
                            "rest\n"), done.stderr
@@ -65,17 +72,16 @@ def test_the_converter_stops_when_a_library_swallowed_the_interrupt(tmp_path):
     task = default_catalog().get("1")
     record(tmp_path / "bags", [task], 1, progress=False)
     output = tmp_path / "dataset"
-    done = subprocess.run([str(BIN / "kuavo-rosbag-to-lerobot"), "convert", str(tmp_path / "bags" / task.stage_dir),
+    done = _run([str(BIN / "kuavo-rosbag-to-lerobot"), "convert", str(tmp_path / "bags" / task.stage_dir),
                            "-o", str(output), "--task", "1", "--png"],
-                          capture_output=True, text=True, timeout=300, env=_env(tmp_path / "trigger"))
+                env=_env(tmp_path / "trigger"))
     assert done.returncode == 130, (done.returncode, done.stdout, done.stderr[-2000:])
     assert done.stderr.strip().splitlines() == ["interrupted: 0 of 1 bag(s) done, resume with --resume"], done.stderr
     assert not (output / "data").exists()
 
 
 def _python(code: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=60, **kwargs)
+    return _run([sys.executable, "-c", textwrap.dedent(code)], **kwargs)
 
 
 SWALLOWER = """\
