@@ -332,3 +332,12 @@ def test_ctrl_c_while_a_command_starts_is_one_line_and_130(tmp_path, name):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 130, (code, err[-2000:])
     assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err, err[-2000:]
+
+
+@pytest.mark.parametrize("name", ["policy_node", "sim_robot"])
+def test_ctrl_c_while_a_node_imports_is_one_line_and_130(name):
+    """The nodes' console scripts go through the same shim: Ctrl-C at 0.25 CPU-s, inside their imports (rclpy,
+    ~0.1-0.45 CPU-s here), is one line and 130, never a traceback (once built, Ctrl-C stops them with 0)."""
+    code, _, err = ctrl_c_when([str(BIN / name)], lambda process: _cpu_seconds(process.pid) > 0.25, 120,
+                               "0.25 CPU-s of start-up")
+    assert (code, err) == (130, f"{name}: interrupted\n"), (code, err[-2000:])

@@ -125,7 +125,7 @@ def test_other_threads_imports_never_raise_it(tmp_path):
         sys.path.insert(0, {str(tmp_path)!r})
         from kuavo_smolvla_ros import interrupts
         assert interrupts.guard()
-        handled = threading.Event()
+        handled, loaded = threading.Event(), threading.Event()
         result = []
         def load():
             try:
@@ -133,14 +133,15 @@ def test_other_threads_imports_never_raise_it(tmp_path):
                 result.append(slow_module.VALUE)
             except BaseException as err:
                 result.append(type(err).__name__)
+            loaded.set()
         worker = threading.Thread(target=load)
         try:
             worker.start()
-            worker.join(30)
+            loaded.wait(30)
             print("no interrupt")
         except KeyboardInterrupt:
             handled.set()
-            worker.join(30)
+            loaded.wait(30)  # (not a second join: a join the interrupt cut short may return at once)
             print("main thread interrupted; worker imported", result, "interrupts", interrupts.received())
         """)
     assert shown.returncode == 0, shown.stderr[-2000:]

@@ -61,6 +61,13 @@ def spin_node(make_node: Callable[[], Node], startup_errors: tuple[type[Exceptio
     except KeyboardInterrupt:  # Ctrl-C while loading: stop quietly
         rclpy.try_shutdown()
         return 130
+    except Exception:
+        # Ctrl-C that a library swallowed while the node was built: rclpy's handler shut the context down, so
+        # the construction went on to fail (RCLError "context is not valid"). That is the requested stop.
+        if interrupts.received() and not rclpy.ok():
+            rclpy.try_shutdown()
+            return 130
+        raise
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
